@@ -1,0 +1,6 @@
+# Warnings per target (never global, so third-party headers stay quiet via SYSTEM includes).
+function(ovseg_set_warnings target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+  endif()
+endfunction()

@@ -1,0 +1,221 @@
+// ovseg — open-vocabulary semantic segmentation (a C++ port of ov-seg, Liang et al., CVPR 2023).
+//
+// The public API. No torch, OpenCV or spdlog type appears here: a program that includes this
+// header compiles against the C++ standard library alone and links ovseg::ovseg.
+//
+//   ovseg::ModelOptions mo;                    // fixed at load: device, precision, threads, caches
+//   auto model = ovseg::Model::load("bundles/ovseg-swinB-vitL14", mo);    // throws ovseg::Error
+//   ovseg::Image img = ovseg::load_image("photo.jpg");                    // EXIF-rotated RGB8
+//   ovseg::Result r = model.segment(img.view(), {"road", "car", "sky"});
+//   r.labels[y * r.width + x];                 // class index, or ovseg::kUnlabeled
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ovseg/version.hpp"
+
+namespace ovseg {
+
+// ------------------------------------------------------------------------------------------------
+// Errors
+// ------------------------------------------------------------------------------------------------
+enum class ErrorCode {
+  kInvalidArgument,  // a bad option or class list (caller's mistake)
+  kIo,               // a file could not be read or written
+  kBadImage,         // an image file that does not decode, or an unsupported pixel layout
+  kBadModel,         // a bundle that is missing, of the wrong version, or corrupt
+  kBadData,          // a dataset or label file that does not fit its layout
+  kRuntime,          // anything else that went wrong while computing
+  kCancelled,        // the caller's progress callback asked to stop
+};
+
+// Every error ovseg throws. The message names the file (where there is one) and the problem.
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// "0.1.0"
+const char* version() noexcept;
+
+// ------------------------------------------------------------------------------------------------
+// Logging: the library logs through one logger named "ovseg" and never writes to stdout.
+// ------------------------------------------------------------------------------------------------
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kOff };
+void set_log_level(LogLevel level);
+// Route the library's log lines to a callback instead of stderr (nullptr restores stderr).
+void set_log_callback(std::function<void(LogLevel, const std::string&)> callback);
+
+// ------------------------------------------------------------------------------------------------
+// Images
+// ------------------------------------------------------------------------------------------------
+enum class PixelFormat { kRgb, kBgr, kRgba, kBgra, kGray };
+
+// A borrowed 8-bit image. stride = bytes per row (0 = tightly packed).
+struct ImageView {
+  const std::uint8_t* data = nullptr;
+  int width = 0;
+  int height = 0;
+  PixelFormat format = PixelFormat::kRgb;
+  std::size_t stride = 0;
+};
+
+// An owned, tightly packed 8-bit RGB image.
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> rgb;  // height * width * 3, row-major, R G B
+  ImageView view() const { return ImageView{rgb.data(), width, height, PixelFormat::kRgb, 0}; }
+};
+
+// Decode an image file the way the reference does (Pillow + EXIF orientation, then "RGB"):
+// greyscale is replicated, alpha dropped without compositing, palette expanded, 16-bit reduced
+// to 8-bit. Throws Error(kBadImage / kIo) naming the file.
+Image load_image(const std::string& path);
+// Decode an encoded image held in memory (same rules); `name` is used in error messages.
+Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name);
+// Convert any ImageView to an owned RGB8 image.
+Image to_rgb(const ImageView& view);
+
+// ------------------------------------------------------------------------------------------------
+// Model
+// ------------------------------------------------------------------------------------------------
+enum class Precision { kFp32, kBf16, kFp16 };
+enum class Mode {
+  kEval,  // OVSeg.semantic_inference: the evaluation path (ensemble of both branches)
+  kDemo,  // OVSegDEMO.demo_inference: one region per class, unlabelled pixels possible
+};
+
+const char* to_string(Precision p) noexcept;
+const char* to_string(Mode m) noexcept;
+Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16"; throws kInvalidArgument
+Mode parse_mode(const std::string& s);            // "eval" | "demo"; throws kInvalidArgument
+
+struct ModelOptions {
+  std::string device = "cpu";            // "cpu", "cuda", "cuda:N"
+  Precision precision = Precision::kFp32;
+  int threads = 0;                       // intra-op threads; 0 = all cores. Set once per process.
+  bool text_disk_cache = true;           // cache text features on disk
+  std::string text_cache_dir;            // empty = $OVSEG_CACHE_DIR, else $XDG_CACHE_HOME/ovseg, else ~/.cache/ovseg
+  int region_batch = 0;                  // CLIP regions per forward pass; 0 = chosen by memory
+};
+
+// Where the time of one segment() call went, in milliseconds.
+struct Timings {
+  double preprocess_ms = 0;  // conversion, test-time resize, normalise + pad
+  double proposals_ms = 0;   // backbone + pixel decoder + transformer predictor
+  double text_ms = 0;        // text features (≈0 when cached)
+  double regions_ms = 0;     // mask upsampling, valid regions, crops, 224² resizes
+  double clip_ms = 0;        // CLIP visual encoder over all valid regions
+  double post_ms = 0;        // ensemble, score map, final resize, argmax
+  double total_ms = 0;
+};
+
+struct SegmentOptions {
+  Mode mode = Mode::kEval;
+  std::optional<float> mask_threshold;   // default: the bundle's value for the mode
+  std::optional<float> ensemble_weight;  // default: the bundle's value for the mode
+  bool keep_scores = false;              // fill Result::scores
+  // Called between stages with a stage name and a fraction in [0, 1]; return false to cancel
+  // (segment() then throws Error(kCancelled)).
+  std::function<bool(const char* stage, float fraction)> progress;
+};
+
+// Label value of pixels that no region covers (demo path) — and of pixels where the internal
+// "others" class wins when a single class was asked for in demo mode.
+inline constexpr std::uint16_t kUnlabeled = 65535;
+
+struct Box {
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // exclusive x1, y1; at the original image size
+};
+
+// One valid region (a MaskFormer query whose mask passes the threshold).
+struct Segment {
+  int query = 0;         // query index (0..Q-1)
+  int class_index = 0;   // best class of the region (index into Result::classes)
+  float score = 0;       // its ensembled probability
+  std::int64_t area = 0; // pixels of the binary mask, at the original image size
+  Box box;               // bounding box of the binary mask, at the original image size
+  bool selected = false; // demo path: the region was chosen by at least one class
+};
+
+struct Result {
+  int width = 0;   // original (decoded) size
+  int height = 0;
+  std::vector<std::string> classes;        // the caller's classes, in the caller's order
+  // Channel names of `scores`: equal to `classes`, except in demo mode with one class where
+  // the reference appends "others" (its pixels are labelled kUnlabeled in `labels`).
+  std::vector<std::string> score_classes;
+  std::vector<std::uint16_t> labels;       // height * width, class index or kUnlabeled
+  std::vector<float> scores;               // score_classes.size() * height * width (keep_scores)
+  std::vector<std::int64_t> class_pixels;  // per caller class: number of pixels labelled with it
+  std::int64_t unlabeled_pixels = 0;
+  std::vector<Segment> segments;           // valid regions in query order
+  int resized_width = 0;                   // test-time resize
+  int resized_height = 0;
+  Timings timings;
+};
+
+// What a bundle's manifest says, in a form for people and tools.
+struct ModelInfo {
+  std::string name;
+  std::string bundle_dir;
+  int format_version = 0;
+  std::string backbone;          // "swin" | "resnet"
+  std::string clip_model;        // e.g. "ViT-L/14"
+  int num_queries = 0;
+  int embed_dim = 0;
+  int min_size_test = 0;
+  int max_size_test = 0;
+  float eval_mask_threshold = 0, eval_ensemble_weight = 0;
+  float demo_mask_threshold = 0, demo_ensemble_weight = 0;
+  std::string template_set;
+  std::size_t num_templates = 0;
+  std::string source_sha256;
+  std::string manifest_json;     // the whole manifest, pretty-printed
+  std::string device;            // where the modules run
+  std::string precision;
+};
+
+class Model {
+ public:
+  // Loads and validates a bundle directory (manifest version, file checksums, modules).
+  static Model load(const std::string& bundle_dir, const ModelOptions& options = {});
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+  ~Model();
+
+  // Segments one image with the given class names. Safe to call from several threads.
+  Result segment(const ImageView& image, const std::vector<std::string>& classes,
+                 const SegmentOptions& options = {}) const;
+  Result segment_file(const std::string& path, const std::vector<std::string>& classes,
+                      const SegmentOptions& options = {}) const;
+
+  // Computes (and caches) the text features of these names now; returns the milliseconds spent.
+  double prepare_classes(const std::vector<std::string>& classes) const;
+  // Text features [(K+1) × E] row-major (the last row is the normalised non-object embedding).
+  std::vector<float> text_features(const std::vector<std::string>& classes) const;
+
+  const ModelInfo& info() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ovseg

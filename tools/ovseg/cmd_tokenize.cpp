@@ -1,0 +1,18 @@
+// PLACEHOLDER: replaced by the real subcommand implementation.
+#include <cstdio>
+
+#include "commands.hpp"
+
+namespace ovseg::cli {
+
+Command add_tokenize_command(CLI::App& parent) {
+  Command c;
+  c.app = parent.add_subcommand("tokenize", "(not implemented yet)");
+  c.run = [] {
+    std::fprintf(stderr, "ovseg tokenize: not implemented yet\n");
+    return kExitUsage;
+  };
+  return c;
+}
+
+}  // namespace ovseg::cli
