@@ -175,12 +175,14 @@ std::vector<std::uint8_t> npy_float32(const float* data, const std::vector<std::
   const std::size_t unpadded = 10 + header.size() + 1;  // magic(6)+version(2)+len(2), newline
   header.append((64 - unpadded % 64) % 64, ' ');
   header.push_back('\n');
-  std::vector<std::uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
-                                   static_cast<std::uint8_t>(header.size() & 0xff),
-                                   static_cast<std::uint8_t>(header.size() >> 8)};
-  out.insert(out.end(), header.begin(), header.end());
-  const auto* p = reinterpret_cast<const std::uint8_t*>(data);
-  out.insert(out.end(), p, p + count * static_cast<std::int64_t>(sizeof(float)));
+  const std::size_t payload = static_cast<std::size_t>(count) * sizeof(float);
+  std::vector<std::uint8_t> out(10 + header.size() + payload);
+  const std::uint8_t magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                  static_cast<std::uint8_t>(header.size() & 0xff),
+                                  static_cast<std::uint8_t>(header.size() >> 8)};
+  std::memcpy(out.data(), magic, sizeof magic);
+  std::memcpy(out.data() + 10, header.data(), header.size());
+  if (payload > 0) std::memcpy(out.data() + 10 + header.size(), data, payload);
   return out;
 }
 

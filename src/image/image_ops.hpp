@@ -2,6 +2,7 @@
 // BILINEAR resampler in resize_pillow.cpp, label/prediction maps in label_io.cpp.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -31,5 +32,19 @@ LabelMap read_label_map(const std::string& path);
 void write_label_map(const std::string& path, const LabelMap& map);
 // Encodes an RGB8 image as PNG/JPEG (by extension) and writes it atomically.
 void write_rgb_image(const std::string& path, const Image& image);
+
+// ---- Helpers shared with the tests -----------------------------------------------------------
+
+// The container of an encoded image, from its signature.
+enum class ContainerFormat { kJpeg, kPng, kWebp, kTiff, kOther };
+ContainerFormat sniff_container(const std::uint8_t* bytes, std::size_t size);
+
+// The EXIF orientation (1..8) Pillow's getexif() would report for an encoded image (JPEG APP1,
+// PNG eXIf / "Raw profile type exif" / XMP, WebP EXIF, TIFF IFD0); 0 when absent or unreadable.
+int exif_orientation(const std::uint8_t* bytes, std::size_t size);
+
+// resize_pillow_bilinear uses AVX2 kernels where the CPU has them; false forces the portable
+// kernels (for tests and benchmarks; the results are identical).
+void set_resize_simd_enabled(bool enabled);
 
 }  // namespace ovseg::detail

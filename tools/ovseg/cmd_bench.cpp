@@ -1,17 +1,200 @@
-// PLACEHOLDER: replaced by the real subcommand implementation.
-#include <cstdio>
+// `ovseg bench`: where the time of one image goes, stage by stage, and how close the CLIP stage
+// runs to the machine's matmul peak. Timings come from the library's own stage clocks
+// (Result::timings); the median over --repeat runs is reported.
+#include <sys/resource.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "class_list.hpp"
 #include "commands.hpp"
+#include "ovseg/eval.hpp"
+#include "ovseg/ovseg.hpp"
 
 namespace ovseg::cli {
+namespace {
+
+struct BenchOptions {
+  std::string model;
+  std::string image;
+  std::string classes;
+  std::string classes_file;
+  std::string preset;
+  std::string mode = "eval";
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  int threads = 0;
+  int repeat = 3;
+  int warmup = 1;
+  bool json = false;
+  bool quick = false;
+};
+
+double now_ms() {
+  using namespace std::chrono;
+  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// FLOPs (2 per multiply-add) of one CLIP ViT forward pass on one region, from the bundle's
+// architecture: patch embedding, Lv blocks of (QKV + out projection + attention + 4× MLP), proj.
+double clip_visual_gflop_per_region(const nlohmann::json& clip) {
+  const double w = clip.value("vision_width", 0);
+  const double layers = clip.value("vision_layers", 0);
+  const double patch = clip.value("patch_size", 0);
+  const double grid = clip.value("grid", 0);
+  const double e = clip.value("embed_dim", 0);
+  const double t = grid * grid + 1;  // tokens incl. the class token
+  const double patch_embed = grid * grid * (3 * patch * patch) * w;
+  const double per_layer = 12 * t * w * w + 2 * t * t * w;
+  return 2.0 * (patch_embed + layers * per_layer + w * e) / 1e9;
+}
+
+std::vector<std::string> resolve_classes(const BenchOptions& o) {
+  const int given = !o.classes.empty() + !o.classes_file.empty() + !o.preset.empty();
+  if (given != 1)
+    throw Error(ErrorCode::kInvalidArgument, "give exactly one of --classes, --classes-file, --preset");
+  std::vector<std::string> names;
+  if (!o.classes.empty()) names = parse_class_string(o.classes);
+  else if (!o.classes_file.empty()) names = read_class_file(o.classes_file);
+  else names = preset_classes(o.preset);
+  check_class_list(names, !o.classes_file.empty() ? o.classes_file : "--classes");
+  return names;
+}
+
+int run_bench(const BenchOptions& o) {
+  const auto classes = resolve_classes(o);
+  ModelOptions mo;
+  mo.device = o.device;
+  mo.precision = parse_precision(o.precision);
+  mo.threads = o.threads;
+  mo.text_disk_cache = false;  // "cold" must mean cold
+
+  const double t_load = now_ms();
+  Model model = Model::load(o.model, mo);
+  const double load_ms = now_ms() - t_load;
+  const auto manifest = nlohmann::json::parse(model.info().manifest_json);
+  const auto& clip = manifest.at("architecture").at("clip");
+
+  const double t_decode = now_ms();
+  const Image image = load_image(o.image);
+  const double decode_ms = now_ms() - t_decode;
+
+  const double text_cold_ms = model.prepare_classes(classes);
+  const double text_warm_ms = model.prepare_classes(classes);
+
+  SegmentOptions so;
+  so.mode = parse_mode(o.mode);
+  const int warmup = o.quick ? 0 : o.warmup;
+  const int repeat = o.quick ? 1 : std::max(1, o.repeat);
+  for (int i = 0; i < warmup; ++i) (void)model.segment(image.view(), classes, so);
+
+  std::vector<double> pre, prop, text, reg, clip_ms, post, total;
+  std::size_t regions = 0;
+  for (int i = 0; i < repeat; ++i) {
+    const Result r = model.segment(image.view(), classes, so);
+    pre.push_back(r.timings.preprocess_ms);
+    prop.push_back(r.timings.proposals_ms);
+    text.push_back(r.timings.text_ms);
+    reg.push_back(r.timings.regions_ms);
+    clip_ms.push_back(r.timings.clip_ms);
+    post.push_back(r.timings.post_ms);
+    total.push_back(r.timings.total_ms);
+    regions = r.segments.size();
+  }
+  const double clip_med = median(clip_ms);
+  const double gflop = clip_visual_gflop_per_region(clip) * static_cast<double>(regions);
+  const double total_med = median(total);
+
+  nlohmann::json out = {
+      {"model", model.info().name},
+      {"bundle", o.model},
+      {"image", o.image},
+      {"image_size", {image.width, image.height}},
+      {"classes", classes.size()},
+      {"mode", o.mode},
+      {"device", model.info().device},
+      {"precision", model.info().precision},
+      {"threads", o.threads},
+      {"repeat", repeat},
+      {"load_ms", load_ms},
+      {"stages_ms",
+       {{"decode", decode_ms},
+        {"preprocess", median(pre)},
+        {"proposals", median(prop)},
+        {"text_cold", text_cold_ms},
+        {"text_warm", text_warm_ms},
+        {"text_in_segment", median(text)},
+        {"regions", median(reg)},
+        {"clip_regions", clip_med},
+        {"post", median(post)},
+        {"total", total_med}}},
+      {"valid_regions", regions},
+      {"images_per_s", total_med > 0 ? 1000.0 / total_med : 0.0},
+      {"regions_per_s", clip_med > 0 ? 1000.0 * static_cast<double>(regions) / clip_med : 0.0},
+      {"clip_gflop", gflop},
+      {"clip_gflop_per_s", clip_med > 0 ? gflop / (clip_med / 1000.0) : 0.0},
+      {"peak_rss_mib", peak_rss_mib()},
+  };
+  if (o.json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return kExitOk;
+  }
+  const auto& s = out["stages_ms"];
+  std::printf("ovseg bench: %s on %s (%dx%d), %zu classes, %s, %s/%s, median of %d\n",
+              model.info().name.c_str(), o.image.c_str(), image.width, image.height, classes.size(),
+              o.mode.c_str(), model.info().device.c_str(), model.info().precision.c_str(), repeat);
+  std::printf("  %-22s %10s\n", "stage", "ms");
+  for (const char* k : {"decode", "preprocess", "proposals", "text_cold", "text_warm", "regions",
+                        "clip_regions", "post", "total"})
+    std::printf("  %-22s %10.1f\n", k, s[k].get<double>());
+  std::printf("  valid regions %zu, %.2f regions/s, CLIP %.1f GFLOP at %.1f GFLOP/s\n", regions,
+              out["regions_per_s"].get<double>(), gflop, out["clip_gflop_per_s"].get<double>());
+  std::printf("  %.3f images/s, model load %.0f ms, peak RSS %.0f MiB\n",
+              out["images_per_s"].get<double>(), load_ms, out["peak_rss_mib"].get<double>());
+  return kExitOk;
+}
+
+}  // namespace
 
 Command add_bench_command(CLI::App& parent) {
+  auto o = std::make_shared<BenchOptions>();
   Command c;
-  c.app = parent.add_subcommand("bench", "(not implemented yet)");
-  c.run = [] {
-    std::fprintf(stderr, "ovseg bench: not implemented yet\n");
-    return kExitUsage;
-  };
+  c.app = parent.add_subcommand("bench", "Per-stage timings of one image (median of --repeat runs)");
+  auto* app = c.app;
+  app->add_option("-m,--model", o->model, "Bundle directory")->required();
+  app->add_option("-i,--image", o->image, "Image file")->required();
+  app->add_option("-c,--classes", o->classes, "Comma-separated class names");
+  app->add_option("--classes-file", o->classes_file, "File with one class name per line");
+  app->add_option("--preset", o->preset, "Class list preset (ade150, ade847, pc59, pc459, voc20, coco171)");
+  app->add_option("--mode", o->mode, "eval | demo")->capture_default_str()->check(CLI::IsMember({"eval", "demo"}));
+  app->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
+  app->add_option("--precision", o->precision, "fp32 | bf16 | fp16")->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  app->add_option("-t,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  app->add_option("-r,--repeat", o->repeat, "Timed runs")->capture_default_str();
+  app->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();
+  app->add_flag("--json", o->json, "Print the results as JSON");
+  app->add_flag("--quick", o->quick, "One run, no warm-up (for CI smoke tests)");
+  c.run = [o] { return run_bench(*o); };
   return c;
 }
 
