@@ -1,0 +1,1 @@
+"""ovseg-export: turns official ov-seg checkpoints into TorchScript bundles (models/BUNDLE_FORMAT.md)."""
