@@ -3,6 +3,7 @@
 // that use SentencePiece models. Both are immutable after construction and thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,7 +23,9 @@ class Tokenizer {
 
   // [SOT] + encode(text) + [EOT], unpadded. A sequence longer than `context_length` throws
   // Error(kInvalidArgument) naming the text, unless `truncate`, which keeps the first
-  // context_length ids with the last one forced to EOT.
+  // context_length ids with the last one forced to EOT. (A tokenizer whose sot()/eot() is -1,
+  // e.g. a SentencePiece model without BOS, leaves that end out.) Invalid UTF-8 throws
+  // Error(kInvalidArgument); so does a context_length below 2.
   std::vector<std::int32_t> tokenize(std::string_view text, int context_length = 77,
                                      bool truncate = false) const;
 
@@ -48,9 +51,17 @@ class ClipTokenizer final : public Tokenizer {
   std::int32_t vocab_size() const override;
   std::string kind() const override { return "clip_bpe"; }
 
-  // The normalisation applied before pre-tokenisation (HTML unescape, whitespace folding,
-  // full Unicode lower-casing). Throws Error(kInvalidArgument) on invalid UTF-8.
+  // The normalisation applied before pre-tokenisation, SPEC §5.3 steps 2-5 with Python
+  // semantics: html.unescape twice, strip, Unicode whitespace runs → one space, strip, str.lower()
+  // (full mapping, Final_Sigma). ftfy (step 1) is not applied: the reference's golden ids keep
+  // e.g. U+01C5 as it is, which ftfy >= 5.2 would have split. Throws Error(kInvalidArgument) on
+  // invalid UTF-8.
   static std::string normalize(std::string_view text);
+
+  // The per-pre-token BPE cache (shared by all threads; bounded). clear_cache() empties it, e.g.
+  // to measure cold-cache speed; results never depend on it.
+  void clear_cache() const;
+  std::size_t cache_size() const;
 
   struct Impl;
 
@@ -79,8 +90,9 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Makes the tokenizer a bundle names: kind "clip_bpe" (file = merges .txt(.gz)) or
-// "sentencepiece" (file = .model). Throws Error naming the file.
+// Makes the tokenizer a bundle names: kind "clip_bpe" (file = merges .txt(.gz), or a directory
+// holding the Hugging Face vocab.json + merges.txt) or "sentencepiece" (file = .model).
+// Throws Error naming the file (kInvalidArgument for an unknown kind).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& file);
 
 }  // namespace ovseg
