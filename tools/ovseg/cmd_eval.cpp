@@ -1,17 +1,245 @@
-// PLACEHOLDER: replaced by the real subcommand implementation.
+// `ovseg eval`: the reference's ADE20K evaluation (A-150 / A-847), resumable and shardable.
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
 
 #include "commands.hpp"
+#include "common/log.hpp"
+#include "ovseg/eval.hpp"
+#include "ovseg/ovseg.hpp"
+#include "progress.hpp"
+
+namespace fs = std::filesystem;
 
 namespace ovseg::cli {
+namespace {
+
+struct EvalArgs {
+  std::string model;
+  std::string dataset;
+  std::string root;
+  std::string split = "validation";
+  long limit = -1;
+  std::string shard = "0/1";
+  bool resume = false;
+  std::string output;
+  bool save_predictions = false;
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  int threads = 0;
+  std::string mode = "eval";
+  float mask_threshold = 0;
+  float ensemble_weight = 0;
+  int checkpoint_every = 20;
+  std::string presets_file;
+  bool no_text_cache = false;
+  CLI::Option* mask_threshold_opt = nullptr;
+  CLI::Option* ensemble_weight_opt = nullptr;
+};
+
+// First Ctrl-C (or SIGTERM from a scheduler): finish the image in flight, checkpoint, exit 130.
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int sig) {
+  g_stop.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
+std::string fixed6(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", static_cast<double>(v));
+  return buf;
+}
+
+int run_eval(const EvalArgs& a, const CLI::App& root) {
+  const bool quiet = root.count("--quiet") > 0;
+  auto& log = detail::log();
+
+  // 1. Everything that can be checked before the (slow) model load.
+  const eval::DatasetSpec& spec = eval::dataset_spec(a.dataset);
+  const auto [shard_index, shard_count] = eval::parse_shard(a.shard);
+  static const std::regex kDevice("cpu|cuda(:[0-9]+)?");
+  if (!std::regex_match(a.device, kDevice))
+    throw Error(ErrorCode::kInvalidArgument, "--device: \"" + a.device + "\" is not cpu, cuda or cuda:N");
+  const std::vector<std::string> classes = preset_classes(spec.preset, a.presets_file);
+  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, a.split);  // missing directory → exit 2
+  std::string output = a.output;
+  if (output.empty()) {
+    output = "eval-" + spec.name + "-" + a.split;
+    if (shard_count > 1) output += "-shard" + std::to_string(shard_index) + "of" + std::to_string(shard_count);
+  }
+  const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
+  if (!a.resume && fs::exists(checkpoint))
+    throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
+                                                          "continue it, or choose another --output");
+  SegmentOptions so;
+  so.mode = parse_mode(a.mode);
+  if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
+  if (a.ensemble_weight_opt->count()) so.ensemble_weight = a.ensemble_weight;
+  so.progress = [](const char*, float) { return !g_stop.load(); };
+  if (so.mode == Mode::kDemo)
+    log.warn("--mode demo is not the reference's evaluation path; unlabeled pixels count as predicted nothing "
+             "(row K of the confusion matrix, left out of the metrics as detectron2 would)");
+
+  // 2. Model, and the text features of the dataset's classes once for the whole run.
+  ModelOptions mo;
+  mo.device = a.device;
+  mo.precision = parse_precision(a.precision);
+  mo.threads = a.threads;
+  mo.text_disk_cache = !a.no_text_cache;
+  const auto load_start = std::chrono::steady_clock::now();
+  const Model model = Model::load(a.model, mo);
+  const auto& info = model.info();
+  log.info("model {} loaded from {} on {} ({}) in {:.2f} s", info.name, info.bundle_dir, info.device, info.precision,
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  const double text_ms = model.prepare_classes(classes);
+  log.info("text features of the {} {} classes in {:.0f} ms", classes.size(), spec.name, text_ms);
+
+  const bool demo = so.mode == Mode::kDemo;
+  const float thr = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
+  const float w = so.ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
+
+  eval::EvalOptions o;
+  o.dataset = spec.name;
+  o.root = a.root;
+  o.split = a.split;
+  o.output_dir = output;
+  o.class_names = classes;
+  // What the numbers depend on: a resumed run and merged shards must agree on all of it.
+  o.settings = {{"model", info.name},
+                {"model_sha256", info.source_sha256},
+                {"mode", to_string(so.mode)},
+                {"mask_threshold", fixed6(thr)},
+                {"ensemble_weight", fixed6(w)},
+                {"precision", info.precision}};
+  o.limit = a.limit;
+  o.shard_index = shard_index;
+  o.shard_count = shard_count;
+  o.resume = a.resume;
+  o.save_predictions = a.save_predictions;
+  o.checkpoint_every = a.checkpoint_every;
+  o.text_prepare_ms = text_ms;
+  std::unique_ptr<Progress> progress;
+  o.on_start = [&](long todo, long done_before) {
+    if (done_before > 0) log.info("resuming: {} images done, {} to go", done_before, todo);
+    progress = std::make_unique<Progress>("images", todo, !quiet);
+  };
+  o.on_image = [&](const eval::ImagePair& pair, const std::string&) {
+    if (progress) progress->step(pair.stem);
+  };
+  o.should_stop = [] { return g_stop.load(); };
+
+  const eval::Predictor predict = [&](const eval::ImagePair& pair, int label_w, int label_h) {
+    const Image image = load_image(pair.image_path);
+    if (image.width != label_w || image.height != label_h)
+      throw Error(ErrorCode::kBadData, pair.image_path + ": image is " + std::to_string(image.width) + "x" +
+                                           std::to_string(image.height) + " but its label " + pair.label_path +
+                                           " is " + std::to_string(label_w) + "x" + std::to_string(label_h));
+    Result r = model.segment(image.view(), classes, so);
+    eval::Prediction p;
+    p.labels.width = r.width;
+    p.labels.height = r.height;
+    p.labels.labels = std::move(r.labels);
+    p.timings = r.timings;
+    return p;
+  };
+
+  g_stop.store(false);
+  auto previous_int = std::signal(SIGINT, on_stop_signal);
+  auto previous_term = std::signal(SIGTERM, on_stop_signal);
+  eval::EvalSummary s;
+  try {
+    s = eval::run_evaluation(o, predict);
+  } catch (...) {
+    std::signal(SIGINT, previous_int);
+    std::signal(SIGTERM, previous_term);
+    throw;
+  }
+  std::signal(SIGINT, previous_int);
+  std::signal(SIGTERM, previous_term);
+  if (progress) progress->finish();
+
+  const auto problems = s.problems();
+  const auto& t = s.state.timings;
+  if (!quiet)
+    std::fprintf(stderr, "eval: %zu images evaluated (%ld now), %zu skipped or failed; %.3f images/s on %s (%s); "
+                         "reports in %s\n",
+                 s.state.finished.size(), s.evaluated_now, problems.size(),
+                 t.wall_s > 0 ? static_cast<double>(t.images) / t.wall_s : 0.0, info.device.c_str(),
+                 info.precision.c_str(), output.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "eval: %zu files skipped or failed:\n", problems.size());
+    for (const auto& p : problems) std::fprintf(stderr, "  %s: %s\n", p.name.c_str(), p.reason.c_str());
+  }
+  if (s.interrupted) {
+    std::fprintf(stderr, "eval: interrupted after %zu of %lld images; continue with --resume (checkpoint %s)\n",
+                 s.state.finished.size() + s.state.failed.size(), static_cast<long long>(s.state.pairs_total),
+                 checkpoint.c_str());
+    return 130;
+  }
+  std::printf("mIoU_gt_classes=%.2f\n%s\n", s.metrics.miou_gt_classes, eval::headline(s.metrics).c_str());
+  std::fflush(stdout);
+  return problems.empty() ? kExitOk : kExitSomeFailed;
+}
+
+}  // namespace
 
 Command add_eval_command(CLI::App& parent) {
+  auto args = std::make_shared<EvalArgs>();
+  EvalArgs& a = *args;
   Command c;
-  c.app = parent.add_subcommand("eval", "(not implemented yet)");
-  c.run = [] {
-    std::fprintf(stderr, "ovseg eval: not implemented yet\n");
-    return kExitUsage;
-  };
+  CLI::App* app = parent.add_subcommand(
+      "eval", "Evaluate on ADE20K-150 / ADE20K-847 with the reference's metrics (resumable, shardable)");
+  c.app = app;
+  app->footer(
+      "Layouts (as ov-seg's preparation scripts leave them):\n"
+      "  ade150: ROOT/ADEChallengeData2016/images/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.png (255 ignore)\n"
+      "  ade847: ROOT/ADE20K_2021_17_01/images_detectron2/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.tif "
+      "(65535 ignore)\n"
+      "Outputs in --output: metrics.json, per_class.csv, metrics.md, checkpoint.json (and predictions/).\n"
+      "mIoU is detectron2 0.6's formula as ov-seg reports it (classes predicted but absent from the GT count);\n"
+      "mIoU_gt_classes averages over the classes present in the GT (detectron2 since July 2022).\n"
+      "Shards: run --shard I/N for I = 0..N-1 (e.g. a job array), then 'ovseg eval-merge'.");
+  app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
+  app->add_option("--dataset", a.dataset, "ade150 or ade847")->required()->check(CLI::IsMember({"ade150", "ade847"}));
+  app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)")->required();
+  app->add_option("--split", a.split, "Split directory name")->capture_default_str();
+  app->add_option("--limit", a.limit, "Evaluate only the first N images (of the shard)")->check(CLI::NonNegativeNumber);
+  app->add_option("--shard", a.shard, "Evaluate images with index % N == I (over the sorted pairs)")
+      ->capture_default_str();
+  app->add_flag("--resume", a.resume, "Continue from OUTPUT/checkpoint.json (same numbers as one uninterrupted run)");
+  app->add_option("-o,--output", a.output, "Output directory [default: eval-DATASET-SPLIT[-shardIofN]]");
+  app->add_flag("--save-predictions", a.save_predictions,
+                "Write each label map to OUTPUT/predictions/STEM.png (A-150) or .tif (A-847)");
+  app->add_option("-d,--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app->add_option("--precision", a.precision, "Floating point precision of the model")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+  app->add_option("-j,--threads", a.threads, "CPU threads of the model (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app->add_option("--mode", a.mode, "eval (the reference's evaluation path) or demo")
+      ->check(CLI::IsMember({"eval", "demo"}))
+      ->capture_default_str();
+  a.mask_threshold_opt = app->add_option("-t,--mask-threshold", a.mask_threshold,
+                                         "Mask probability threshold [default: the bundle's; 0.4 Swin-B, 0.5 R101c]")
+                             ->check(CLI::Range(0.0f, 1.0f));
+  a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
+                                          "Weight of the CLIP branch [default: the bundle's; 0.7 for ADE20K]")
+                              ->check(CLI::Range(0.0f, 1.0f));
+  app->add_option("--checkpoint-every", a.checkpoint_every, "Write the checkpoint every N images")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app->add_option("--presets-file", a.presets_file,
+                  "Class lists JSON [default: $OVSEG_PRESETS, else PREFIX/share/ovseg/class_lists.json]");
+  app->add_flag("--no-text-cache", a.no_text_cache, "Do not cache text features on disk");
+  c.run = [args, &parent] { return run_eval(*args, parent); };
   return c;
 }
 

@@ -1,0 +1,266 @@
+// ovseg evaluation: class-name presets, dataset layouts (ADE20K-150 / ADE20K-847), the confusion
+// matrix and the metrics of the reference's evaluator (detectron2 0.6 SemSegEvaluator), resumable
+// checkpoints, shard merging and the report files. Torch-free: the model is reached only through
+// the Predictor callback of run_evaluation().
+//
+//   auto spec = ovseg::eval::dataset_spec("ade150");
+//   ovseg::eval::EvalOptions o;  o.dataset = "ade150";  o.root = "datasets";  o.output_dir = "out";
+//   o.class_names = ovseg::preset_classes(spec.preset);
+//   auto summary = ovseg::eval::run_evaluation(o, [&](const ovseg::eval::ImagePair& p, int w, int h) {
+//     ...;  // run the model on p.image_path, return its label map
+//   });
+//   std::puts(ovseg::eval::headline(summary.metrics).c_str());
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ovseg/ovseg.hpp"
+
+namespace ovseg {
+
+// ------------------------------------------------------------------------------------------------
+// Class-name presets (the datasets' class lists in label order)
+// ------------------------------------------------------------------------------------------------
+// Known preset names: ade150, ade847, pc59, pc459, voc20, coco171.
+std::vector<std::string> preset_names();
+
+// The JSON file the presets are read from: `presets_file` if not empty, else $OVSEG_PRESETS, else
+// <install prefix>/share/ovseg/class_lists.json (found beside the library or the executable), else
+// <source dir>/../shared/ovseg/class_lists.json. Throws Error(kIo) listing the places tried.
+std::string find_presets_file(const std::string& presets_file = {});
+
+// The class names of a preset in label order, each stripped of outer whitespace.
+// Throws Error(kInvalidArgument) for an unknown name (the message lists the known ones),
+// Error(kIo / kBadData) when the presets file is missing or malformed.
+std::vector<std::string> preset_classes(const std::string& name, const std::string& presets_file = {});
+
+namespace eval {
+
+// ------------------------------------------------------------------------------------------------
+// Datasets (SPEC §8.1, §8.2)
+// ------------------------------------------------------------------------------------------------
+struct DatasetSpec {
+  std::string name;            // "ade150" | "ade847"
+  std::string title;           // for people
+  std::string preset;          // the class-name preset
+  int num_classes = 0;         // K
+  std::uint32_t ignore_label = 255;
+  int label_bit_depth = 8;     // of the label files (and of saved predictions)
+  std::string image_dir;       // relative to the datasets root; "{split}" is replaced
+  std::string label_dir;
+  std::string image_ext;       // ".jpg"
+  std::string label_ext;       // ".png" | ".tif"
+};
+
+std::vector<std::string> dataset_names();
+// Throws Error(kInvalidArgument) for an unknown name, listing the known ones.
+const DatasetSpec& dataset_spec(const std::string& name);
+
+struct ImagePair {
+  std::string stem;
+  std::string image_path;
+  std::string label_path;
+};
+
+// A file that was skipped or failed, and why.
+struct FileProblem {
+  std::string name;    // the file (or image stem) concerned
+  std::string reason;
+};
+
+struct DatasetListing {
+  std::string image_dir;               // absolute-ish paths actually scanned
+  std::string label_dir;
+  std::vector<ImagePair> pairs;        // paired by stem, sorted by stem (byte order)
+  std::vector<FileProblem> unpaired;   // an image without label or a label without image
+};
+
+// Scans the dataset's image and label directories under `root`. Throws Error(kBadData) naming
+// the directory when one is missing.
+DatasetListing list_dataset(const DatasetSpec& spec, const std::string& root, const std::string& split);
+
+// The pairs with index % shard_count == shard_index (over the sorted list).
+std::vector<ImagePair> select_shard(const std::vector<ImagePair>& pairs, int shard_index, int shard_count);
+// Parses "I/N" (0 <= I < N). Throws Error(kInvalidArgument).
+std::pair<int, int> parse_shard(const std::string& text);
+
+// A label map held as 16-bit values (8-bit files are widened).
+struct LabelImage {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint16_t> labels;  // height * width
+};
+
+// Reads a ground-truth label file at its stored size and checks every value is a class
+// (0..K-1) or the ignore label. Throws Error(kBadData / kIo) naming the file.
+LabelImage read_ground_truth(const DatasetSpec& spec, const std::string& path);
+// "<stem>.png" or "<stem>.tif", as the dataset's labels.
+std::string prediction_file_name(const DatasetSpec& spec, const std::string& stem);
+// Writes a prediction in the dataset's label format; ovseg::kUnlabeled is written as the
+// dataset's ignore label. Throws Error(kInvalidArgument / kIo).
+void write_prediction(const DatasetSpec& spec, const std::string& path, const LabelImage& prediction);
+
+// ------------------------------------------------------------------------------------------------
+// Confusion matrix and metrics (SPEC §8.3, §8.4)
+// ------------------------------------------------------------------------------------------------
+// CM[pred, gt], (K+1) × (K+1), int64. Ground truth equal to the ignore label goes to column K;
+// a prediction of ovseg::kUnlabeled (demo mode) goes to row K, which the detectron2 formulas leave
+// out — exactly what the reference's evaluator would do with such a value.
+class ConfusionMatrix {
+ public:
+  ConfusionMatrix() = default;
+  explicit ConfusionMatrix(int num_classes);
+
+  int num_classes() const noexcept { return num_classes_; }
+  int size() const noexcept { return num_classes_ + 1; }
+  std::int64_t at(int pred, int gt) const { return counts_[static_cast<std::size_t>(pred) * size() + gt]; }
+  std::int64_t& at(int pred, int gt) { return counts_[static_cast<std::size_t>(pred) * size() + gt]; }
+  const std::vector<std::int64_t>& counts() const noexcept { return counts_; }  // row-major [pred][gt]
+
+  // Adds one image. All-or-nothing: a value that is neither a class, nor (pred) kUnlabeled, nor
+  // (gt) the ignore label throws Error(kBadData) and leaves the matrix unchanged.
+  void add(const std::uint16_t* pred, const std::uint16_t* gt, std::size_t n, std::uint32_t ignore_label);
+  // Sums another matrix of the same K (throws Error(kInvalidArgument) otherwise).
+  void merge(const ConfusionMatrix& other);
+  std::int64_t total() const;
+
+  bool operator==(const ConfusionMatrix& o) const {
+    return num_classes_ == o.num_classes_ && counts_ == o.counts_;
+  }
+
+ private:
+  int num_classes_ = 0;
+  std::vector<std::int64_t> counts_;
+};
+
+// Every value ×100, as the reference reports them. NaN where undefined.
+struct Metrics {
+  int num_classes = 0;
+  double miou = 0;             // detectron2 0.6 / ov-seg: Σ IoU over classes with GT ÷ #classes with GT or prediction
+  double miou_gt_classes = 0;  // detectron2 since July 2022: mean IoU over classes with GT
+  double fwiou = 0;
+  double macc = 0;
+  double pacc = 0;
+  std::vector<double> iou;     // per class; NaN for classes without GT pixels
+  std::vector<double> acc;
+  std::vector<std::int64_t> tp, gt_pixels, pred_pixels;  // pred_pixels: over non-ignored GT only
+  int classes_with_gt = 0;
+  int classes_with_gt_or_pred = 0;
+  std::int64_t pixels = 0;                  // non-ignored GT pixels
+  std::int64_t ignored_pixels = 0;          // GT == ignore label
+  std::int64_t unlabeled_predictions = 0;   // predicted kUnlabeled on non-ignored GT
+};
+
+// The formulas of SPEC §8.4, with numpy's summation order so the numbers match to the bit.
+Metrics compute_metrics(const ConfusionMatrix& cm);
+
+// "mIoU=29.61 fwIoU=… mACC=… pACC=…"
+std::string headline(const Metrics& m);
+
+// ------------------------------------------------------------------------------------------------
+// Checkpoints and shards
+// ------------------------------------------------------------------------------------------------
+struct TimingTotals {
+  std::int64_t images = 0;      // images whose times are summed below
+  Timings model;                // sums of Result::timings
+  double step_ms = 0;           // sum of whole steps (GT read, decode, model, accumulate, save)
+  double wall_s = 0;            // loop time, summed over sessions (and shards when merged)
+  double text_prepare_ms = 0;   // text features before the loop (summed over sessions)
+};
+
+struct EvalState {
+  std::string dataset;
+  std::string split;
+  int shard_index = 0;
+  int shard_count = 1;
+  std::vector<std::string> class_names;
+  // What determines the numbers (model, mode, thresholds, precision): merged shards must agree.
+  std::map<std::string, std::string> settings;
+  ConfusionMatrix cm;
+  std::vector<std::string> finished;     // stems accumulated into cm
+  std::vector<FileProblem> failed;       // images that failed in the last session (retried on resume)
+  std::vector<FileProblem> unpaired;     // listing problems (image without label, …)
+  std::int64_t pairs_total = 0;          // images selected for this run (after shard and limit)
+  TimingTotals timings;
+  std::vector<std::string> merged_from;  // eval-merge: the merged shards ("I/N") and their sources
+
+  bool complete() const {
+    return static_cast<std::int64_t>(finished.size() + failed.size()) >= pairs_total;
+  }
+};
+
+// Atomic (temporary file + rename). The matrix is stored sparse, counts as exact int64.
+void save_state(const std::string& path, const EvalState& state);
+// Throws Error(kBadData / kIo) naming the file.
+EvalState load_state(const std::string& path);
+
+// Sums shard states. Throws Error(kInvalidArgument) when dataset, split, classes or settings
+// differ, or when two shards evaluated the same image. `problems` receives what makes the merge
+// incomplete (a missing or unfinished shard).
+EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::string>* problems = nullptr);
+
+// ------------------------------------------------------------------------------------------------
+// Reports and the evaluation loop
+// ------------------------------------------------------------------------------------------------
+inline constexpr const char* kCheckpointFile = "checkpoint.json";
+inline constexpr const char* kPredictionsDir = "predictions";
+
+// metrics.json, per_class.csv and metrics.md in `dir` (atomically). `extra_problems` (e.g. an
+// incomplete merge) are listed in the JSON and the markdown.
+void write_reports(const std::string& dir, const EvalState& state, const Metrics& metrics,
+                   const std::vector<std::string>& extra_problems = {});
+
+struct Prediction {
+  LabelImage labels;   // class index per pixel, or kUnlabeled
+  Timings timings;
+};
+// Runs the model on one image. The label file's size is given so a mismatch can be reported
+// before the model runs. Throwing marks the image as failed (named in the summary).
+using Predictor = std::function<Prediction(const ImagePair& pair, int label_width, int label_height)>;
+
+struct EvalOptions {
+  std::string dataset = "ade150";
+  std::string root;
+  std::string split = "validation";
+  std::string output_dir;
+  std::vector<std::string> class_names;       // K names in label order
+  std::map<std::string, std::string> settings;
+  long limit = -1;                            // first N images of the (shard's) list; < 0 = all
+  int shard_index = 0;
+  int shard_count = 1;
+  bool resume = false;
+  bool save_predictions = false;
+  int checkpoint_every = 20;
+  double text_prepare_ms = 0;
+  // Called once before the loop: images left to do, images already done (resumed).
+  std::function<void(long todo, long done_before)> on_start;
+  // Called after each image; `problem` is empty on success.
+  std::function<void(const ImagePair& pair, const std::string& problem)> on_image;
+  // Polled before each image; true stops the loop (a checkpoint is written first).
+  std::function<bool()> should_stop;
+};
+
+struct EvalSummary {
+  EvalState state;
+  Metrics metrics;
+  long evaluated_now = 0;   // images evaluated in this session
+  long failed_now = 0;
+  bool interrupted = false;
+  // Everything skipped or failed (unpaired files first), for the summary.
+  std::vector<FileProblem> problems() const;
+};
+
+// Lists, shards, resumes from <output>/checkpoint.json (with options.resume), evaluates every
+// remaining image with `predict`, checkpoints every `checkpoint_every` images and at the end, and
+// writes the reports. Throws Error(kBadData) for a missing dataset directory and
+// Error(kInvalidArgument) for inconsistent options or a checkpoint that does not fit.
+EvalSummary run_evaluation(const EvalOptions& options, const Predictor& predict);
+
+}  // namespace eval
+}  // namespace ovseg
