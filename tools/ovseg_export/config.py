@@ -1,0 +1,136 @@
+"""Official ov-seg YAML configs → nested dicts, and the inference settings derived from them."""
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+import yaml
+
+from .presets import DEFAULTS, RELEASED_DEMO, RELEASED_EVAL, deep_merge, preset_config
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _read_yaml(path: str, depth: int = 0) -> Dict[str, Any]:
+    if depth > 10:
+        raise ConfigError(f"{path}: _BASE_ chain too deep")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping")
+    base = data.pop("_BASE_", None)
+    if base:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        data = deep_merge(_read_yaml(base_path, depth + 1), data)
+    return data
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """The YAML (with its _BASE_ chain) merged over the defaults."""
+    cfg = deep_merge(DEFAULTS, _read_yaml(path))
+    _coerce(cfg, path)
+    return cfg
+
+
+def config_for(preset: str = None, config_path: str = None) -> Dict[str, Any]:
+    if config_path is not None:
+        return load_config(config_path)
+    cfg = preset_config(preset)
+    _coerce(cfg, f"preset:{preset}")
+    return cfg
+
+
+def _coerce(cfg: Dict[str, Any], where: str) -> None:
+    """YAML 1.1 reads "1e-6"-style numbers as strings; fix the keys that matter."""
+    def fix(section: Dict[str, Any], key: str, kind) -> None:
+        if key not in section or section[key] is None:
+            return
+        try:
+            section[key] = kind(section[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {key} = {section[key]!r} is not a {kind.__name__}") from None
+
+    ca = cfg["MODEL"]["CLIP_ADAPTER"]
+    for k in ("MASK_THR", "CLIP_ENSEMBLE_WEIGHT", "MASK_EXPAND_RATIO"):
+        fix(ca, k, float)
+    fix(ca, "MASK_PROMPT_DEPTH", int)
+    for k in ("MIN_SIZE_TEST", "MAX_SIZE_TEST"):
+        fix(cfg["INPUT"], k, int)
+    fix(cfg["MODEL"]["MASK_FORMER"], "SIZE_DIVISIBILITY", int)
+    cfg["MODEL"]["PIXEL_MEAN"] = [float(v) for v in cfg["MODEL"]["PIXEL_MEAN"]]
+    cfg["MODEL"]["PIXEL_STD"] = [float(v) for v in cfg["MODEL"]["PIXEL_STD"]]
+
+
+def backbone_kind(cfg: Dict[str, Any]) -> str:
+    name = str(cfg["MODEL"]["BACKBONE"]["NAME"])
+    if "swin" in name.lower():
+        return "swin"
+    if "resnet" in name.lower():
+        return "resnet"
+    raise ConfigError(f"unsupported MODEL.BACKBONE.NAME {name!r}")
+
+
+def short_model_name(cfg: Dict[str, Any]) -> str:
+    bb = "swinB" if backbone_kind(cfg) == "swin" else "R101c"
+    clip = str(cfg["MODEL"]["CLIP_ADAPTER"]["CLIP_MODEL_NAME"]).replace("ViT-", "vit").replace("/", "")
+    return f"ovseg-{bb}-{clip}"
+
+
+# CLIP normalisation constants (SPEC §6.3, §6.4). The float32 values are what the reference
+# uses; computing them here (not storing literals) keeps the one-ulp fill/mean quirk explicit.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_mean255() -> List[float]:
+    return [float(np.float32(m) * np.float32(255.0)) for m in CLIP_MEAN]
+
+
+def clip_std255() -> List[float]:
+    return [float(np.float32(s) * np.float32(255.0)) for s in CLIP_STD]
+
+
+def clip_fill() -> List[float]:
+    return [float(np.float32(255.0 * m)) for m in CLIP_MEAN]
+
+
+def inference_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The manifest's "preprocess" and "inference" sections (models/BUNDLE_FORMAT.md)."""
+    ca = cfg["MODEL"]["CLIP_ADAPTER"]
+    kind = backbone_kind(cfg)
+    meta = str(cfg["MODEL"].get("META_ARCHITECTURE", "OVSeg"))
+    own = {"mask_threshold": float(ca["MASK_THR"]),
+           "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"]) if ca.get("CLIP_ENSEMBLE", True) else 0.0}
+    if meta == "OVSegDEMO":
+        eval_s, demo_s = dict(RELEASED_EVAL[kind]), own
+    elif meta == "OVSeg":
+        eval_s, demo_s = own, dict(RELEASED_DEMO)
+    else:
+        raise ConfigError(f"unsupported MODEL.META_ARCHITECTURE {meta!r}")
+    if ca.get("MASK_FILL", "mean") != "mean":
+        raise ConfigError(f"MASK_FILL {ca.get('MASK_FILL')!r} is not supported (only 'mean')")
+    preprocess = {
+        "format": str(cfg["INPUT"].get("FORMAT", "RGB")),
+        "min_size_test": int(cfg["INPUT"]["MIN_SIZE_TEST"]),
+        "max_size_test": int(cfg["INPUT"]["MAX_SIZE_TEST"]),
+        "size_divisibility": int(cfg["MODEL"]["MASK_FORMER"]["SIZE_DIVISIBILITY"]),
+        "pixel_mean": list(cfg["MODEL"]["PIXEL_MEAN"]),
+        "pixel_std": list(cfg["MODEL"]["PIXEL_STD"]),
+        "clip_mean255": clip_mean255(),
+        "clip_std255": clip_std255(),
+        "clip_fill": clip_fill(),
+        "mask_fill": "mean",
+        "region_resolution": None,  # filled from the CLIP architecture
+    }
+    if preprocess["format"] != "RGB":
+        raise ConfigError(f"INPUT.FORMAT {preprocess['format']!r} is not supported (only RGB)")
+    inference = {"temperature": 100.0, "eval": eval_s, "demo": demo_s}
+    return {"preprocess": preprocess, "inference": inference}
