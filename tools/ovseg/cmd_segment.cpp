@@ -1,17 +1,440 @@
-// PLACEHOLDER: replaced by the real subcommand implementation.
+// `ovseg segment`: images in, label maps (and optional overlays, JSON reports, score maps) out.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "class_list.hpp"
 #include "commands.hpp"
+#include "common/fs_util.hpp"
+#include "common/log.hpp"
+#include "image/image_ops.hpp"
+#include "inputs.hpp"
+#include "ovseg/eval.hpp"
+#include "ovseg/ovseg.hpp"
+#include "overlay.hpp"
+#include "progress.hpp"
+
+namespace fs = std::filesystem;
 
 namespace ovseg::cli {
+namespace {
+
+struct SegmentArgs {
+  std::string model;
+  std::string classes;
+  std::string classes_file;
+  std::string preset;
+  std::string mode = "eval";
+  float mask_threshold = 0;
+  float ensemble_weight = 0;
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  int threads = 0;
+  std::string output = ".";
+  bool save_scores = false;
+  bool overlay = false;
+  bool json = false;
+  bool recursive = false;
+  bool skip_existing = false;
+  bool no_text_cache = false;
+  std::vector<std::string> inputs;
+  // The options themselves, to ask after parsing whether they were given.
+  CLI::Option* mask_threshold_opt = nullptr;
+  CLI::Option* ensemble_weight_opt = nullptr;
+  CLI::Option* classes_opt = nullptr;
+  CLI::Option* classes_file_opt = nullptr;
+  CLI::Option* preset_opt = nullptr;
+};
+
+// First Ctrl-C: finish the image in flight, write the summary, exit 130. Second: default action.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+  g_interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// A library message usually starts with the file it is about; don't repeat the path.
+std::string reason_for(const std::string& path, const std::string& message) {
+  if (message.rfind(path, 0) == 0 && message.size() > path.size() + 2 && message[path.size()] == ':')
+    return message.substr(path.size() + 2);
+  return message;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+double round_to(double v, double step) { return std::round(v / step) * step; }
+
+struct Decoded {
+  bool ok = false;
+  std::string error;
+  Image image;
+  double decode_ms = 0;
+};
+
+struct Job {
+  const SegmentArgs* args = nullptr;
+  const Model* model = nullptr;
+  SegmentOptions options;
+  float mask_threshold = 0;
+  float ensemble_weight = 0;
+};
+
+nlohmann::json make_report(const Job& job, const InputImage& in, const std::vector<std::string>& paths,
+                           const Result& r, int bit_depth, double decode_ms) {
+  using nlohmann::json;
+  const auto& info = job.model->info();
+  const double total = static_cast<double>(r.width) * r.height;
+  json j;
+  j["input"] = in.path;
+  j["width"] = r.width;
+  j["height"] = r.height;
+  j["model"] = {{"name", info.name}, {"bundle", info.bundle_dir}};
+  j["mode"] = to_string(job.options.mode);
+  j["device"] = info.device;
+  j["precision"] = info.precision;
+  j["mask_threshold"] = round_to(job.mask_threshold, 1e-6);
+  j["ensemble_weight"] = round_to(job.ensemble_weight, 1e-6);
+  j["classes"] = r.classes;
+  if (r.score_classes != r.classes) j["score_classes"] = r.score_classes;
+  j["label_map"] = {{"path", paths[0]},
+                    {"bit_depth", bit_depth},
+                    {"unlabeled_value", bit_depth == 8 ? 255 : 65535}};
+  std::size_t next = 1;
+  if (job.args->overlay) j["overlay"] = paths[next++];
+  if (job.args->json) j["report"] = paths[next++];
+  if (job.args->save_scores)
+    j["scores"] = {{"path", paths[next++]},
+                   {"shape", {r.score_classes.size(), r.height, r.width}},
+                   {"dtype", "float32"}};
+  json share = json::array();
+  for (std::size_t c = 0; c < r.classes.size() && c < r.class_pixels.size(); ++c)
+    if (r.class_pixels[c] > 0)
+      share.push_back({{"index", c},
+                       {"class", r.classes[c]},
+                       {"pixels", r.class_pixels[c]},
+                       {"share", round_to(r.class_pixels[c] / total, 1e-7)}});
+  j["pixel_share"] = share;
+  j["unlabeled"] = {{"pixels", r.unlabeled_pixels}, {"share", round_to(r.unlabeled_pixels / total, 1e-7)}};
+  json segs = json::array();
+  for (const auto& s : r.segments) {
+    const std::size_t ci = static_cast<std::size_t>(s.class_index);
+    const std::string name = ci < r.score_classes.size() ? r.score_classes[ci]
+                             : ci < r.classes.size()      ? r.classes[ci]
+                                                          : std::string();
+    json sj = {{"query", s.query},
+               {"class_index", s.class_index},
+               {"class", name},
+               {"score", round_to(s.score, 1e-6)},
+               {"area", s.area},
+               {"box", {s.box.x0, s.box.y0, s.box.x1, s.box.y1}}};
+    if (job.options.mode == Mode::kDemo) sj["selected"] = s.selected;
+    segs.push_back(std::move(sj));
+  }
+  j["segments"] = segs;
+  j["resized"] = {{"width", r.resized_width}, {"height", r.resized_height}};
+  const auto& t = r.timings;
+  j["timings_ms"] = {{"decode", round_to(decode_ms, 1e-3)},         {"preprocess", round_to(t.preprocess_ms, 1e-3)},
+                     {"proposals", round_to(t.proposals_ms, 1e-3)}, {"text", round_to(t.text_ms, 1e-3)},
+                     {"regions", round_to(t.regions_ms, 1e-3)},     {"clip", round_to(t.clip_ms, 1e-3)},
+                     {"post", round_to(t.post_ms, 1e-3)},           {"segment_total", round_to(t.total_ms, 1e-3)}};
+  return j;
+}
+
+// Writes every output of one image; the label map last, so that --skip-existing never skips an
+// image whose other outputs a crash left unwritten.
+void write_outputs(const Job& job, const InputImage& in, const Image& image, const Result& r, double decode_ms) {
+  const SegmentArgs& a = *job.args;
+  const auto paths = output_paths(a.output, in.out_stem, a.overlay, a.json, a.save_scores);
+  const int bit_depth = r.classes.size() <= 255 ? 8 : 16;
+  std::size_t next = 1;
+  if (a.overlay) detail::write_rgb_image(paths[next++], render_overlay(image, r));
+  if (a.json) {
+    const std::string text = make_report(job, in, paths, r, bit_depth, decode_ms).dump(1) + "\n";
+    detail::write_file_atomic(paths[next++], text);
+  }
+  if (a.save_scores) {
+    const std::int64_t c = static_cast<std::int64_t>(r.score_classes.size());
+    if (r.scores.size() != static_cast<std::size_t>(c) * r.width * r.height)
+      throw Error(ErrorCode::kRuntime, "score map has an unexpected size");
+    const auto npy = detail::npy_float32(r.scores.data(), {c, r.height, r.width});
+    detail::write_file_atomic(paths[next++], npy.data(), npy.size());
+  }
+  detail::LabelMap lm;
+  lm.width = r.width;
+  lm.height = r.height;
+  lm.bit_depth = bit_depth;
+  lm.values = r.labels;
+  if (bit_depth == 8)
+    for (auto& v : lm.values)
+      if (v == kUnlabeled) v = 255;
+  detail::write_label_map(paths[0], lm);
+}
+
+int run_segment(SegmentArgs& a, const CLI::App& root) {
+  const bool quiet = root.count("--quiet") > 0;
+  auto& log = detail::log();
+
+  // 1. Classes.
+  std::vector<std::string> classes;
+  if (a.classes_opt->count()) classes = parse_class_string(a.classes);
+  else if (a.classes_file_opt->count()) classes = read_class_file(a.classes_file);
+  else if (a.preset_opt->count()) classes = preset_classes(a.preset);
+  else
+    throw Error(ErrorCode::kInvalidArgument,
+                "segment: no classes given: use --classes \"sky,tree,red car\", --classes-file FILE or --preset NAME");
+
+  // 2. Options that the library would only reject after the model is loaded (and a bundle path
+  // that is plainly wrong: a resumed run that finds nothing to do never loads the model).
+  {
+    std::error_code ec;
+    if (!fs::is_directory(a.model, ec))
+      throw Error(ErrorCode::kBadModel, a.model + ": bundle directory not found");
+  }
+  static const std::regex kDevice("cpu|cuda(:[0-9]+)?");
+  if (!std::regex_match(a.device, kDevice))
+    throw Error(ErrorCode::kInvalidArgument, "--device: \"" + a.device + "\" is not cpu, cuda or cuda:N");
+  SegmentOptions so;
+  so.mode = parse_mode(a.mode);
+  if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
+  if (a.ensemble_weight_opt->count()) so.ensemble_weight = a.ensemble_weight;
+  so.keep_scores = a.save_scores;
+  so.progress = [](const char*, float) { return !g_interrupted.load(); };
+
+  // 3. Inputs and their output names, checked before the (slow) model load.
+  if (a.inputs.empty())
+    throw Error(ErrorCode::kInvalidArgument,
+                "segment: no INPUT given (image files, directories, or - to read a list of paths from stdin)");
+  const auto images = expand_inputs(a.inputs, a.recursive, std::cin, a.output);
+  if (images.empty())
+    throw Error(ErrorCode::kInvalidArgument, "segment: no images found in the inputs given" +
+                                                 std::string(a.recursive ? "" : " (use --recursive for subdirectories)"));
+  check_output_collisions(images, a.output, a.overlay, a.json, a.save_scores);
+  {
+    std::error_code ec;
+    fs::create_directories(a.output, ec);
+    if (ec) throw Error(ErrorCode::kIo, a.output + ": cannot create the output directory (" + ec.message() + ")");
+  }
+  std::vector<std::size_t> todo;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    std::error_code ec;
+    if (a.skip_existing && fs::exists(output_paths(a.output, images[i].out_stem, false, false, false)[0], ec)) {
+      log.debug("{}: skipped, {}.png exists", images[i].path, images[i].out_stem);
+      continue;
+    }
+    todo.push_back(i);
+  }
+  const long skipped = static_cast<long>(images.size() - todo.size());
+  if (todo.empty()) {  // a finished run resumed: no need to load the model
+    if (!quiet) std::fprintf(stderr, "segment: 0 images, 0 failed, %ld skipped (all outputs exist)\n", skipped);
+    return kExitOk;
+  }
+
+  // 4. Model and text features (once for the whole run).
+  ModelOptions mo;
+  mo.device = a.device;
+  mo.precision = parse_precision(a.precision);
+  mo.threads = a.threads;
+  mo.text_disk_cache = !a.no_text_cache;
+  const auto load_start = std::chrono::steady_clock::now();
+  const Model model = Model::load(a.model, mo);
+  const auto& info = model.info();
+  log.debug("model {} loaded from {} on {} ({}) in {:.2f} s", info.name, info.bundle_dir, info.device, info.precision,
+            seconds_since(load_start));
+  const double text_ms = model.prepare_classes(classes);
+  log.info("text features of {} classes in {:.0f} ms", classes.size(), text_ms);
+
+  Job job;
+  job.args = &a;
+  job.model = &model;
+  job.options = so;
+  const bool demo = so.mode == Mode::kDemo;
+  job.mask_threshold = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
+  job.ensemble_weight = so.ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
+
+  // 5. The loop: decoding the next image and writing the previous one overlap the model.
+  g_interrupted.store(false);
+  const auto previous_handler = std::signal(SIGINT, on_sigint);
+  struct Failure {
+    std::size_t index;
+    std::string reason;
+  };
+  std::vector<Failure> failures;
+  long done = 0;
+  const std::size_t n = todo.size();
+  Progress progress("images", static_cast<long>(n), !quiet);
+  auto fail = [&](std::size_t i, const std::string& reason) {
+    failures.push_back({i, reason_for(images[i].path, reason)});
+    progress.step(images[i].path);
+  };
+
+  auto decode = [&images](std::size_t i) {
+    Decoded d;
+    try {
+      const auto start = std::chrono::steady_clock::now();
+      d.image = load_image(images[i].path);
+      d.decode_ms = seconds_since(start) * 1000.0;
+      d.ok = true;
+    } catch (const std::exception& e) {
+      d.error = e.what();
+    }
+    return d;
+  };
+  struct PendingWrite {
+    std::size_t index = 0;
+    std::future<std::string> result;
+  };
+  std::unique_ptr<PendingWrite> pending;
+  auto finish_pending = [&] {
+    if (!pending) return;
+    const std::string err = pending->result.get();
+    if (err.empty()) {
+      ++done;
+      progress.step(images[pending->index].path);
+    } else {
+      fail(pending->index, err);
+    }
+    pending.reset();
+  };
+
+  std::future<Decoded> next = std::async(std::launch::async, decode, todo[0]);
+  std::size_t started = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t i = todo[k];
+    Decoded d = next.get();
+    if (g_interrupted.load()) break;
+    if (k + 1 < n) next = std::async(std::launch::async, decode, todo[k + 1]);
+    started = k + 1;
+    if (!d.ok) {
+      fail(i, d.error);
+      continue;
+    }
+    auto result = std::make_shared<Result>();
+    try {
+      *result = model.segment(d.image.view(), classes, so);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::kCancelled) {
+        started = k;
+        break;
+      }
+      fail(i, e.what());
+      continue;
+    } catch (const std::exception& e) {
+      fail(i, e.what());
+      continue;
+    }
+    finish_pending();
+    auto image = std::make_shared<Image>(std::move(d.image));
+    pending = std::make_unique<PendingWrite>();
+    pending->index = i;
+    pending->result = std::async(std::launch::async, [&job, &images, i, image, result, ms = d.decode_ms] {
+      try {
+        write_outputs(job, images[i], *image, *result, ms);
+        return std::string();
+      } catch (const std::exception& e) {
+        return std::string(e.what());
+      }
+    });
+  }
+  finish_pending();
+  if (next.valid()) next.wait();
+  progress.finish();
+  std::signal(SIGINT, previous_handler);
+
+  // 6. Summary: the rate counts the images that were segmented and written.
+  const double secs = progress.elapsed_s();
+  const long attempted = done + static_cast<long>(failures.size());
+  const bool interrupted = g_interrupted.load();
+  if (!quiet) {
+    const std::string tail = interrupted ? ", interrupted: " + std::to_string(n - started) + " not started" : "";
+    std::fprintf(stderr, "segment: %ld images, %zu failed, %ld skipped, %.2f images/s (%.1f s, %s, %s)%s\n",
+                 attempted, failures.size(), skipped, secs > 0 ? done / secs : 0.0, secs, info.device.c_str(),
+                 info.precision.c_str(), tail.c_str());
+  }
+  if (!failures.empty()) {
+    std::sort(failures.begin(), failures.end(), [](const Failure& x, const Failure& y) { return x.index < y.index; });
+    std::fprintf(stderr, "segment: %zu of %ld images failed:\n", failures.size(), attempted);
+    for (const auto& f : failures) std::fprintf(stderr, "  %s: %s\n", images[f.index].path.c_str(), f.reason.c_str());
+  }
+  if (interrupted) return 130;
+  return failures.empty() ? kExitOk : kExitSomeFailed;
+}
+
+}  // namespace
 
 Command add_segment_command(CLI::App& parent) {
+  auto args = std::make_shared<SegmentArgs>();
+  SegmentArgs& a = *args;
   Command c;
-  c.app = parent.add_subcommand("segment", "(not implemented yet)");
-  c.run = [] {
-    std::fprintf(stderr, "ovseg segment: not implemented yet\n");
-    return kExitUsage;
-  };
+  CLI::App* app = parent.add_subcommand("segment", "Segment images with any list of class names");
+  c.app = app;
+  app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
+  a.classes_opt = app->add_option("-c,--classes", a.classes,
+                                  "Comma-separated class names, e.g. \"sky,tree,red car\" (whitespace trimmed)");
+  a.classes_file_opt =
+      app->add_option("-f,--classes-file", a.classes_file,
+                      "File with one class name per line (UTF-8; # comments; a comma stays in the name: \"road, route\")");
+  a.preset_opt = app->add_option("-p,--preset", a.preset,
+                                 "Class list of a dataset: ade150, ade847, pc59, pc459, voc20, coco171");
+  a.classes_opt->excludes(a.classes_file_opt)->excludes(a.preset_opt);
+  a.classes_file_opt->excludes(a.preset_opt);
+  app->add_option("--mode", a.mode,
+                  "eval: ensemble of both branches (benchmarks); demo: one region per class, pixels may stay unlabeled")
+      ->check(CLI::IsMember({"eval", "demo"}))
+      ->capture_default_str();
+  a.mask_threshold_opt = app->add_option("-t,--mask-threshold", a.mask_threshold,
+                                         "Mask probability threshold of a valid region [default: the bundle's, "
+                                         "0.4 eval / 0.35 demo for the released models]")
+                             ->check(CLI::Range(0.0f, 1.0f));
+  a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
+                                          "Weight of the CLIP branch in the ensemble [default: the bundle's, "
+                                          "0.7 eval / 0 demo for the released models]")
+                              ->check(CLI::Range(0.0f, 1.0f));
+  app->add_option("-d,--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app->add_option("--precision", a.precision, "Floating point precision of the model")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+  app->add_option("-j,--threads", a.threads, "CPU threads of the model (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app->add_option("-o,--output", a.output, "Output directory (created if missing)")->capture_default_str();
+  app->add_flag("--overlay", a.overlay, "Also write STEM.overlay.png: image, class colours, names and a legend");
+  app->add_flag("--json", a.json, "Also write STEM.json: classes, pixel shares, segments, timings");
+  app->add_flag("-s,--save-scores", a.save_scores, "Also write STEM.scores.npy: float32 [C,H,W] score maps");
+  app->add_flag("-r,--recursive", a.recursive, "Descend into subdirectories of directory inputs");
+  app->add_flag("--skip-existing", a.skip_existing, "Skip images whose STEM.png already exists");
+  app->add_flag("--no-text-cache", a.no_text_cache, "Do not read or write the on-disk text feature cache");
+  app->add_option("inputs", a.inputs,
+                  "Image files, directories (their images; --recursive for subdirectories), or - to read "
+                  "one path per line from stdin");
+  app->footer(
+      "Outputs, per image, in --output: STEM.png, the label map at the image's size (pixel = class index in\n"
+      "the order given; 8-bit PNG for up to 255 classes with 255 = unlabeled, else 16-bit with 65535 =\n"
+      "unlabeled). Images found in a directory keep their path relative to it (DIR/a/b.jpg -> OUT/a/b.png).\n"
+      "\n"
+      "Examples:\n"
+      "  ovseg segment -m bundles/ovseg-swinB-vitL14 -c \"sky,tree,red car,road\" photo.jpg\n"
+      "  ovseg segment -m BUNDLE -f classes.txt --overlay --json -o out/ photos/\n"
+      "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing -o out/ dataset/images/\n"
+      "  find . -name '*.jpg' | ovseg segment -m BUNDLE -c \"cat,dog\" --mode demo -o out/ -\n"
+      "\n"
+      "Exit codes: 0 all done; 1 some images failed (each named with its reason on stderr);\n"
+      "2 usage error or the model could not be loaded; 130 interrupted (Ctrl-C, after the image in flight).");
+  const CLI::App* root = &parent;
+  c.run = [args, root] { return run_segment(*args, *root); };
   return c;
 }
 

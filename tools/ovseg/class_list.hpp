@@ -1,0 +1,31 @@
+// Class lists for the CLI: from a comma-separated option, a file (one name per line) or a preset.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ovseg::cli {
+
+// "sky, tree ,red car" → {"sky", "tree", "red car"}. Whitespace around each name is trimmed; an
+// empty entry, invalid UTF-8 or a duplicate throws Error(kInvalidArgument).
+std::vector<std::string> parse_class_string(const std::string& text);
+
+// One name per line (UTF-8, optional BOM, LF or CRLF). Lines whose first non-blank character is
+// '#' and blank lines are ignored; a comma belongs to the name ("road, route" is one class, as the
+// datasets write their synonyms). Throws Error(kIo) for an unreadable file and
+// Error(kInvalidArgument) naming the file and line for invalid UTF-8 or a duplicate.
+std::vector<std::string> read_class_file(const std::string& path);
+// The same rules applied to text already in memory; `source` names it in error messages.
+std::vector<std::string> parse_class_lines(const std::string& text, const std::string& source);
+
+// Throws Error(kInvalidArgument) if the list is empty, too long for a 16-bit label map, or
+// holds a name twice (compared after trimming, ASCII case-insensitively, because the tokenizer
+// lower-cases and two such names would be the same class).
+void check_class_list(const std::vector<std::string>& classes, const std::string& source);
+
+// True if `text` is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
+bool is_valid_utf8(const std::string& text);
+
+std::string trim(const std::string& s);
+
+}  // namespace ovseg::cli

@@ -1,0 +1,264 @@
+#include "overlay.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "class_list.hpp"
+
+namespace ovseg::cli {
+namespace {
+
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+
+std::array<std::uint8_t, 3> hsv_to_rgb(double h, double s, double v) {
+  const double i = std::floor(h * 6.0);
+  const double f = h * 6.0 - i;
+  const double p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
+  double r = 0, g = 0, b = 0;
+  switch (static_cast<int>(i) % 6) {
+    case 0: r = v, g = t, b = p; break;
+    case 1: r = q, g = v, b = p; break;
+    case 2: r = p, g = v, b = t; break;
+    case 3: r = p, g = q, b = v; break;
+    case 4: r = t, g = p, b = v; break;
+    default: r = v, g = p, b = q; break;
+  }
+  auto to8 = [](double x) { return static_cast<std::uint8_t>(std::lround(std::clamp(x, 0.0, 1.0) * 255.0)); };
+  return {to8(r), to8(g), to8(b)};
+}
+
+cv::Scalar rgb_scalar(const std::array<std::uint8_t, 3>& c) { return cv::Scalar(c[0], c[1], c[2]); }
+
+// "road, route" → "road": the datasets list synonyms after the first comma.
+std::string primary_name(const std::string& s) { return trim(s.substr(0, s.find(','))); }
+
+std::string truncate(const std::string& s, std::size_t max_chars) {
+  if (s.size() <= max_chars) return s;
+  return s.substr(0, max_chars - 3) + "...";
+}
+
+// Text with a dark outline so it stays legible on any colour.
+void outlined_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, int thickness,
+                   const cv::Scalar& colour = cv::Scalar(255, 255, 255)) {
+  cv::putText(img, text, org, kFont, scale, cv::Scalar(0, 0, 0), thickness + 2 + thickness / 2, cv::LINE_AA);
+  cv::putText(img, text, org, kFont, scale, colour, thickness, cv::LINE_AA);
+}
+
+std::string format_share(double percent) {
+  char buf[32];
+  if (percent > 0 && percent < 0.1) std::snprintf(buf, sizeof buf, "<0.1%%");
+  else std::snprintf(buf, sizeof buf, "%.1f%%", percent);
+  return buf;
+}
+
+struct RegionLabel {
+  int cls = 0;
+  int area = 0;
+  cv::Point anchor;  // the most interior point of the class's largest connected region
+};
+
+// For each class present: its largest 8-connected region and the point of that region farthest
+// from its border (a centroid can fall outside a ring- or L-shaped region).
+std::vector<RegionLabel> find_label_anchors(const cv::Mat& labels, int num_classes,
+                                            const std::vector<std::int64_t>& class_pixels) {
+  std::vector<RegionLabel> out;
+  cv::Mat mask, cc, stats, centroids;
+  for (int c = 0; c < num_classes; ++c) {
+    if (c >= static_cast<int>(class_pixels.size()) || class_pixels[c] == 0) continue;
+    cv::compare(labels, cv::Scalar(c), mask, cv::CMP_EQ);
+    const int n = cv::connectedComponentsWithStats(mask, cc, stats, centroids, 8, CV_32S);
+    int best = -1, best_area = 0;
+    for (int i = 1; i < n; ++i) {
+      const int a = stats.at<int>(i, cv::CC_STAT_AREA);
+      if (a > best_area) best_area = a, best = i;
+    }
+    if (best < 0) continue;
+    const cv::Rect box(stats.at<int>(best, cv::CC_STAT_LEFT), stats.at<int>(best, cv::CC_STAT_TOP),
+                       stats.at<int>(best, cv::CC_STAT_WIDTH), stats.at<int>(best, cv::CC_STAT_HEIGHT));
+    cv::Mat region = (cc(box) == best);
+    cv::copyMakeBorder(region, region, 1, 1, 1, 1, cv::BORDER_CONSTANT, cv::Scalar(0));
+    cv::Mat dist;
+    cv::distanceTransform(region, dist, cv::DIST_L2, 3);
+    cv::Point max_loc;
+    cv::minMaxLoc(dist, nullptr, nullptr, nullptr, &max_loc);
+    out.push_back({c, best_area, box.tl() + max_loc - cv::Point(1, 1)});
+  }
+  std::sort(out.begin(), out.end(), [](const RegionLabel& a, const RegionLabel& b) { return a.area > b.area; });
+  return out;
+}
+
+}  // namespace
+
+std::array<std::uint8_t, 3> class_colour(int index) {
+  constexpr double kGolden = 0.61803398874989484820;
+  const double h = std::fmod(0.11 + index * kGolden, 1.0);
+  // Alternate saturation and value too, so that classes whose hues come close stay apart.
+  const double s = (index % 2 == 0) ? 0.80 : 0.55;
+  const double v = (index % 3 == 1) ? 0.80 : 1.0;
+  return hsv_to_rgb(h, s, v);
+}
+
+std::string ascii_label(const std::string& utf8) {
+  std::string out;
+  for (std::size_t i = 0; i < utf8.size(); ++i) {
+    const auto c = static_cast<unsigned char>(utf8[i]);
+    if (c < 0x80) {
+      out.push_back(c >= 0x20 && c != 0x7F ? static_cast<char>(c) : ' ');
+    } else if ((c & 0xC0) != 0x80) {  // the lead byte of a multi-byte character
+      out.push_back('?');
+    }
+  }
+  return out;
+}
+
+Image render_overlay(const Image& image, const Result& result) {
+  const int w = image.width, h = image.height;
+  if (w != result.width || h != result.height || result.labels.size() != static_cast<std::size_t>(w) * h)
+    throw Error(ErrorCode::kRuntime, "overlay: image and label map sizes differ");
+  const int num_classes = static_cast<int>(result.classes.size());
+  cv::Mat img(h, w, CV_8UC3, const_cast<std::uint8_t*>(image.rgb.data()));
+  cv::Mat labels(h, w, CV_16UC1, const_cast<std::uint16_t*>(result.labels.data()));
+
+  std::vector<std::array<std::uint8_t, 3>> palette(num_classes);
+  for (int c = 0; c < num_classes; ++c) palette[c] = class_colour(c);
+
+  // 1. Blend: half image, half class colour; unlabelled pixels are dimmed instead.
+  cv::Mat blend(h, w, CV_8UC3);
+  for (int y = 0; y < h; ++y) {
+    const auto* src = img.ptr<std::uint8_t>(y);
+    const auto* lab = labels.ptr<std::uint16_t>(y);
+    auto* dst = blend.ptr<std::uint8_t>(y);
+    for (int x = 0; x < w; ++x) {
+      const int l = lab[x];
+      for (int k = 0; k < 3; ++k) {
+        const int v = src[3 * x + k];
+        dst[3 * x + k] = static_cast<std::uint8_t>(l < num_classes ? (v + palette[l][k] + 1) / 2 : (v * 3) / 8);
+      }
+    }
+  }
+
+  // 2. Region boundaries, 40% white, thicker on large images.
+  const int short_side = std::min(w, h);
+  {
+    cv::Mat edge = cv::Mat::zeros(h, w, CV_8U);
+    for (int y = 0; y < h; ++y) {
+      const auto* lab = labels.ptr<std::uint16_t>(y);
+      const auto* below = y + 1 < h ? labels.ptr<std::uint16_t>(y + 1) : nullptr;
+      auto* e = edge.ptr<std::uint8_t>(y);
+      for (int x = 0; x < w; ++x)
+        if ((x + 1 < w && lab[x] != lab[x + 1]) || (below && lab[x] != below[x])) e[x] = 255;
+    }
+    const int t = std::max(1, short_side / 500);
+    if (t > 1) cv::dilate(edge, edge, cv::getStructuringElement(cv::MORPH_RECT, cv::Size(t, t)));
+    for (int y = 0; y < h; ++y) {
+      const auto* e = edge.ptr<std::uint8_t>(y);
+      auto* dst = blend.ptr<std::uint8_t>(y);
+      for (int x = 0; x < w; ++x)
+        if (e[x])
+          for (int k = 0; k < 3; ++k) dst[3 * x + k] = static_cast<std::uint8_t>((dst[3 * x + k] * 3 + 255 * 2) / 5);
+    }
+  }
+
+  // 3. Class names on the regions: the primary name (before the first comma, "road, route" →
+  // "road") at the most interior point of the class's largest region, skipping regions too small
+  // for the text and positions that would cover a name already written.
+  const double scale = std::clamp(short_side / 700.0, 0.4, 3.0);
+  const int thick = std::max(1, static_cast<int>(std::lround(scale * 1.4)));
+  std::vector<cv::Rect> placed;
+  for (const auto& rl : find_label_anchors(labels, num_classes, result.class_pixels)) {
+    const std::string name = truncate(ascii_label(primary_name(result.classes[rl.cls])), 24);
+    int baseline = 0;
+    const cv::Size ts = cv::getTextSize(name, kFont, scale, thick + 2, &baseline);
+    if (rl.area < ts.area() / 2) continue;
+    cv::Rect chosen;
+    for (const int dy : {0, 1, -1, 2, -2}) {
+      cv::Point org(rl.anchor.x - ts.width / 2, rl.anchor.y + ts.height / 2 + dy * (ts.height + baseline + 2));
+      org.x = std::clamp(org.x, 1, std::max(1, w - ts.width - 1));
+      org.y = std::clamp(org.y, ts.height + 1, std::max(ts.height + 1, h - baseline - 1));
+      const cv::Rect r(org.x - 2, org.y - ts.height - 2, ts.width + 4, ts.height + baseline + 4);
+      if (std::none_of(placed.begin(), placed.end(), [&](const cv::Rect& p) { return (p & r).area() > 0; })) {
+        chosen = r;
+        break;
+      }
+    }
+    if (chosen.area() == 0) continue;
+    placed.push_back(chosen);
+    outlined_text(blend, name, cv::Point(chosen.x + 2, chosen.y + 2 + ts.height), scale, thick);
+  }
+
+  // 4. Legend panel: one row per present class (largest share first), then "unlabeled".
+  struct Entry {
+    std::string text;
+    std::string share;
+    cv::Scalar colour;
+    bool hatched;
+  };
+  const double total = static_cast<double>(w) * h;
+  std::vector<int> present;
+  for (int c = 0; c < num_classes; ++c)
+    if (c < static_cast<int>(result.class_pixels.size()) && result.class_pixels[c] > 0) present.push_back(c);
+  std::stable_sort(present.begin(), present.end(),
+                   [&](int a, int b) { return result.class_pixels[a] > result.class_pixels[b]; });
+  std::vector<Entry> entries;
+  for (int c : present)
+    entries.push_back({std::to_string(c) + " " + truncate(ascii_label(result.classes[c]), 36),
+                       format_share(100.0 * result.class_pixels[c] / total), rgb_scalar(palette[c]), false});
+  if (result.unlabeled_pixels > 0)
+    entries.push_back({"unlabeled", format_share(100.0 * result.unlabeled_pixels / total), cv::Scalar(0, 0, 0), true});
+
+  const double ls = std::clamp(h / 900.0, 0.45, 1.5);
+  const int lthick = std::max(1, static_cast<int>(std::lround(ls * 1.3)));
+  int base = 0;
+  const int text_h = cv::getTextSize("Ag", kFont, ls, lthick, &base).height;
+  const int row_h = text_h * 2 + base;
+  const int margin = std::max(6, text_h);
+  const int swatch = text_h + base + 2;
+  int name_w = 0, share_w = 0;
+  for (const auto& e : entries) {
+    name_w = std::max(name_w, cv::getTextSize(e.text, kFont, ls, lthick, &base).width);
+    share_w = std::max(share_w, cv::getTextSize(e.share, kFont, ls, lthick, &base).width);
+  }
+  const std::string title = std::to_string(present.size()) + " of " + std::to_string(num_classes) + " classes";
+  const int title_w = cv::getTextSize(title, kFont, ls, lthick, &base).width;
+  const int col_w = std::max(swatch + margin + name_w + 2 * margin + share_w, title_w) + margin;
+  const int header_h = margin + row_h;
+  const int min_rows = std::min<int>(static_cast<int>(entries.size()), 6);
+  const int canvas_h = std::max(h, header_h + std::max(1, min_rows) * row_h + margin);
+  const int rows_per_col = std::max(1, (canvas_h - header_h - margin) / row_h);
+  const int cols = std::max(1, static_cast<int>((entries.size() + rows_per_col - 1) / rows_per_col));
+  const int panel_w = cols * col_w + margin;
+
+  cv::Mat canvas(canvas_h, w + panel_w, CV_8UC3, cv::Scalar(32, 32, 32));
+  blend.copyTo(canvas(cv::Rect(0, 0, w, h)));
+  const int px = w + margin;
+  cv::putText(canvas, title, cv::Point(px, margin + text_h), kFont, ls, cv::Scalar(230, 230, 230), lthick,
+              cv::LINE_AA);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const int col = static_cast<int>(i) / rows_per_col, row = static_cast<int>(i) % rows_per_col;
+    const int x = px + col * col_w;
+    const int y = header_h + row * row_h;  // top of the row
+    const cv::Rect sw(x, y + (row_h - swatch) / 2, swatch, swatch);
+    cv::rectangle(canvas, sw, entries[i].colour, cv::FILLED);
+    if (entries[i].hatched) cv::line(canvas, sw.tl(), sw.br(), cv::Scalar(200, 200, 200), 1, cv::LINE_AA);
+    cv::rectangle(canvas, sw, cv::Scalar(200, 200, 200), 1);
+    const int ty = y + (row_h + text_h) / 2;
+    cv::putText(canvas, entries[i].text, cv::Point(x + swatch + margin, ty), kFont, ls, cv::Scalar(240, 240, 240),
+                lthick, cv::LINE_AA);
+    const int sw_w = cv::getTextSize(entries[i].share, kFont, ls, lthick, &base).width;
+    cv::putText(canvas, entries[i].share, cv::Point(x + col_w - margin - sw_w, ty), kFont, ls,
+                cv::Scalar(200, 200, 200), lthick, cv::LINE_AA);
+  }
+
+  Image out;
+  out.width = canvas.cols;
+  out.height = canvas.rows;
+  out.rgb.assign(canvas.data, canvas.data + canvas.total() * 3);
+  return out;
+}
+
+}  // namespace ovseg::cli
