@@ -1,0 +1,159 @@
+// The bundle's TorchScript modules: loading (device, dtype) and the typed forward calls. The only
+// file that includes torch::jit; every other stage sees plain ATen tensors.
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include "common/log.hpp"
+#include "pipeline/pipeline.hpp"
+
+namespace ovseg::detail {
+namespace {
+
+std::string strip_backtrace(const c10::Error& e) { return e.what_without_backtrace(); }
+
+// Floating parameters, buffers and tensor attributes to `dtype`; integer buffers (e.g. relative
+// position indices) keep theirs, which Module::to(dtype) would not guarantee.
+void cast_floating_state(torch::jit::Module& module, c10::ScalarType dtype) {
+  for (const auto& attr : module.named_attributes(/*recurse=*/true)) {
+    if (!attr.value.isTensor()) continue;
+    at::Tensor t = attr.value.toTensor();
+    if (t.defined() && t.is_floating_point() && t.scalar_type() != dtype) t.set_data(t.to(dtype));
+  }
+}
+
+torch::jit::Module load_module(const std::string& path, c10::Device device) {
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + strip_backtrace(e) + ")");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + e.what() + ")");
+  }
+  if (!module.find_method("forward"))
+    throw Error(ErrorCode::kBadModel, path + ": the TorchScript module has no forward() method");
+  module.eval();
+  return module;
+}
+
+at::Tensor expect_tensor(const c10::IValue& v, const std::string& what) {
+  if (!v.isTensor()) throw Error(ErrorCode::kRuntime, what + ": the module did not return a tensor");
+  return v.toTensor();
+}
+
+}  // namespace
+
+c10::Device parse_device(const std::string& device) {
+  if (device == "cpu") return c10::Device(c10::kCPU);
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (device.size() > 5) {
+      const std::string digits = device.substr(5);
+      if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
+        throw Error(ErrorCode::kInvalidArgument, "device '" + device + "': expected cpu, cuda or cuda:N");
+      index = std::stoi(digits);
+    }
+    if (!torch::cuda::is_available())
+      throw Error(ErrorCode::kRuntime, "device '" + device +
+                                           "': CUDA is not available (this LibTorch build has no CUDA support "
+                                           "or no GPU is visible); use --device cpu");
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (index >= count)
+      throw Error(ErrorCode::kRuntime, "device '" + device + "': only " + std::to_string(count) + " GPU(s) visible");
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw Error(ErrorCode::kInvalidArgument, "device '" + device + "': expected cpu, cuda or cuda:N");
+}
+
+c10::ScalarType scalar_type(Precision p) {
+  switch (p) {
+    case Precision::kFp32: return at::kFloat;
+    case Precision::kBf16: return at::kBFloat16;
+    case Precision::kFp16: return at::kHalf;
+  }
+  return at::kFloat;
+}
+
+void synchronize(c10::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+struct Modules::Impl {
+  c10::Device device{c10::kCPU};
+  c10::ScalarType dtype = at::kFloat;
+  std::string proposals_path, clip_visual_path, clip_text_path;
+  torch::jit::Module proposals;
+  torch::jit::Module clip_visual;
+  torch::jit::Module clip_text;
+  at::Tensor non_object;  // [1,E] float32
+};
+
+Modules::Modules(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Modules::~Modules() = default;
+
+std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype) {
+  if (dtype == at::kHalf && device.is_cpu())
+    throw Error(ErrorCode::kInvalidArgument,
+                "precision fp16 is not supported on the CPU (LibTorch 1.13 has no half-precision CPU kernels "
+                "for these layers); use bf16 or fp32");
+  auto impl = std::make_unique<Impl>();
+  impl->device = device;
+  impl->dtype = dtype;
+  impl->proposals_path = manifest.proposals_path;
+  impl->clip_visual_path = manifest.clip_visual_path;
+  impl->clip_text_path = manifest.clip_text_path;
+  impl->proposals = load_module(manifest.proposals_path, device);
+  impl->clip_visual = load_module(manifest.clip_visual_path, device);
+  impl->clip_text = load_module(manifest.clip_text_path, device);
+
+  const std::string& buffer = manifest.non_object_buffer;
+  if (!impl->clip_text.hasattr(buffer) || !impl->clip_text.attr(buffer).isTensor())
+    throw Error(ErrorCode::kBadModel, manifest.clip_text_path + ": no tensor attribute '" + buffer + "'");
+  at::Tensor no = impl->clip_text.attr(buffer).toTensor();
+  if (no.dim() != 2 || no.size(0) != 1 || no.size(1) != manifest.embed_dim)
+    throw Error(ErrorCode::kBadModel, manifest.clip_text_path + ": '" + buffer + "' must have shape [1," +
+                                          std::to_string(manifest.embed_dim) + "]");
+  // Taken before the cast: the maths outside the modules stays float32 (SPEC §5.5).
+  impl->non_object = no.to(at::kFloat).clone();
+  cast_floating_state(impl->proposals, dtype);
+  cast_floating_state(impl->clip_visual, dtype);
+  cast_floating_state(impl->clip_text, dtype);
+  detail::log().debug("bundle {}: modules loaded on {} as {}", manifest.dir, device.str(), c10::toString(dtype));
+  return std::unique_ptr<Modules>(new Modules(std::move(impl)));
+}
+
+// Graph optimisation is off for the calls: the profiling executor would re-specialise for every
+// new image size, and the unoptimised graph runs the same kernels the exporter checked.
+std::pair<at::Tensor, at::Tensor> Modules::proposals(const at::Tensor& x) const {
+  torch::jit::GraphOptimizerEnabledGuard no_opt(false);
+  const auto out = impl_->proposals.forward({x.to(impl_->device, impl_->dtype)});
+  if (!out.isTuple() || out.toTupleRef().elements().size() != 2)
+    throw Error(ErrorCode::kRuntime, impl_->proposals_path + ": forward() must return (class_embeddings, mask_logits)");
+  const auto& el = out.toTupleRef().elements();
+  at::Tensor emb = expect_tensor(el[0], impl_->proposals_path).to(at::kFloat);
+  at::Tensor masks = expect_tensor(el[1], impl_->proposals_path).to(at::kFloat);
+  if (emb.dim() != 3 || masks.dim() != 4 || emb.size(0) != 1 || masks.size(0) != 1)
+    throw Error(ErrorCode::kRuntime, impl_->proposals_path + ": unexpected output shapes");
+  return {emb[0], masks[0]};
+}
+
+at::Tensor Modules::clip_visual(const at::Tensor& images, const at::Tensor& masks) const {
+  torch::jit::GraphOptimizerEnabledGuard no_opt(false);
+  const auto out = impl_->clip_visual.forward(
+      {images.to(impl_->device, impl_->dtype), masks.to(impl_->device, impl_->dtype)});
+  return expect_tensor(out, impl_->clip_visual_path).to(at::kFloat);
+}
+
+at::Tensor Modules::clip_text(const at::Tensor& tokens) const {
+  torch::jit::GraphOptimizerEnabledGuard no_opt(false);
+  const auto out = impl_->clip_text.forward({tokens.to(impl_->device, at::kLong)});
+  return expect_tensor(out, impl_->clip_text_path).to(at::kFloat);
+}
+
+const at::Tensor& Modules::non_object_embedding() const { return impl_->non_object; }
+c10::Device Modules::device() const { return impl_->device; }
+c10::ScalarType Modules::dtype() const { return impl_->dtype; }
+
+}  // namespace ovseg::detail

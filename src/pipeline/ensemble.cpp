@@ -1,0 +1,126 @@
+// Combining the two branches into a score map (SPEC §7): the evaluation path (geometric ensemble,
+// soft masks) and the demo path (one region per class, binary masks), then the bilinear resize to
+// the original size and the argmax. The reference's op sequence is kept so the values match.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "common/log.hpp"
+#include "pipeline/pipeline.hpp"
+
+namespace ovseg::detail {
+namespace {
+
+// Budget for one chunk of score channels (the h×w map plus its H0×W0 resize), so ADE-847-sized
+// class lists do not need the whole [K,h,w] + [K,H0,W0] at once. Below it (every ordinary class
+// list) the map is computed in one piece, exactly as the reference does.
+constexpr int64_t kScoreChunkBytes = int64_t{1} << 30;
+
+}  // namespace
+
+EnsembleOutput ensemble(const EnsembleInput& in) {
+  const int64_t k = in.mf_logits.size(1) - 1;
+  const int64_t h = in.masks.size(1);
+  const int64_t w = in.masks.size(2);
+  const int64_t out_h = in.out_height;
+  const int64_t out_w = in.out_width;
+  const c10::Device device = in.masks.device();
+  const double w_ens = in.ensemble_weight;
+  EnsembleOutput out;
+
+  const at::Tensor valid_index = in.valid.nonzero().flatten();  // [Nv] ascending query indices
+  const int64_t nv = valid_index.size(0);
+
+  // Step 1: MaskFormer probabilities: softmax over K+1, then drop the no-object column.
+  const at::Tensor p_mf = at::softmax(in.mf_logits, -1).narrow(1, 0, k);  // [Q,K] (a view, as in Python)
+  // CLIP probabilities: drop the no-object column BEFORE the softmax (SPEC §6.6).
+  const at::Tensor p_clip = at::softmax(in.clip_logits.narrow(1, 0, k), -1);  // [Nv,K]
+
+  at::Tensor p;        // probabilities of the contributing queries
+  at::Tensor weights;  // the masks they weight
+  if (w_ens > 0) {
+    at::Tensor clip_all = at::ones({p_mf.size(0), k}, p_mf.options());  // invalid queries: p_clip = 1
+    if (nv > 0) clip_all.index_copy_(0, valid_index, p_clip);
+    // [QUIRK, faithful] invalid queries stay in with p_mf^(1−w) and their sub-threshold soft masks.
+    p = at::pow(p_mf, 1.0 - w_ens) * at::pow(clip_all, w_ens);  // [Q,K]
+    out.region_probs = p.index_select(0, valid_index);
+  } else {
+    p = p_clip;  // [Nv,K]: only valid queries contribute
+    out.region_probs = p;
+  }
+
+  at::Tensor z;  // [Nq,K] the per-query class weights of the score map
+  if (in.mode == Mode::kEval) {
+    if (w_ens > 0) {
+      z = p;
+      weights = in.masks;
+    } else {
+      z = p;
+      weights = in.masks.index_select(0, valid_index);
+      if (nv == 0) {
+        // The reference crashes here (SPEC §7.1); there is no sensible output: all-zero scores.
+        out.degenerate = true;
+        detail::log().warn("no mask passes the threshold and the ensemble weight is 0: no class scores");
+      }
+    }
+  } else {
+    // Demo (SPEC §7.2). With w > 0 the reference only works when every query is valid; using the
+    // ensembled rows of the valid queries is the same thing then, and well-defined otherwise.
+    const at::Tensor pv = w_ens > 0 ? out.region_probs : p;  // [Nv,K]
+    weights = (in.masks.index_select(0, valid_index) > in.mask_threshold).to(at::kFloat);  // Bbin [Nv,h,w]
+    z = at::zeros({nv, k}, pv.options());
+    out.selected.assign(static_cast<std::size_t>(nv), false);
+    if (nv > 0) {
+      at::Tensor select = at::argmax(pv, 0).to(at::kCPU);  // [K]: best region per class (first max)
+      int64_t n_select = k;
+      if (in.skip_last_selection) n_select = k - 1;  // "others" picks no region
+      const auto sel = select.accessor<int64_t, 1>();
+      for (int64_t c = 0; c < n_select; ++c) {
+        const int64_t r = sel[c];
+        z[r].copy_(pv[r]);  // the whole row, every class
+        out.selected[static_cast<std::size_t>(r)] = true;
+      }
+    }
+  }
+  out.region_probs = out.region_probs.to(at::kCPU).contiguous();
+
+  // S[c] = Σ_q z[q,c]·weights[q] (einsum "qc,qhw->chw"), resized bilinearly to (H0,W0).
+  const int64_t per_channel = (h * w + out_h * out_w) * static_cast<int64_t>(sizeof(float));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(k, kScoreChunkBytes / per_channel));
+  if (in.keep_scores) out.scores = at::empty({k, out_h, out_w}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor best_value, best_index;
+  for (int64_t c0 = 0; c0 < k; c0 += chunk) {
+    const int64_t n = std::min(chunk, k - c0);
+    const at::Tensor zc = n == k ? z : z.narrow(1, c0, n);
+    at::Tensor s;
+    if (weights.size(0) == 0)
+      s = at::zeros({n, h, w}, at::TensorOptions().dtype(at::kFloat).device(device));
+    else
+      s = at::einsum("qc,qhw->chw", {zc, weights});  // [n,h,w]
+    const at::Tensor resized = at::upsample_bilinear2d(s.unsqueeze(0), {out_h, out_w}, /*align_corners=*/false)[0];
+    if (in.keep_scores) out.scores.narrow(0, c0, n).copy_(resized);
+    if (c0 == 0 && in.mode == Mode::kDemo) {
+      const at::Tensor uncovered = (resized[0] == 0).to(at::kCPU, at::kByte).contiguous();
+      out.uncovered.assign(uncovered.data_ptr<uint8_t>(), uncovered.data_ptr<uint8_t>() + uncovered.numel());
+    }
+    if (n == k) {
+      best_index = at::argmax(resized, 0);  // what the evaluator does
+    } else {
+      auto [value, index] = at::max(resized, 0);
+      index = index + c0;
+      if (!best_value.defined()) {
+        best_value = value;
+        best_index = index;
+      } else {
+        const at::Tensor better = value > best_value;  // strict: the first maximum wins
+        best_value = at::where(better, value, best_value);
+        best_index = at::where(better, index, best_index);
+      }
+    }
+  }
+  const at::Tensor labels = best_index.to(at::kCPU, at::kInt).contiguous();
+  out.argmax.assign(labels.data_ptr<int32_t>(), labels.data_ptr<int32_t>() + labels.numel());
+  return out;
+}
+
+}  // namespace ovseg::detail

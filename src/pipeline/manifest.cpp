@@ -1,0 +1,213 @@
+#include "pipeline/manifest.hpp"
+
+#include <filesystem>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs_util.hpp"
+#include "common/log.hpp"
+#include "ovseg/ovseg.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace ovseg::detail {
+namespace {
+
+[[noreturn]] void bad(const std::string& file, const std::string& problem) {
+  throw Error(ErrorCode::kBadModel, file + ": " + problem);
+}
+
+// Walks a dotted key path; every missing or mistyped key is reported with its full path.
+class Reader {
+ public:
+  Reader(const json& root, std::string file) : root_(root), file_(std::move(file)) {}
+
+  const json& at(const std::string& dotted) const {
+    const json* node = &root_;
+    std::size_t start = 0;
+    while (start <= dotted.size()) {
+      const auto dot = dotted.find('.', start);
+      const std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      if (!node->is_object() || !node->contains(key)) bad(file_, "missing key \"" + dotted + "\"");
+      node = &(*node)[key];
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    return *node;
+  }
+  bool has(const std::string& dotted) const {
+    const json* node = &root_;
+    std::size_t start = 0;
+    while (true) {
+      const auto dot = dotted.find('.', start);
+      const std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      if (!node->is_object() || !node->contains(key)) return false;
+      node = &(*node)[key];
+      if (dot == std::string::npos) return true;
+      start = dot + 1;
+    }
+  }
+  std::string str(const std::string& key) const {
+    const json& v = at(key);
+    if (!v.is_string()) bad(file_, "\"" + key + "\" must be a string");
+    return v.get<std::string>();
+  }
+  int integer(const std::string& key) const {
+    const json& v = at(key);
+    if (!v.is_number_integer()) bad(file_, "\"" + key + "\" must be an integer");
+    return v.get<int>();
+  }
+  double number(const std::string& key) const {
+    const json& v = at(key);
+    if (!v.is_number()) bad(file_, "\"" + key + "\" must be a number");
+    return v.get<double>();
+  }
+  bool boolean(const std::string& key) const {
+    const json& v = at(key);
+    if (!v.is_boolean()) bad(file_, "\"" + key + "\" must be true or false");
+    return v.get<bool>();
+  }
+  // Three numbers, stored as float32: the manifest writes the float32 values' repr, so parsing
+  // a double and narrowing gives the exact bits (the fill/mean one-ulp quirk survives).
+  std::array<float, 3> rgb(const std::string& key) const {
+    const json& v = at(key);
+    if (!v.is_array() || v.size() != 3) bad(file_, "\"" + key + "\" must be a list of 3 numbers");
+    std::array<float, 3> out{};
+    for (int i = 0; i < 3; ++i) {
+      if (!v[i].is_number()) bad(file_, "\"" + key + "\" must be a list of 3 numbers");
+      out[i] = static_cast<float>(v[i].get<double>());
+    }
+    return out;
+  }
+
+ private:
+  const json& root_;
+  std::string file_;
+};
+
+}  // namespace
+
+Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
+  std::error_code ec;
+  if (!fs::is_directory(bundle_dir, ec)) bad(bundle_dir, "bundle directory not found");
+  Manifest m;
+  m.dir = bundle_dir;
+  m.manifest_path = (fs::path(bundle_dir) / "manifest.json").string();
+  if (!fs::is_regular_file(m.manifest_path, ec)) bad(m.manifest_path, "missing (not an ovseg bundle?)");
+
+  json root;
+  try {
+    root = json::parse(read_text_file(m.manifest_path));
+  } catch (const json::exception& e) {
+    bad(m.manifest_path, std::string("not valid JSON (") + e.what() + ")");
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kBadModel, e.what());
+  }
+  if (!root.is_object()) bad(m.manifest_path, "not a JSON object");
+  const Reader r(root, m.manifest_path);
+
+  if (!root.contains("format") || !root["format"].is_string() || root["format"] != "ovseg-bundle")
+    bad(m.manifest_path, "\"format\" is not \"ovseg-bundle\" (not an ovseg bundle)");
+  m.format_version = r.integer("format_version");
+  if (m.format_version != kBundleFormatVersion)
+    bad(m.manifest_path, "format_version " + std::to_string(m.format_version) +
+                             " is not supported (this build reads version " +
+                             std::to_string(kBundleFormatVersion) + "; re-export the bundle)");
+  m.json_pretty = root.dump(2);
+
+  m.name = r.str("name");
+  m.backbone = r.str("architecture.backbone");
+  m.num_queries = r.integer("architecture.num_queries");
+  m.embed_dim = r.integer("architecture.embed_dim");
+  m.clip_model = r.str("architecture.clip.model_name");
+  m.mask_prompt_fwd = r.has("architecture.clip.mask_prompt_fwd") ? r.boolean("architecture.clip.mask_prompt_fwd") : true;
+  m.vision_width = r.integer("architecture.clip.vision_width");
+  m.vision_layers = r.integer("architecture.clip.vision_layers");
+  m.vision_heads = r.has("architecture.clip.vision_heads") ? r.integer("architecture.clip.vision_heads")
+                                                           : m.vision_width / 64;
+  m.patch_size = r.integer("architecture.clip.patch_size");
+
+  if (r.has("preprocess.format") && r.str("preprocess.format") != "RGB")
+    bad(m.manifest_path, "preprocess.format \"" + r.str("preprocess.format") + "\" is not supported (only RGB)");
+  m.min_size_test = r.integer("preprocess.min_size_test");
+  m.max_size_test = r.integer("preprocess.max_size_test");
+  m.size_divisibility = r.integer("preprocess.size_divisibility");
+  m.pixel_mean = r.rgb("preprocess.pixel_mean");
+  m.pixel_std = r.rgb("preprocess.pixel_std");
+  m.clip_mean255 = r.rgb("preprocess.clip_mean255");
+  m.clip_std255 = r.rgb("preprocess.clip_std255");
+  m.clip_fill = r.rgb("preprocess.clip_fill");
+  m.region_resolution = r.integer("preprocess.region_resolution");
+  if (r.has("preprocess.mask_fill") && r.str("preprocess.mask_fill") != "mean")
+    bad(m.manifest_path, "preprocess.mask_fill \"" + r.str("preprocess.mask_fill") + "\" is not supported (only mean)");
+
+  m.temperature = r.number("inference.temperature");
+  m.eval.mask_threshold = r.number("inference.eval.mask_threshold");
+  m.eval.ensemble_weight = r.number("inference.eval.ensemble_weight");
+  m.demo.mask_threshold = r.number("inference.demo.mask_threshold");
+  m.demo.ensemble_weight = r.number("inference.demo.ensemble_weight");
+
+  m.template_set = r.str("text.template_set");
+  const json& templates = r.at("text.templates");
+  if (!templates.is_array() || templates.empty()) bad(m.manifest_path, "\"text.templates\" must be a non-empty list");
+  for (const auto& t : templates) {
+    if (!t.is_string()) bad(m.manifest_path, "\"text.templates\" must hold strings");
+    m.templates.push_back(t.get<std::string>());
+  }
+  m.tokenizer_kind = r.str("text.tokenizer.kind");
+  const std::string tokenizer_file = r.str("text.tokenizer.file");
+  m.context_length = r.integer("text.tokenizer.context_length");
+  if (r.has("non_object_embedding.buffer")) m.non_object_buffer = r.str("non_object_embedding.buffer");
+  if (r.has("source.sha256") && r.at("source.sha256").is_string()) m.source_sha256 = r.str("source.sha256");
+
+  if (m.num_queries <= 0 || m.embed_dim <= 0 || m.min_size_test <= 0 || m.max_size_test <= 0 ||
+      m.size_divisibility <= 0 || m.region_resolution <= 0 || m.patch_size <= 0 || m.context_length <= 1)
+    bad(m.manifest_path, "architecture/preprocess sizes must be positive");
+
+  // Every file the bundle uses must be listed with its checksum.
+  const json& files = r.at("files");
+  if (!files.is_object()) bad(m.manifest_path, "\"files\" must be an object");
+  auto listed = [&](const std::string& rel, const std::string& what) {
+    if (rel.empty() || rel.find("..") != std::string::npos || fs::path(rel).is_absolute())
+      bad(m.manifest_path, what + " \"" + rel + "\" must be a plain file name inside the bundle");
+    if (!files.contains(rel)) bad(m.manifest_path, what + " \"" + rel + "\" is not listed in \"files\"");
+    return (fs::path(bundle_dir) / rel).string();
+  };
+  m.proposals_path = listed(r.str("modules.proposals"), "module");
+  m.clip_visual_path = listed(r.str("modules.clip_visual"), "module");
+  m.clip_text_path = listed(r.str("modules.clip_text"), "module");
+  m.tokenizer_path = listed(tokenizer_file, "tokenizer file");
+  m.clip_text_sha256 = files[r.str("modules.clip_text")].value("sha256", "");
+  m.tokenizer_sha256 = files[tokenizer_file].value("sha256", "");
+
+  for (auto it = files.begin(); it != files.end(); ++it) {
+    const std::string path = (fs::path(bundle_dir) / it.key()).string();
+    if (!it.value().is_object() || !it.value().contains("sha256") || !it.value()["sha256"].is_string())
+      bad(m.manifest_path, "files[\"" + it.key() + "\"] has no sha256");
+    if (!fs::is_regular_file(path, ec)) bad(path, "missing (listed in manifest.json)");
+    if (it.value().contains("bytes") && it.value()["bytes"].is_number_integer()) {
+      const auto want = it.value()["bytes"].get<std::uintmax_t>();
+      const auto have = fs::file_size(path, ec);
+      if (ec || have != want)
+        bad(path, "size " + std::to_string(have) + " bytes differs from manifest.json (" + std::to_string(want) +
+                      " bytes): truncated or replaced file");
+    }
+    if (verify_checksums) {
+      const std::string want = it.value()["sha256"].get<std::string>();
+      std::string have;
+      try {
+        have = sha256_file(path);
+      } catch (const Error& e) {
+        throw Error(ErrorCode::kBadModel, e.what());
+      }
+      if (have != want) bad(path, "sha256 mismatch (manifest.json says " + want + ", file has " + have + ")");
+    }
+  }
+  detail::log().debug("bundle {}: manifest ok ({} files{})", bundle_dir, files.size(),
+                      verify_checksums ? ", checksums verified" : "");
+  return m;
+}
+
+}  // namespace ovseg::detail

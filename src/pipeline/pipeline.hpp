@@ -1,0 +1,183 @@
+// The segmentation pipeline's stages (SPEC §3–§7), one function per arrow of DESIGN.md's flow.
+// Internal header WITH torch (ATen): only src/pipeline/*.cpp and tests/pipeline include it —
+// never a public header or tools/.
+//
+// Conventions: tensors live on the modules' device; everything outside the TorchScript modules is
+// float32 whatever the precision (inputs are cast to the module dtype at the module boundary and
+// outputs back to float32). Shapes are written in SPEC notation: Q queries, K classes, E embedding
+// size, (h, w) resized, (Hp, Wp) padded, (H0, W0) original, Nv valid regions, R region resolution.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "ovseg/ovseg.hpp"
+#include "ovseg/tokenizer.hpp"
+#include "pipeline/manifest.hpp"
+
+namespace ovseg::detail {
+
+// ---- threads.cpp --------------------------------------------------------------------------------
+// Sets ATen's intra-op thread count once per process (0 = the cores this process may use).
+// Later calls with a different count only log: torch cannot change it safely afterwards.
+void init_threads(int requested);
+int usable_cores();
+
+// ---- bundle.cpp ---------------------------------------------------------------------------------
+// "cpu", "cuda", "cuda:N"; throws kInvalidArgument for anything else and kRuntime when CUDA (or
+// that GPU) is not available in this build/machine.
+c10::Device parse_device(const std::string& device);
+c10::ScalarType scalar_type(Precision p);
+// Waits for queued GPU work (for honest per-stage timings); no-op on CPU.
+void synchronize(c10::Device device);
+
+// The three TorchScript modules of a bundle, moved to a device and dtype.
+class Modules {
+ public:
+  // Throws Error(kBadModel) naming the file that is not a loadable TorchScript module.
+  static std::unique_ptr<Modules> load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype);
+  ~Modules();
+  Modules(const Modules&) = delete;
+  Modules& operator=(const Modules&) = delete;
+
+  // x [1,3,Hp,Wp] float32 → (class embeddings [Q,E], mask logits [Q,Hp/4,Wp/4]), float32.
+  std::pair<at::Tensor, at::Tensor> proposals(const at::Tensor& x) const;
+  // images [N,3,R,R], masks [N,1,R,R] float32 → L2-normalised embeddings [N,E] float32.
+  at::Tensor clip_visual(const at::Tensor& images, const at::Tensor& masks) const;
+  // tokens [n,L] int64 → text embeddings [n,E] float32 (not normalised).
+  at::Tensor clip_text(const at::Tensor& tokens) const;
+  // The raw learned no-object embedding [1,E], float32.
+  const at::Tensor& non_object_embedding() const;
+
+  c10::Device device() const;
+  c10::ScalarType dtype() const;
+
+ private:
+  struct Impl;
+  explicit Modules(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- text_features.cpp --------------------------------------------------------------------------
+struct TextCacheOptions {
+  bool disk = true;
+  std::string dir;  // resolved directory (see resolve_text_cache_dir)
+};
+// option (ModelOptions::text_cache_dir) → $OVSEG_CACHE_DIR → $XDG_CACHE_HOME/ovseg → ~/.cache/ovseg.
+std::string resolve_text_cache_dir(const std::string& option);
+
+// Per-class text features (SPEC §5.5) with an in-memory cache (by name) and an on-disk cache
+// keyed by the text tower's sha256, the templates, the tokenizer, the precision and device kind.
+class TextFeatures {
+ public:
+  TextFeatures(const Manifest& manifest, const Modules& modules, TextCacheOptions cache);
+  ~TextFeatures();
+
+  // T [(K+1),E] float32 on the modules' device: the class rows, then the normalised no-object row.
+  at::Tensor text_matrix(const std::vector<std::string>& names) const;
+  // [K,E] float32 on CPU, L2-normalised rows; computed (and cached) where missing.
+  at::Tensor class_features(const std::vector<std::string>& names) const;
+  // Computes without any cache. trim_tokens = false runs the full context length (the reference);
+  // true cuts every batch to its longest EOT (same result up to float rounding, much faster).
+  at::Tensor compute(const std::vector<std::string>& names, bool trim_tokens = true) const;
+
+  // The directory this model's disk cache uses (empty when disabled).
+  const std::string& disk_dir() const { return disk_dir_; }
+  std::size_t memory_entries() const;
+  void clear_memory_cache() const;
+
+ private:
+  at::Tensor read_disk(const std::string& name) const;
+  void write_disk(const std::string& name, const at::Tensor& feature) const;
+
+  const Manifest& manifest_;
+  const Modules& modules_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string disk_dir_;
+  at::Tensor non_object_row_;  // [1,E] float32 on device, normalised
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, at::Tensor> memory_;  // name → [E] float32 CPU
+};
+
+// Fills "{}" of a prompt template with a class name (Python str.format with one argument).
+std::string format_template(const std::string& tmpl, const std::string& name);
+
+// ---- proposals.cpp ------------------------------------------------------------------------------
+struct ProposalInput {
+  at::Tensor image;   // [3,h,w] float32 0–255, the resized un-normalised RGB image (CLIP's source)
+  at::Tensor padded;  // [1,3,Hp,Wp] float32, normalised then zero-padded right/bottom (SPEC §3.1)
+};
+ProposalInput prepare_proposal_input(const Image& resized, const Manifest& manifest, c10::Device device);
+
+struct Proposals {
+  at::Tensor class_embeddings;  // [Q,E] float32, before L2 normalisation
+  at::Tensor mask_logits;       // [Q,Hp/4,Wp/4] float32
+};
+Proposals run_proposals(const Modules& modules, const at::Tensor& padded);
+
+// ---- regions.cpp --------------------------------------------------------------------------------
+// Bilinear 4× (align_corners false) to [Hp,Wp], crop to h×w, sigmoid (SPEC §4.6) → M [Q,h,w].
+at::Tensor upsample_masks(const at::Tensor& mask_logits, int64_t hp, int64_t wp, int64_t h, int64_t w);
+
+struct RegionBox {
+  int64_t x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // exclusive ends, resized coordinates
+};
+struct Regions {
+  at::Tensor valid;                  // [Q] bool: M[q] > thr somewhere (strict)
+  std::vector<int64_t> queries;      // valid query indices, ascending (Nv)
+  std::vector<RegionBox> boxes;      // per valid region
+  std::vector<int64_t> areas;        // binary-mask pixel counts at the resized size
+  at::Tensor images;                 // [Nv,3,R,R] float32 CLIP-normalised bicubic crops
+  at::Tensor masks;                  // [Nv,1,R,R] float32 0/1 nearest-resized masks
+};
+// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and M [Q,h,w].
+Regions extract_regions(const at::Tensor& image, const at::Tensor& masks, float threshold, const Manifest& manifest);
+
+// ---- region_classifier.cpp ----------------------------------------------------------------------
+// logits [N,K+1] = (temperature · x) · Tᵀ (SPEC §4.5 with x = ê_q, §6.6 with x = v_r).
+at::Tensor similarity_logits(const at::Tensor& features, const at::Tensor& text, double temperature);
+// MaskFormer class logits [Q,K+1] from raw class embeddings [Q,E] (normalised here, no epsilon).
+at::Tensor maskformer_logits(const at::Tensor& class_embeddings, const at::Tensor& text, double temperature);
+// CLIP visual over the valid regions in batches, then its logits [Nv,K+1]; an empty [0,K+1]
+// tensor when there is no region.
+at::Tensor clip_region_logits(const Modules& modules, const Regions& regions, const at::Tensor& text,
+                              double temperature, int batch);
+// Regions per CLIP forward: `requested` when > 0, else what a memory budget allows.
+int choose_region_batch(const Manifest& manifest, c10::Device device, c10::ScalarType dtype, int requested,
+                        int64_t num_regions);
+
+// ---- ensemble.cpp -------------------------------------------------------------------------------
+struct EnsembleInput {
+  at::Tensor mf_logits;    // [Q,K+1]
+  at::Tensor masks;        // M [Q,h,w] sigmoid masks
+  at::Tensor valid;        // [Q] bool
+  at::Tensor clip_logits;  // [Nv,K+1] (Nv may be 0)
+  double ensemble_weight = 0;
+  float mask_threshold = 0;
+  Mode mode = Mode::kEval;
+  // Demo: the class list the model used is (x, "others"): "others" selects no region (SPEC §7.2).
+  bool skip_last_selection = false;
+  int64_t out_height = 0;  // H0, W0
+  int64_t out_width = 0;
+  bool keep_scores = false;
+};
+struct EnsembleOutput {
+  at::Tensor scores;             // [K,H0,W0] float32 on CPU, when keep_scores (else undefined)
+  std::vector<int32_t> argmax;   // H0·W0 raw argmax over the K channels (first maximum wins)
+  std::vector<uint8_t> uncovered;// demo: H0·W0, 1 where S[0] == 0 exactly (SPEC §7.2 step 6)
+  at::Tensor region_probs;       // [Nv,K] float32 CPU: the probabilities each valid region carries
+  std::vector<bool> selected;    // demo: per valid region, chosen by at least one class
+  bool degenerate = false;       // eval, w = 0 and no valid region: all-zero scores
+};
+EnsembleOutput ensemble(const EnsembleInput& in);
+
+}  // namespace ovseg::detail

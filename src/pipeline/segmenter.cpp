@@ -1,0 +1,324 @@
+// Model::load and Model::segment: orchestration of the stages in pipeline.hpp, per-stage timings,
+// progress/cancel, the dump switch, and translation of torch errors. No maths here.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <new>
+
+#include "common/fs_util.hpp"
+#include "common/log.hpp"
+#include "image/image_ops.hpp"
+#include "pipeline/pipeline.hpp"
+
+namespace fs = std::filesystem;
+
+namespace ovseg {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Runs f, turning torch's exceptions into ovseg::Error with context; ovseg::Error passes through.
+template <class F>
+auto translate_errors(const std::string& context, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kRuntime, context + ": " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kRuntime, context + ": out of memory");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kRuntime, context + ": " + e.what());
+  }
+}
+
+// A float the caller typed (0.6f) as the double it stands for (0.6): the reference's settings are
+// Python floats, and the ensemble exponents 1 − w are taken in double before narrowing.
+double as_decimal_double(float v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::strtod(std::string(buf, res.ptr).c_str(), nullptr);
+}
+
+void write_npy(const std::string& dir, const std::string& name, const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+  const std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
+  const auto bytes = detail::npy_float32(c.data_ptr<float>(), shape);
+  detail::write_file_atomic((fs::path(dir) / name).string(), bytes.data(), bytes.size());
+}
+
+}  // namespace
+
+struct Model::Impl {
+  ModelOptions model_options;
+  detail::Manifest manifest;
+  c10::Device device{c10::kCPU};
+  std::unique_ptr<detail::Modules> modules;
+  std::unique_ptr<detail::TextFeatures> text;
+  ModelInfo info;
+
+  Result segment(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options) const;
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
+  return translate_errors(bundle_dir, [&] {
+    if (options.threads < 0) throw Error(ErrorCode::kInvalidArgument, "threads must be ≥ 0");
+    if (options.region_batch < 0) throw Error(ErrorCode::kInvalidArgument, "region_batch must be ≥ 0");
+    auto impl = std::make_unique<Impl>();
+    impl->model_options = options;
+    impl->device = detail::parse_device(options.device);
+    detail::init_threads(options.threads);
+    c10::InferenceMode guard;
+    const auto t0 = Clock::now();
+    impl->manifest = detail::read_manifest(bundle_dir, /*verify_checksums=*/true);
+    impl->modules = detail::Modules::load(impl->manifest, impl->device, detail::scalar_type(options.precision));
+    detail::TextCacheOptions cache;
+    cache.disk = options.text_disk_cache;
+    cache.dir = options.text_disk_cache ? detail::resolve_text_cache_dir(options.text_cache_dir) : std::string();
+    impl->text = std::make_unique<detail::TextFeatures>(impl->manifest, *impl->modules, cache);
+
+    const auto& m = impl->manifest;
+    ModelInfo& info = impl->info;
+    info.name = m.name;
+    info.bundle_dir = m.dir;
+    info.format_version = m.format_version;
+    info.backbone = m.backbone;
+    info.clip_model = m.clip_model;
+    info.num_queries = m.num_queries;
+    info.embed_dim = m.embed_dim;
+    info.min_size_test = m.min_size_test;
+    info.max_size_test = m.max_size_test;
+    info.eval_mask_threshold = static_cast<float>(m.eval.mask_threshold);
+    info.eval_ensemble_weight = static_cast<float>(m.eval.ensemble_weight);
+    info.demo_mask_threshold = static_cast<float>(m.demo.mask_threshold);
+    info.demo_ensemble_weight = static_cast<float>(m.demo.ensemble_weight);
+    info.template_set = m.template_set;
+    info.num_templates = m.templates.size();
+    info.source_sha256 = m.source_sha256;
+    info.manifest_json = m.json_pretty;
+    info.device = impl->device.str();
+    info.precision = to_string(options.precision);
+    detail::log().info("loaded {} ({} + {}) on {} as {} in {:.0f} ms", m.name, m.backbone, m.clip_model, info.device,
+                       info.precision, ms_since(t0));
+    return Model(std::move(impl));
+  });
+}
+
+const ModelInfo& Model::info() const noexcept { return impl_->info; }
+
+double Model::prepare_classes(const std::vector<std::string>& classes) const {
+  return translate_errors("prepare_classes", [&] {
+    c10::InferenceMode guard;
+    const auto t0 = Clock::now();
+    impl_->text->class_features(classes);
+    return ms_since(t0);
+  });
+}
+
+std::vector<float> Model::text_features(const std::vector<std::string>& classes) const {
+  return translate_errors("text_features", [&] {
+    c10::InferenceMode guard;
+    const at::Tensor t = impl_->text->text_matrix(classes).to(at::kCPU).contiguous();
+    return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+  });
+}
+
+Result Model::segment(const ImageView& image, const std::vector<std::string>& classes,
+                      const SegmentOptions& options) const {
+  return translate_errors("segment", [&] { return impl_->segment(image, classes, options); });
+}
+
+Result Model::segment_file(const std::string& path, const std::vector<std::string>& classes,
+                           const SegmentOptions& options) const {
+  const Image img = load_image(path);
+  return translate_errors(path, [&] { return impl_->segment(img.view(), classes, options); });
+}
+
+Result Model::Impl::segment(const ImageView& view, const std::vector<std::string>& classes,
+                            const SegmentOptions& options) const {
+  c10::InferenceMode guard;
+  const auto t_start = Clock::now();
+  const detail::Manifest& m = manifest;
+
+  // ---- arguments ----
+  if (classes.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: the class list is empty");
+  if (classes.size() >= kUnlabeled)
+    throw Error(ErrorCode::kInvalidArgument, "segment: too many classes (" + std::to_string(classes.size()) + ")");
+  for (std::size_t i = 0; i < classes.size(); ++i)
+    if (classes[i].find_first_not_of(" \t\r\n\f\v") == std::string::npos)
+      throw Error(ErrorCode::kInvalidArgument, "segment: class " + std::to_string(i) + " is an empty name");
+  const detail::PathDefaults& defaults = options.mode == Mode::kEval ? m.eval : m.demo;
+  const float threshold = options.mask_threshold ? *options.mask_threshold : static_cast<float>(defaults.mask_threshold);
+  const double weight = options.ensemble_weight ? as_decimal_double(*options.ensemble_weight) : defaults.ensemble_weight;
+  if (!(threshold >= 0.0f && threshold <= 1.0f))
+    throw Error(ErrorCode::kInvalidArgument, "segment: mask_threshold must be in [0, 1]");
+  if (!(weight >= 0.0 && weight <= 1.0))
+    throw Error(ErrorCode::kInvalidArgument, "segment: ensemble_weight must be in [0, 1]");
+  if (view.data == nullptr || view.width <= 0 || view.height <= 0)
+    throw Error(ErrorCode::kBadImage, "image: empty image (no pixel data or a zero size)");
+  {
+    const int channels = view.format == PixelFormat::kGray ? 1
+                         : (view.format == PixelFormat::kRgba || view.format == PixelFormat::kBgra) ? 4 : 3;
+    if (view.stride != 0 && view.stride < static_cast<std::size_t>(view.width) * channels)
+      throw Error(ErrorCode::kBadImage, "image: stride " + std::to_string(view.stride) + " is shorter than a row");
+  }
+
+  // [QUIRK] the demo path appends "others" to a single class (SPEC §7.3), internally only.
+  std::vector<std::string> used = classes;
+  if (options.mode == Mode::kDemo && used.size() == 1) used.push_back("others");
+  const int64_t k = static_cast<int64_t>(used.size());
+
+  Result result;
+  result.classes = classes;
+  result.score_classes = used;
+  std::size_t stage_index = 0;
+  constexpr std::size_t kStages = 6;
+  auto progress = [&](const char* stage) {
+    if (options.progress && !options.progress(stage, static_cast<float>(stage_index) / kStages))
+      throw Error(ErrorCode::kCancelled, std::string("segment: cancelled by the progress callback (") + stage + ")");
+    ++stage_index;
+  };
+  const char* dump_env = std::getenv("OVSEG_DUMP_DIR");
+  const std::string dump_dir = (dump_env && *dump_env) ? dump_env : "";
+
+  // ---- preprocess: RGB, test-time resize (Pillow bilinear), normalise + pad ----
+  progress("preprocess");
+  auto t0 = Clock::now();
+  const Image rgb = to_rgb(view);
+  const int h0 = rgb.height;
+  const int w0 = rgb.width;
+  const auto [h, w] = detail::test_resize_size(h0, w0, m.min_size_test, m.max_size_test);
+  Image resized_storage;
+  if (h != h0 || w != w0) resized_storage = detail::resize_pillow_bilinear(rgb, w, h);
+  const Image& resized = (h != h0 || w != w0) ? resized_storage : rgb;
+  const detail::ProposalInput input = detail::prepare_proposal_input(resized, m, device);
+  result.width = w0;
+  result.height = h0;
+  result.resized_width = w;
+  result.resized_height = h;
+  detail::synchronize(device);
+  result.timings.preprocess_ms = ms_since(t0);
+
+  // ---- text features T [(K+1),E] ----
+  progress("text");
+  t0 = Clock::now();
+  const at::Tensor text = this->text->text_matrix(used);
+  result.timings.text_ms = ms_since(t0);
+
+  // ---- proposals ----
+  progress("proposals");
+  t0 = Clock::now();
+  const detail::Proposals proposals = detail::run_proposals(*modules, input.padded);
+  detail::synchronize(device);
+  result.timings.proposals_ms = ms_since(t0);
+
+  // ---- masks and regions ----
+  progress("regions");
+  t0 = Clock::now();
+  const at::Tensor masks = detail::upsample_masks(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
+  const detail::Regions regions = detail::extract_regions(input.image, masks, threshold, m);
+  detail::synchronize(device);
+  result.timings.regions_ms = ms_since(t0);
+
+  // ---- CLIP over the regions ----
+  progress("clip");
+  t0 = Clock::now();
+  const auto nv = static_cast<int64_t>(regions.queries.size());
+  const int batch = detail::choose_region_batch(m, device, modules->dtype(), model_options.region_batch, nv);
+  const at::Tensor clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
+  detail::synchronize(device);
+  result.timings.clip_ms = ms_since(t0);
+
+  // ---- ensemble, score map, resize, argmax ----
+  progress("post");
+  t0 = Clock::now();
+  detail::EnsembleInput ens;
+  ens.mf_logits = detail::maskformer_logits(proposals.class_embeddings, text, m.temperature);
+  ens.masks = masks;
+  ens.valid = regions.valid;
+  ens.clip_logits = clip_logits;
+  ens.ensemble_weight = weight;
+  ens.mask_threshold = threshold;
+  ens.mode = options.mode;
+  ens.skip_last_selection = options.mode == Mode::kDemo && k == 2 && used.back() == "others";
+  ens.out_height = h0;
+  ens.out_width = w0;
+  ens.keep_scores = options.keep_scores || !dump_dir.empty();
+  detail::EnsembleOutput post = detail::ensemble(ens);
+
+  const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);
+  result.labels.resize(pixels);
+  result.class_pixels.assign(classes.size(), 0);
+  const auto caller_k = static_cast<int32_t>(classes.size());
+  for (std::size_t i = 0; i < pixels; ++i) {
+    const int32_t label = post.argmax[i];
+    const bool unlabeled = post.degenerate || (!post.uncovered.empty() && post.uncovered[i]) || label >= caller_k;
+    if (unlabeled) {
+      result.labels[i] = kUnlabeled;
+      ++result.unlabeled_pixels;
+    } else {
+      result.labels[i] = static_cast<std::uint16_t>(label);
+      ++result.class_pixels[static_cast<std::size_t>(label)];
+    }
+  }
+  if (options.keep_scores) {
+    const at::Tensor s = post.scores.contiguous();
+    result.scores.assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+  }
+
+  // Segments: boxes/areas of the binary masks at the resized size, scaled to the original.
+  const double sx = static_cast<double>(w0) / w;
+  const double sy = static_cast<double>(h0) / h;
+  const auto probs = post.region_probs.accessor<float, 2>();
+  for (int64_t r = 0; r < nv; ++r) {
+    Segment seg;
+    seg.query = static_cast<int>(regions.queries[static_cast<std::size_t>(r)]);
+    int best = 0;
+    for (int c = 1; c < caller_k; ++c)
+      if (probs[r][c] > probs[r][best]) best = c;
+    seg.class_index = best;
+    seg.score = probs[r][best];
+    const auto& b = regions.boxes[static_cast<std::size_t>(r)];
+    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
+    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
+    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
+    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
+    seg.area = std::llround(static_cast<double>(regions.areas[static_cast<std::size_t>(r)]) * sx * sy);
+    seg.selected = options.mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
+    result.segments.push_back(seg);
+  }
+  result.timings.post_ms = ms_since(t0);
+
+  if (!dump_dir.empty()) {
+    write_npy(dump_dir, "pred_embeddings.npy", proposals.class_embeddings);
+    write_npy(dump_dir, "pred_masks_lowres.npy", proposals.mask_logits);
+    write_npy(dump_dir, "text_features.npy", text);
+    write_npy(dump_dir, "valid_flag.npy", regions.valid.to(at::kFloat));
+    write_npy(dump_dir, "clip_logits.npy", clip_logits);
+    write_npy(dump_dir, "sem_seg.npy", post.scores);
+    detail::log().info("segment: intermediates written to {}", dump_dir);
+  }
+  result.timings.total_ms = ms_since(t_start);
+  if (options.progress) options.progress("done", 1.0f);  // the work is done: nothing left to cancel
+  detail::log().debug("segment {}x{} → {}x{}, K={}, {} valid region(s), {:.1f} ms", w0, h0, w, h, k, nv,
+                      result.timings.total_ms);
+  return result;
+}
+
+}  // namespace ovseg

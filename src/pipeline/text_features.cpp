@@ -1,0 +1,222 @@
+// Class-name text features (SPEC §5.5): templates × names → tokens → text tower → per-template
+// L2 norm → mean over templates → L2 norm; cached in memory (by name) and on disk.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "common/fs_util.hpp"
+#include "common/log.hpp"
+#include "pipeline/pipeline.hpp"
+
+namespace fs = std::filesystem;
+
+namespace ovseg::detail {
+namespace {
+
+// Sequences per text-tower call: bounds memory for long class lists (ADE-847 × 14 templates).
+constexpr int64_t kTextBatch = 256;
+constexpr char kDiskMagic[8] = {'O', 'V', 'S', 'G', 'T', 'F', '0', '1'};
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? std::string(v) : std::string();
+}
+
+at::Tensor l2_normalize_rows(const at::Tensor& x) { return x / x.norm(2, {-1}, /*keepdim=*/true); }
+
+}  // namespace
+
+std::string resolve_text_cache_dir(const std::string& option) {
+  if (!option.empty()) return option;
+  if (auto d = env("OVSEG_CACHE_DIR"); !d.empty()) return d;
+  if (auto d = env("XDG_CACHE_HOME"); !d.empty()) return (fs::path(d) / "ovseg").string();
+  if (auto d = env("HOME"); !d.empty()) return (fs::path(d) / ".cache" / "ovseg").string();
+  return {};
+}
+
+std::string format_template(const std::string& tmpl, const std::string& name) {
+  // Python str.format with one positional argument: "{}" → name, "{{" / "}}" → literal braces.
+  std::string out;
+  out.reserve(tmpl.size() + name.size());
+  for (std::size_t i = 0; i < tmpl.size(); ++i) {
+    if (tmpl.compare(i, 2, "{}") == 0) {
+      out += name;
+      ++i;
+    } else if (tmpl.compare(i, 2, "{{") == 0 || tmpl.compare(i, 2, "}}") == 0) {
+      out += tmpl[i];
+      ++i;
+    } else {
+      out += tmpl[i];
+    }
+  }
+  return out;
+}
+
+TextFeatures::TextFeatures(const Manifest& manifest, const Modules& modules, TextCacheOptions cache)
+    : manifest_(manifest), modules_(modules) {
+  try {
+    tokenizer_ = make_tokenizer(manifest.tokenizer_kind, manifest.tokenizer_path);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kBadModel, e.what());
+  }
+  {
+    c10::InferenceMode guard;
+    const at::Tensor no = modules.non_object_embedding().to(modules.device());
+    non_object_row_ = l2_normalize_rows(no);  // [1,E]
+  }
+  if (cache.disk && !cache.dir.empty()) {
+    // Everything that changes the numbers is part of the key; the name is the file.
+    std::string key = "ovseg-text-features-v1\n" + manifest.clip_text_sha256 + "\n" + manifest.tokenizer_kind + "\n" +
+                      manifest.tokenizer_sha256 + "\n" + std::to_string(manifest.context_length) + "\n" +
+                      manifest.template_set + "\n";
+    for (const auto& t : manifest.templates) key += t + "\n";
+    key += std::string(c10::toString(modules.dtype())) + "\n" + c10::DeviceTypeName(modules.device().type()) + "\n";
+    disk_dir_ = (fs::path(cache.dir) / "text-features" / sha256_hex(key.data(), key.size()).substr(0, 32)).string();
+  }
+}
+
+TextFeatures::~TextFeatures() = default;
+
+at::Tensor TextFeatures::compute(const std::vector<std::string>& names, bool trim_tokens) const {
+  c10::InferenceMode guard;
+  const auto n = static_cast<int64_t>(names.size());
+  const int64_t embed = manifest_.embed_dim;
+  if (n == 0) return at::empty({0, embed}, at::kFloat);
+  std::vector<at::Tensor> per_template;  // each [n,E], rows L2-normalised
+  per_template.reserve(manifest_.templates.size());
+  for (const auto& tmpl : manifest_.templates) {
+    std::vector<at::Tensor> chunks;
+    for (int64_t start = 0; start < n; start += kTextBatch) {
+      const int64_t count = std::min(kTextBatch, n - start);
+      std::vector<std::vector<std::int32_t>> ids(static_cast<std::size_t>(count));
+      std::size_t longest = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        auto& seq = ids[static_cast<std::size_t>(i)];
+        seq = tokenizer_->tokenize(format_template(tmpl, names[static_cast<std::size_t>(start + i)]),
+                                   manifest_.context_length, /*truncate=*/false);
+        longest = std::max(longest, seq.size());
+      }
+      // The text tower pools at the EOT, and the causal mask keeps every position before it
+      // blind to what follows, so padding past the batch's longest EOT changes nothing.
+      const int64_t length = trim_tokens ? static_cast<int64_t>(longest) : manifest_.context_length;
+      at::Tensor tokens = at::zeros({count, length}, at::kLong);  // [n,L], 0 = padding id
+      auto acc = tokens.accessor<int64_t, 2>();
+      for (int64_t i = 0; i < count; ++i) {
+        const auto& seq = ids[static_cast<std::size_t>(i)];
+        for (std::size_t j = 0; j < seq.size(); ++j) acc[i][static_cast<int64_t>(j)] = seq[j];
+      }
+      at::Tensor f = modules_.clip_text(tokens);  // [count,E]
+      if (f.dim() != 2 || f.size(0) != count || f.size(1) != embed)
+        throw Error(ErrorCode::kRuntime, manifest_.clip_text_path + ": unexpected output shape");
+      chunks.push_back(l2_normalize_rows(f));
+    }
+    per_template.push_back(chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0));
+  }
+  at::Tensor mean = at::stack(per_template, 0).mean(0);  // [n,E]
+  return l2_normalize_rows(mean).to(at::kCPU).contiguous();
+}
+
+at::Tensor TextFeatures::read_disk(const std::string& name) const {
+  if (disk_dir_.empty()) return {};
+  const std::string hash = sha256_hex(name.data(), name.size());
+  const std::string path = (fs::path(disk_dir_) / (hash.substr(0, 40) + ".bin")).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return {};
+  try {
+    const auto bytes = read_file(path);
+    const int64_t embed = manifest_.embed_dim;
+    std::uint32_t e = 0, len = 0;
+    if (bytes.size() < 16 || std::memcmp(bytes.data(), kDiskMagic, 8) != 0) return {};
+    std::memcpy(&e, bytes.data() + 8, 4);
+    std::memcpy(&len, bytes.data() + 12, 4);
+    if (static_cast<int64_t>(e) != embed || bytes.size() != 16 + len + e * sizeof(float)) return {};
+    if (std::string(reinterpret_cast<const char*>(bytes.data()) + 16, len) != name) return {};
+    at::Tensor t = at::empty({embed}, at::kFloat);
+    std::memcpy(t.data_ptr<float>(), bytes.data() + 16 + len, e * sizeof(float));
+    return t;
+  } catch (const Error& err) {
+    detail::log().debug("text cache: ignoring {} ({})", path, err.what());
+    return {};
+  }
+}
+
+void TextFeatures::write_disk(const std::string& name, const at::Tensor& feature) const {
+  if (disk_dir_.empty()) return;
+  const std::string hash = sha256_hex(name.data(), name.size());
+  const std::string path = (fs::path(disk_dir_) / (hash.substr(0, 40) + ".bin")).string();
+  const at::Tensor f = feature.to(at::kCPU, at::kFloat).contiguous();
+  const auto e = static_cast<std::uint32_t>(f.numel());
+  const auto len = static_cast<std::uint32_t>(name.size());
+  std::vector<std::uint8_t> bytes(16 + len + e * sizeof(float));
+  std::memcpy(bytes.data(), kDiskMagic, 8);
+  std::memcpy(bytes.data() + 8, &e, 4);
+  std::memcpy(bytes.data() + 12, &len, 4);
+  std::memcpy(bytes.data() + 16, name.data(), len);
+  std::memcpy(bytes.data() + 16 + len, f.data_ptr<float>(), e * sizeof(float));
+  try {
+    write_file_atomic(path, bytes.data(), bytes.size());
+  } catch (const Error& err) {
+    // A cache that cannot be written only costs time: warn once per model, carry on.
+    static std::once_flag warned;
+    std::call_once(warned, [&] { detail::log().warn("text feature cache disabled: {}", err.what()); });
+  }
+}
+
+at::Tensor TextFeatures::class_features(const std::vector<std::string>& names) const {
+  c10::InferenceMode guard;
+  std::vector<std::string> missing;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::set<std::string> seen;
+    for (const auto& name : names)
+      if (!memory_.count(name) && seen.insert(name).second) missing.push_back(name);
+  }
+  if (!missing.empty()) {
+    std::vector<std::string> to_compute;
+    std::vector<std::pair<std::string, at::Tensor>> found;
+    for (const auto& name : missing) {
+      at::Tensor t = read_disk(name);
+      if (t.defined()) found.emplace_back(name, t);
+      else to_compute.push_back(name);
+    }
+    if (!to_compute.empty()) {
+      detail::log().debug("text features: encoding {} new class name(s)", to_compute.size());
+      const at::Tensor computed = compute(to_compute, /*trim_tokens=*/true);
+      for (std::size_t i = 0; i < to_compute.size(); ++i) {
+        at::Tensor row = computed[static_cast<int64_t>(i)].clone();
+        write_disk(to_compute[i], row);
+        found.emplace_back(to_compute[i], row);
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [name, t] : found) memory_.emplace(name, t);
+  }
+  std::vector<at::Tensor> rows;
+  rows.reserve(names.size());
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& name : names) rows.push_back(memory_.at(name));
+  if (rows.empty()) return at::empty({0, static_cast<int64_t>(manifest_.embed_dim)}, at::kFloat);
+  return at::stack(rows, 0);
+}
+
+at::Tensor TextFeatures::text_matrix(const std::vector<std::string>& names) const {
+  c10::InferenceMode guard;
+  const at::Tensor classes = class_features(names).to(modules_.device());
+  return at::cat({classes, non_object_row_}, 0);  // [(K+1),E]
+}
+
+std::size_t TextFeatures::memory_entries() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return memory_.size();
+}
+
+void TextFeatures::clear_memory_cache() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  memory_.clear();
+}
+
+}  // namespace ovseg::detail
