@@ -2,11 +2,15 @@
 """Export a bundle from every shared fixture (ctest setup fixture `test_bundles`).
 
 For each SHARED/fixtures/<name>/ with checkpoint.pth and config_eval.yaml this writes
-OUT/<name>/ with tools/ovseg-export. A bundle is re-exported only when the checkpoint, the
-config, the vocabulary or the exporter's sources changed (stamp OUT/.<name>.stamp.json).
+OUT/<name>/ with tools/ovseg-export. The exporter gives the demo path the released defaults
+(0.35 / 0.0); where the fixture has a config_demo.yaml, its MASK_THR / CLIP_ENSEMBLE_WEIGHT
+replace them in manifest.json (the manifest is not checksummed), so a test bundle runs both
+paths with the fixture's own settings. A bundle is re-exported only when the checkpoint, the
+configs, the vocabulary or the exporter's sources changed (stamp OUT/.<name>.stamp.json).
 Exit 77 (ctest "skipped") when SHARED is absent.
 """
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -39,6 +43,33 @@ def exporter_sources_hash() -> str:
     return h.hexdigest()
 
 
+def demo_settings(config_demo: str) -> dict:
+    """{"mask_threshold", "ensemble_weight"} of the demo config (the path it configures)."""
+    if TOOLS not in sys.path:
+        sys.path.insert(0, TOOLS)
+    from ovseg_export import config as config_mod
+    cfg = config_mod.load_config(config_demo)
+    ca = cfg["MODEL"]["CLIP_ADAPTER"]
+    w = float(ca["CLIP_ENSEMBLE_WEIGHT"]) if ca.get("CLIP_ENSEMBLE", True) else 0.0
+    return {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": w}
+
+
+def apply_demo_config(bundle: str, config_demo: str) -> dict:
+    """Rewrites manifest.json's inference.demo with the demo config's settings."""
+    settings = demo_settings(config_demo)
+    path = os.path.join(bundle, "manifest.json")
+    with open(path, "r", encoding="utf-8") as f:
+        manifest = json.load(f, object_pairs_hook=collections.OrderedDict)
+    if manifest["inference"]["demo"] != settings:
+        manifest["inference"]["demo"] = settings
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    return settings
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", required=True, help="reference material directory (../shared/ovseg)")
@@ -59,7 +90,7 @@ def main() -> int:
         return 77
     sys.path.insert(0, TOOLS)
     import torch  # noqa: E402 (only needed once we know there is work)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     from ovseg_export.cli import main as export_main  # noqa: E402
 
     os.makedirs(args.out, exist_ok=True)
@@ -69,8 +100,11 @@ def main() -> int:
         fdir = os.path.join(fixtures_dir, name)
         ckpt = os.path.join(fdir, "checkpoint.pth")
         cfg = os.path.join(fdir, "config_eval.yaml")
+        cfg_demo = os.path.join(fdir, "config_demo.yaml")
         stamp = {"checkpoint_sha256": _sha256(ckpt), "config_sha256": _sha256(cfg),
-                 "vocab_sha256": _sha256(vocab), "exporter_sources_sha256": src_hash}
+                 "config_demo_sha256": _sha256(cfg_demo) if os.path.isfile(cfg_demo) else "",
+                 "vocab_sha256": _sha256(vocab), "exporter_sources_sha256": src_hash,
+                 "test_bundle_script_sha256": _sha256(os.path.abspath(__file__))}
         out = os.path.join(args.out, name)
         stamp_path = os.path.join(args.out, f".{name}.stamp.json")
         if not args.force and os.path.isfile(os.path.join(out, "manifest.json")) and os.path.isfile(stamp_path):
@@ -89,6 +123,14 @@ def main() -> int:
             print(f"make_test_bundles: exporting {name} failed (exit {rc})", file=sys.stderr)
             status = 1
             continue
+        if os.path.isfile(cfg_demo):
+            try:
+                s = apply_demo_config(out, cfg_demo)
+                print(f"make_test_bundles: {name}: demo path {s} from config_demo.yaml")
+            except Exception as e:  # noqa: BLE001 - report, keep the other fixtures going
+                print(f"make_test_bundles: {name}: cannot apply {cfg_demo}: {e}", file=sys.stderr)
+                status = 1
+                continue
         with open(stamp_path, "w", encoding="utf-8") as f:
             json.dump(stamp, f, indent=1)
     return status

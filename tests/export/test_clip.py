@@ -1,4 +1,4 @@
-"""CLIP towers and tokenizer of the exporter against the shared fixture (SPEC §5, §6)."""
+"""CLIP towers and tokenizer of the exporter against every shared fixture (SPEC §5, §6)."""
 import json
 import os
 import sys
@@ -7,10 +7,13 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import fixture_util  # noqa: E402
+from fixture_util import fixture_classes  # noqa: E402
 from ovseg_export import pipeline  # noqa: E402
 from ovseg_export.export import CLIP_PREFIX  # noqa: E402
 from ovseg_export.load import read_checkpoint  # noqa: E402
@@ -19,26 +22,29 @@ from ovseg_export.modules.clip import (build_clip_text, build_clip_visual,  # no
 from ovseg_export.templates import VILD_TEMPLATES  # noqa: E402
 from ovseg_export.tokenizer import ClipTokenizer  # noqa: E402
 
-torch.set_num_threads(2)
-SHARED = os.environ.get("OVSEG_SHARED_DIR", os.path.join(REPO, "..", "shared", "ovseg"))
-FIXTURE = os.path.join(SHARED, "fixtures", "tiny_swin_vit")
-VOCAB = os.path.join(SHARED, "bpe_simple_vocab_16e6.txt.gz")
+torch.set_num_threads(1)
+SHARED = fixture_util.SHARED
+VOCAB = fixture_util.VOCAB
 TOL = 1e-4
 
 
-def _classes():
-    with open(os.path.join(FIXTURE, "classes.txt"), "r", encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+class _ClipFixture:
+    """The CLIP towers of each shared fixture against the reference's text features and region
+    logits (both modes, each with its own class list and threshold)."""
+    FIXTURE = None
 
-
-@unittest.skipUnless(os.path.isfile(os.path.join(FIXTURE, "checkpoint.pth")),
-                     f"shared fixture not found at {FIXTURE} (set OVSEG_SHARED_DIR)")
-class ClipFixtureTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        sd = read_checkpoint(os.path.join(FIXTURE, "checkpoint.pth"))
+        fx = cls.FIXTURE
+        if not os.path.isfile(VOCAB):
+            raise unittest.SkipTest(f"shared vocabulary not found at {VOCAB}")
+        cls.modes = [m for m in ("eval", "demo") if fx.has_reference(m)]
+        if not cls.modes:
+            raise unittest.SkipTest(f"{fx.dir}: no eval/ or demo/ reference outputs")
+        sd = read_checkpoint(fx.checkpoint)
         cls.arch = clip_arch_from_state_dict(sd, CLIP_PREFIX)
-        cls.visual = build_clip_visual(cls.arch).eval()
+        mask_prompt_fwd = bool(fx.config("eval")["MODEL"]["CLIP_ADAPTER"].get("MASK_PROMPT_FWD", True))
+        cls.visual = build_clip_visual(cls.arch, mask_prompt_fwd=mask_prompt_fwd).eval()
         cls.text = build_clip_text(cls.arch).eval()
         states = {"clip_visual": {}, "clip_text": {}}
         for ck, (mod, local) in clip_state_keys(cls.visual, cls.text).items():
@@ -46,66 +52,79 @@ class ClipFixtureTest(unittest.TestCase):
         cls.visual.load_state_dict(states["clip_visual"], strict=True)
         cls.text.load_state_dict(states["clip_text"], strict=True)
         cls.tok = ClipTokenizer(VOCAB)
-        with open(os.path.join(FIXTURE, "eval", "meta.json"), "r", encoding="utf-8") as f:
-            cls.meta = json.load(f)
+        cls.meta = fx.meta(cls.modes[0])
 
     def test_architecture_read_off_tensors(self):
-        ref = self.meta["clip_arch"]
+        ref = self.meta.get("clip_arch") or {}
+        if not ref:
+            self.skipTest("meta.json has no clip_arch")
         for k, v in ref.items():
-            self.assertEqual(self.arch[k], v, k)
-        self.assertEqual(self.arch["prompt_depth"], 3)
+            if k in self.arch:
+                self.assertEqual(self.arch[k], v, k)
+        depth = int(self.FIXTURE.config("eval")["MODEL"]["CLIP_ADAPTER"]["MASK_PROMPT_DEPTH"])
+        self.assertEqual(self.arch["prompt_depth"], depth)
 
     def test_vild_templates_match_shared_list(self):
         with open(os.path.join(SHARED, "text_templates.json"), "r", encoding="utf-8") as f:
             self.assertEqual(VILD_TEMPLATES, json.load(f)["vild"])
 
-    def _text_features(self, module, trim=False):
+    def _text_features(self, module, classes, trim=False):
         backend = pipeline.Backend(None, None, module, module.non_object_embedding,
                                    {"text": {"templates": VILD_TEMPLATES,
-                                             "tokenizer": {"context_length": 77}}}, self.tok)
+                                             "tokenizer": {"context_length": self.arch["context_length"]}}},
+                                   self.tok)
         with torch.no_grad():
-            return pipeline.text_features(backend, _classes(), trim_tokens=trim)
+            return pipeline.text_features(backend, classes, trim_tokens=trim)
 
     def test_text_features_match_fixture(self):
-        ref = np.load(os.path.join(FIXTURE, "eval", "text_features.npy"))
-        got = self._text_features(self.text).numpy()
-        self.assertEqual(got.shape, ref.shape)
-        diff = np.abs(got - ref).max(axis=1)
-        print(f"\ntext_features max abs diff {diff.max():.3g} (non-object row {diff[-1]:.3g})")
-        self.assertLessEqual(diff[:-1].max(), TOL)
-        self.assertLessEqual(diff[-1], TOL)
+        for mode in self.modes:
+            ref = self.FIXTURE.reference(mode, ("text_features",)).get("text_features")
+            if ref is None:
+                continue
+            with self.subTest(mode=mode):
+                got = self._text_features(self.text, self.FIXTURE.model_classes(mode)).numpy()
+                self.assertEqual(got.shape, ref.shape)
+                diff = np.abs(got - ref).max(axis=1)
+                print(f"\n{self.FIXTURE.name} {mode} text_features max abs diff {diff.max():.3g} "
+                      f"(non-object row {diff[-1]:.3g})")
+                self.assertLessEqual(diff[:-1].max(), TOL)
+                self.assertLessEqual(diff[-1], TOL)
 
     def test_scripted_text_tower_matches_fixture(self):
         scripted = torch.jit.script(self.text)
-        ref = np.load(os.path.join(FIXTURE, "eval", "text_features.npy"))
-        self.assertLessEqual(np.abs(self._text_features(scripted).numpy() - ref).max(), TOL)
+        mode = self.modes[0]
+        ref = self.FIXTURE.reference(mode, ("text_features",)).get("text_features")
+        if ref is None:
+            self.skipTest("no text_features.npy")
+        got = self._text_features(scripted, self.FIXTURE.model_classes(mode)).numpy()
+        self.assertLessEqual(np.abs(got - ref).max(), TOL)
 
     def test_trimmed_tokens_equal_full_context(self):
-        prompts = [t.format(c) for t in VILD_TEMPLATES for c in _classes()]
-        full = self.tok.tokenize(prompts)
-        trimmed = self.tok.tokenize(prompts, trim=True)
-        self.assertLess(trimmed.shape[1], 77)
+        prompts = [t.format(c) for t in VILD_TEMPLATES for c in self.FIXTURE.classes()]
+        full = self.tok.tokenize(prompts, self.arch["context_length"])
+        trimmed = self.tok.tokenize(prompts, self.arch["context_length"], trim=True)
+        self.assertLess(trimmed.shape[1], self.arch["context_length"])
         self.assertTrue(torch.equal(full[:, :trimmed.shape[1]], trimmed))
         with torch.no_grad():
             a = self.text(full)
             b = self.text(trimmed)
             c = torch.jit.script(self.text)(trimmed)
         d = (a - b).abs().max().item()
-        print(f"\ntrimmed vs full-77 text max abs diff {d:.3g}")
+        print(f"\n{self.FIXTURE.name}: trimmed vs full-context text max abs diff {d:.3g}")
         self.assertLessEqual(d, 1e-5 * max(1.0, a.abs().max().item()))
         self.assertLessEqual((b - c).abs().max().item(), 1e-6 * max(1.0, a.abs().max().item()))
 
     def _fixture_regions(self, mode):
-        d = os.path.join(FIXTURE, mode)
-        with open(os.path.join(d, "meta.json"), "r", encoding="utf-8") as f:
-            meta = json.load(f)
-        thr = meta["overrides"]["MODEL"].get("CLIP_ADAPTER", {}).get("MASK_THR", 0.4)
+        fx = self.FIXTURE
+        meta = fx.meta(mode)
+        thr = fx.settings(mode)["mask_threshold"]
         h, w = meta["resized_size_hw"]
-        im = pipeline.decode_image(os.path.join(FIXTURE, "image.png"))
+        im = pipeline.decode_image(fx.image)
         self.assertEqual([im.height, im.width], meta["original_size_hw"])
         resized = torch.from_numpy(pipeline.resize_image(im, h, w)).permute(2, 0, 1).float()
-        masks = pipeline.upsample_masks(torch.from_numpy(np.load(os.path.join(d, "pred_masks_lowres.npy"))), h, w)
-        pre = {"region_resolution": 224,
+        lowres = fx.reference(mode, ("pred_masks_lowres",))["pred_masks_lowres"]
+        masks = pipeline.upsample_masks(torch.from_numpy(lowres), h, w)
+        pre = {"region_resolution": self.arch["image_resolution"],
                "clip_fill": [float(np.float32(255.0 * m)) for m in (0.48145466, 0.4578275, 0.40821073)],
                "clip_mean255": [float(np.float32(m) * np.float32(255)) for m in (0.48145466, 0.4578275, 0.40821073)],
                "clip_std255": [float(np.float32(s) * np.float32(255)) for s in (0.26862954, 0.26130258, 0.27577711)]}
@@ -113,33 +132,40 @@ class ClipFixtureTest(unittest.TestCase):
         return valid, images, rmasks
 
     def test_region_logits_match_fixture(self):
-        for mode in ("eval", "demo"):
-            d = os.path.join(FIXTURE, mode)
+        for mode in self.modes:
+            ref = self.FIXTURE.reference(mode, ("valid_flag", "text_features", "clip_logits",
+                                                "pred_masks_lowres"))
+            if len(ref) != 4:
+                continue
             valid, images, rmasks = self._fixture_regions(mode)
-            ref_valid = np.load(os.path.join(d, "valid_flag.npy"))
-            self.assertTrue(np.array_equal(valid.numpy(), ref_valid), mode)
-            T = torch.from_numpy(np.load(os.path.join(d, "text_features.npy")))
-            ref = np.load(os.path.join(d, "clip_logits.npy"))
+            self.assertTrue(np.array_equal(valid.numpy(), ref["valid_flag"]), mode)
+            if not bool(valid.any()):
+                continue
+            T = torch.from_numpy(ref["text_features"])
             for name, module in (("eager", self.visual), ("scripted", torch.jit.script(self.visual))):
-                with torch.no_grad():
-                    v = module(images, rmasks)
-                    logits = ((100.0 * v) @ T.t()).numpy()
-                self.assertEqual(logits.shape, ref.shape)
-                diff = np.abs(logits - ref).max()
-                print(f"\n{mode} clip_logits ({name}) max abs diff {diff:.3g}")
-                self.assertLessEqual(diff, TOL)
-                self.assertTrue(torch.allclose(v.norm(dim=-1), torch.ones(v.shape[0]), atol=1e-5))
+                with self.subTest(mode=mode, module=name):
+                    with torch.no_grad():
+                        v = module(images, rmasks)
+                        logits = ((100.0 * v) @ T.t()).numpy()
+                    self.assertEqual(logits.shape, ref["clip_logits"].shape)
+                    diff = np.abs(logits - ref["clip_logits"]).max()
+                    print(f"\n{self.FIXTURE.name} {mode} clip_logits ({name}) max abs diff {diff:.3g}")
+                    self.assertLessEqual(diff, TOL)
+                    self.assertTrue(torch.allclose(v.norm(dim=-1), torch.ones(v.shape[0]), atol=1e-5))
 
     def test_keep_mask_is_any_pixel_per_patch(self):
         # One pixel inside a patch keeps it exactly like a fully covered patch (avg-pool + ceil).
+        if not self.visual.mask_prompt_fwd:
+            self.skipTest("MASK_PROMPT_FWD is off")
         p = self.arch["vision_patch_size"]
+        r = self.arch["image_resolution"]
         torch.manual_seed(0)
-        images = torch.randn(1, 3, 224, 224)
-        one = torch.zeros(1, 1, 224, 224)
-        full = torch.zeros(1, 1, 224, 224)
+        images = torch.randn(1, 3, r, r)
+        one = torch.zeros(1, 1, r, r)
+        full = torch.zeros(1, 1, r, r)
         one[0, 0, 3 * p + p - 1, 5 * p] = 1.0
         full[0, 0, 3 * p:4 * p, 5 * p:6 * p] = 1.0
-        other = torch.zeros(1, 1, 224, 224)
+        other = torch.zeros(1, 1, r, r)
         other[0, 0, 3 * p + p, 5 * p] = 1.0  # first row of the next patch row
         with torch.no_grad():
             a = self.visual(images, one)
@@ -149,18 +175,24 @@ class ClipFixtureTest(unittest.TestCase):
         self.assertGreater((a - c).abs().max().item(), 1e-4)
 
     def test_all_kept_equals_no_prompts(self):
+        r = self.arch["image_resolution"]
         torch.manual_seed(1)
-        images = torch.randn(2, 3, 224, 224)
-        ones = torch.ones(2, 1, 224, 224)
-        zeros = torch.zeros(2, 1, 224, 224)
+        images = torch.randn(2, 3, r, r)
+        ones = torch.ones(2, 1, r, r)
+        zeros = torch.zeros(2, 1, r, r)
+        prompted = build_clip_visual(self.arch, mask_prompt_fwd=True).eval()
+        prompted.load_state_dict(self.visual.state_dict())
         plain = build_clip_visual(self.arch, mask_prompt_fwd=False).eval()
         plain.load_state_dict(self.visual.state_dict())
         with torch.no_grad():
-            with_prompts_all_kept = self.visual(images, ones)
+            with_prompts_all_kept = prompted(images, ones)
             without = plain(images, zeros)  # masks ignored when MASK_PROMPT_FWD is off
-            all_background = self.visual(images, zeros)
+            all_background = prompted(images, zeros)
         self.assertLessEqual((with_prompts_all_kept - without).abs().max().item(), 1e-6)
         self.assertGreater((all_background - without).abs().max().item(), 1e-3)
+
+
+fixture_classes(_ClipFixture, globals())
 
 
 @unittest.skipUnless(os.path.isfile(VOCAB), f"shared vocabulary not found at {VOCAB}")

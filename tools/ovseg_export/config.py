@@ -37,6 +37,7 @@ def load_config(path: str) -> Dict[str, Any]:
     """The YAML (with its _BASE_ chain) merged over the defaults."""
     cfg = deep_merge(DEFAULTS, _read_yaml(path))
     _coerce(cfg, path)
+    _normalise_backbone(cfg, path)
     return cfg
 
 
@@ -45,6 +46,7 @@ def config_for(preset: str = None, config_path: str = None) -> Dict[str, Any]:
         return load_config(config_path)
     cfg = preset_config(preset)
     _coerce(cfg, f"preset:{preset}")
+    _normalise_backbone(cfg, f"preset:{preset}")
     return cfg
 
 
@@ -69,6 +71,37 @@ def _coerce(cfg: Dict[str, Any], where: str) -> None:
     cfg["MODEL"]["PIXEL_STD"] = [float(v) for v in cfg["MODEL"]["PIXEL_STD"]]
 
 
+PLAIN_RESNET_BACKBONE = "build_resnet_backbone"
+DEEPLAB_RESNET_BACKBONE = "build_resnet_deeplab_backbone"
+# detectron2 v0.6 blocks per stage; the multi-grid of a plain ResNet needs one entry per res5 block.
+_RES5_BLOCKS = {18: 2, 34: 3, 50: 3, 101: 3, 152: 3}
+
+
+def _normalise_backbone(cfg: Dict[str, Any], where: str) -> None:
+    """detectron2's plain `build_resnet_backbone` is the DeepLab builder with a basic stem, no
+    res4 dilation and no multi-grid (its res5 first stride is 1 exactly when RES5_DILATION is 2,
+    as in the DeepLab rule); rewrite it so, since only the DeepLab builder is implemented."""
+    bb = cfg["MODEL"]["BACKBONE"]
+    if str(bb.get("NAME")) != PLAIN_RESNET_BACKBONE:
+        return
+    rn = cfg["MODEL"]["RESNETS"]
+    try:
+        depth = int(rn["DEPTH"])
+        res5_dilation = int(rn.get("RES5_DILATION", 1))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: MODEL.RESNETS.DEPTH / RES5_DILATION must be integers") from None
+    if depth not in _RES5_BLOCKS:
+        raise ConfigError(f"{where}: MODEL.RESNETS.DEPTH {depth} is not supported "
+                          f"({', '.join(str(d) for d in _RES5_BLOCKS)})")
+    if res5_dilation not in (1, 2):
+        raise ConfigError(f"{where}: MODEL.RESNETS.RES5_DILATION {res5_dilation} must be 1 or 2 "
+                          f"for {PLAIN_RESNET_BACKBONE}")
+    bb["NAME"] = DEEPLAB_RESNET_BACKBONE
+    rn["STEM_TYPE"] = "basic"
+    rn["RES4_DILATION"] = 1
+    rn["RES5_MULTI_GRID"] = [1] * _RES5_BLOCKS[depth]
+
+
 def backbone_kind(cfg: Dict[str, Any]) -> str:
     name = str(cfg["MODEL"]["BACKBONE"]["NAME"])
     if "swin" in name.lower():
@@ -79,7 +112,11 @@ def backbone_kind(cfg: Dict[str, Any]) -> str:
 
 
 def short_model_name(cfg: Dict[str, Any]) -> str:
-    bb = "swinB" if backbone_kind(cfg) == "swin" else "R101c"
+    if backbone_kind(cfg) == "swin":
+        bb = "swinB"
+    else:
+        rn = cfg["MODEL"]["RESNETS"]
+        bb = f"R{rn.get('DEPTH', 101)}" + ("c" if rn.get("STEM_TYPE", "deeplab") == "deeplab" else "")
     clip = str(cfg["MODEL"]["CLIP_ADAPTER"]["CLIP_MODEL_NAME"]).replace("ViT-", "vit").replace("/", "")
     return f"ovseg-{bb}-{clip}"
 

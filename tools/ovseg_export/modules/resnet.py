@@ -1,7 +1,10 @@
-"""detectron2-style ResNet with the DeepLab stem ("R101c", SPEC §4.2), TorchScript-scriptable.
+"""detectron2-style ResNets (SPEC §4.2): the DeepLab ResNet of "R101c" and the plain one,
+any DEPTH of 18/34 (BasicBlock) or 50/101/152 (BottleneckBlock); TorchScript-scriptable.
 
-Key names follow the checkpoint (SPEC §2.3): "stem.conv{1,2,3}", "res{2..5}.{i}.conv{1,2,3}",
-"res{2..5}.0.shortcut", each conv carrying its norm as "<conv>.norm.*".
+Key names follow the checkpoint (SPEC §2.3): "stem.conv{1,2,3}" (DeepLab stem) or "stem.conv1"
+(basic 7x7 stem), "res{2..5}.{i}.conv{1,2,3}" (bottleneck) or ".conv{1,2}" (basic), and
+"res{2..5}.{i}.shortcut" where a block changes the channel count; each conv carries its norm
+as "<conv>.norm.*".
 """
 from typing import List, Optional, Tuple
 
@@ -78,6 +81,34 @@ class BottleneckBlock(nn.Module):
         return F.relu_(out)
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34). detectron2's BasicBlock has no dilation; a dilated one
+    (only reachable through the DeepLab builder, which detectron2 itself does not allow for
+    18/34) dilates both convs."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, dilation: int = 1):
+        super().__init__()
+        # Registration order = checkpoint order: shortcut, conv1, conv2.
+        if in_channels != out_channels:
+            self.shortcut: Optional[nn.Module] = _conv_bn(in_channels, out_channels, 1,
+                                                          stride=stride)
+        else:
+            self.shortcut = None
+        self.conv1 = _conv_bn(in_channels, out_channels, 3, stride=stride, padding=dilation,
+                              dilation=dilation)
+        self.conv2 = _conv_bn(out_channels, out_channels, 3, stride=1, padding=dilation,
+                              dilation=dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu_(self.conv1(x))
+        out = self.conv2(out)
+        if self.shortcut is not None:
+            out += self.shortcut(x)
+        else:
+            out += x
+        return F.relu_(out)
+
+
 class DeepLabStem(nn.Module):
     """3x3 s2 (3->C/2), 3x3 (C/2->C/2), 3x3 (C/2->C), each + BN + ReLU, then max-pool 3/2/1."""
 
@@ -106,55 +137,91 @@ class BasicStem(nn.Module):
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-_BLOCKS_PER_DEPTH = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+_BLOCKS_PER_DEPTH = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
+                     152: [3, 8, 36, 3]}
+BASIC_BLOCK_DEPTHS = (18, 34)
+
+
+def blocks_per_stage(depth: int) -> List[int]:
+    if depth not in _BLOCKS_PER_DEPTH:
+        raise ValueError(f"ResNet backbone: DEPTH {depth} is not supported "
+                         f"({', '.join(str(d) for d in _BLOCKS_PER_DEPTH)})")
+    return list(_BLOCKS_PER_DEPTH[depth])
 
 
 class DeepLabResNet(nn.Module):
-    """forward(x [B,3,H,W]) -> (res2, res3, res4, res5) at strides 4, 8, 16, 32."""
+    """forward(x [B,3,H,W]) -> (res2, res3, res4, res5), strides 4, 8, 16, 32 unless dilated.
+
+    Follows detectron2 v0.6 `build_resnet_deeplab_backbone`: stage s uses dilation d_s
+    (RES4_DILATION for res4, RES5_DILATION for res5, else 1); its first block has stride 1 for
+    res2 or when d_s > 1, else 2; res5 block i dilates by d_5 * RES5_MULTI_GRID[i]. The plain
+    `build_resnet_backbone` is the special case stem "basic", RES4_DILATION 1 and a multi-grid of
+    ones (config.py rewrites it so). DEPTH 18/34 use BasicBlock, 50/101/152 BottleneckBlock with
+    NUM_GROUPS * WIDTH_PER_GROUP channels in res2 (doubling per stage)."""
 
     def __init__(self, depth: int = 101, stem_type: str = "deeplab", stem_out_channels: int = 128,
                  res2_out_channels: int = 256, num_groups: int = 1, width_per_group: int = 64,
                  stride_in_1x1: bool = False, res4_dilation: int = 1, res5_dilation: int = 1,
                  res5_multi_grid: Optional[List[int]] = None, in_channels: int = 3):
         super().__init__()
-        if depth not in _BLOCKS_PER_DEPTH:
-            raise ValueError(f"ResNet backbone: DEPTH {depth} is not supported (50, 101, 152)")
-        if res4_dilation not in (1, 2) or res5_dilation not in (1, 2):
-            raise ValueError("ResNet backbone: RES4_DILATION/RES5_DILATION must be 1 or 2")
-        multi_grid = [1, 2, 4] if res5_multi_grid is None else list(res5_multi_grid)
-        num_blocks = _BLOCKS_PER_DEPTH[depth]
+        num_blocks = blocks_per_stage(depth)
+        if res4_dilation not in (1, 2):
+            raise ValueError(f"ResNet backbone: RES4_DILATION {res4_dilation} must be 1 or 2")
+        if res5_dilation not in (1, 2, 4):
+            raise ValueError(f"ResNet backbone: RES5_DILATION {res5_dilation} must be 1, 2 or 4")
+        multi_grid = [1, 2, 4] if res5_multi_grid is None else [int(g) for g in res5_multi_grid]
         if len(multi_grid) != num_blocks[3]:
             raise ValueError(f"ResNet backbone: RES5_MULTI_GRID {multi_grid} needs "
-                             f"{num_blocks[3]} entries")
+                             f"{num_blocks[3]} entries for DEPTH {depth}")
+        if any(g < 1 for g in multi_grid):
+            raise ValueError(f"ResNet backbone: RES5_MULTI_GRID {multi_grid} must be positive")
+        basic = depth in BASIC_BLOCK_DEPTHS
+        if basic and num_groups != 1:
+            raise ValueError(f"ResNet backbone: NUM_GROUPS {num_groups} needs a bottleneck "
+                             f"ResNet (DEPTH 50/101/152), not DEPTH {depth}")
         if stem_type == "deeplab":
+            if stem_out_channels % 2:
+                raise ValueError(f"ResNet backbone: STEM_OUT_CHANNELS {stem_out_channels} must be "
+                                 "even for the DeepLab stem")
             self.stem: nn.Module = DeepLabStem(in_channels, stem_out_channels)
         elif stem_type == "basic":
             self.stem = BasicStem(in_channels, stem_out_channels)
         else:
-            raise ValueError(f"ResNet backbone: STEM_TYPE {stem_type!r} is not supported")
-
+            raise ValueError(f"ResNet backbone: STEM_TYPE {stem_type!r} is not supported "
+                             "(basic or deeplab)")
         bottleneck = num_groups * width_per_group
+
         in_ch = stem_out_channels
         out_ch = res2_out_channels
-        self.out_channels: List[int] = []
+        out_channels: List[int] = []
+        strides: List[int] = []
+        stride = 4
         stages: List[nn.Sequential] = []
         for idx, stage_idx in enumerate(range(2, 6)):
             dilation = res4_dilation if stage_idx == 4 else (res5_dilation if stage_idx == 5 else 1)
-            first_stride = 1 if idx == 0 or dilation == 2 else 2
+            first_stride = 1 if idx == 0 or dilation > 1 else 2
             if stage_idx == 5:
                 dilations = [dilation * g for g in multi_grid]
             else:
                 dilations = [dilation] * num_blocks[idx]
-            blocks = []
+            blocks: List[nn.Module] = []
             for i in range(num_blocks[idx]):
-                blocks.append(BottleneckBlock(in_ch if i == 0 else out_ch, out_ch, bottleneck,
-                                              first_stride if i == 0 else 1, num_groups,
-                                              stride_in_1x1, dilations[i]))
+                s = first_stride if i == 0 else 1
+                cin = in_ch if i == 0 else out_ch
+                if basic:
+                    blocks.append(BasicBlock(cin, out_ch, s, dilations[i]))
+                else:
+                    blocks.append(BottleneckBlock(cin, out_ch, bottleneck, s, num_groups,
+                                                  stride_in_1x1, dilations[i]))
             stages.append(nn.Sequential(*blocks))
-            self.out_channels.append(out_ch)
+            stride *= first_stride
+            out_channels.append(out_ch)
+            strides.append(stride)
             in_ch = out_ch
             out_ch *= 2
             bottleneck *= 2
+        self.out_channels = out_channels
+        self.strides = strides
         self.res2 = stages[0]
         self.res3 = stages[1]
         self.res4 = stages[2]
