@@ -59,7 +59,11 @@ class Modules {
   const at::Tensor& non_object_embedding() const;
 
   c10::Device device() const;
+  // The requested precision; the reduced types apply to the CLIP visual tower only (the proposal
+  // network and the text tower always run in float32: see Modules::load).
   c10::ScalarType dtype() const;
+  c10::ScalarType visual_dtype() const;
+  c10::ScalarType text_dtype() const;
 
  private:
   struct Impl;

@@ -31,10 +31,13 @@ std::pair<int64_t, int64_t> true_span(const at::TensorAccessor<bool, 1>& row) {
 
 at::Tensor upsample_masks(const at::Tensor& mask_logits, int64_t hp, int64_t wp, int64_t h, int64_t w) {
   // [Q,Hp/4,Wp/4] → [1,Q,Hp,Wp] (bilinear, align_corners false, sizes given, no scale factors)
-  const at::Tensor up = at::upsample_bilinear2d(mask_logits.unsqueeze(0), {hp, wp}, /*align_corners=*/false);
+  at::Tensor up = at::upsample_bilinear2d(mask_logits.unsqueeze(0), {hp, wp}, /*align_corners=*/false);
   // The crop is materialised before the sigmoid: the reference applies it to a contiguous
-  // tensor, and the vectorised and scalar sigmoid paths can differ in the last bit.
-  return up[0].narrow(1, 0, h).narrow(2, 0, w).contiguous().sigmoid();  // M [Q,h,w]
+  // tensor, and the vectorised and scalar sigmoid paths can differ in the last bit. In place, and
+  // the padded map freed first: two [Q,Hp,Wp] float maps at most (221 MB each at 640×864).
+  at::Tensor masks = up[0].narrow(1, 0, h).narrow(2, 0, w).contiguous();
+  up.reset();
+  return masks.sigmoid_();  // M [Q,h,w]
 }
 
 Regions extract_regions(const at::Tensor& image, const at::Tensor& masks, float threshold, const Manifest& manifest) {

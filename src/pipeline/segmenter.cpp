@@ -240,7 +240,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   progress("clip");
   t0 = Clock::now();
   const auto nv = static_cast<int64_t>(regions.queries.size());
-  const int batch = detail::choose_region_batch(m, device, modules->dtype(), model_options.region_batch, nv);
+  const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
   const at::Tensor clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
   detail::synchronize(device);
   result.timings.clip_ms = ms_since(t0);

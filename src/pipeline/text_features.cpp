@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
+#include <numeric>
 #include <set>
 
 #include "common/fs_util.hpp"
@@ -74,7 +76,7 @@ TextFeatures::TextFeatures(const Manifest& manifest, const Modules& modules, Tex
                       manifest.tokenizer_sha256 + "\n" + std::to_string(manifest.context_length) + "\n" +
                       manifest.template_set + "\n";
     for (const auto& t : manifest.templates) key += t + "\n";
-    key += std::string(c10::toString(modules.dtype())) + "\n" + c10::DeviceTypeName(modules.device().type()) + "\n";
+    key += std::string(c10::toString(modules.text_dtype())) + "\n" + c10::DeviceTypeName(modules.device().type()) + "\n";
     disk_dir_ = (fs::path(cache.dir) / "text-features" / sha256_hex(key.data(), key.size()).substr(0, 32)).string();
   }
 }
@@ -86,38 +88,50 @@ at::Tensor TextFeatures::compute(const std::vector<std::string>& names, bool tri
   const auto n = static_cast<int64_t>(names.size());
   const int64_t embed = manifest_.embed_dim;
   if (n == 0) return at::empty({0, embed}, at::kFloat);
-  std::vector<at::Tensor> per_template;  // each [n,E], rows L2-normalised
-  per_template.reserve(manifest_.templates.size());
-  for (const auto& tmpl : manifest_.templates) {
-    std::vector<at::Tensor> chunks;
-    for (int64_t start = 0; start < n; start += kTextBatch) {
-      const int64_t count = std::min(kTextBatch, n - start);
-      std::vector<std::vector<std::int32_t>> ids(static_cast<std::size_t>(count));
-      std::size_t longest = 0;
-      for (int64_t i = 0; i < count; ++i) {
-        auto& seq = ids[static_cast<std::size_t>(i)];
-        seq = tokenizer_->tokenize(format_template(tmpl, names[static_cast<std::size_t>(start + i)]),
-                                   manifest_.context_length, /*truncate=*/false);
-        longest = std::max(longest, seq.size());
-      }
-      // The text tower pools at the EOT, and the causal mask keeps every position before it
-      // blind to what follows, so padding past the batch's longest EOT changes nothing.
-      const int64_t length = trim_tokens ? static_cast<int64_t>(longest) : manifest_.context_length;
-      at::Tensor tokens = at::zeros({count, length}, at::kLong);  // [n,L], 0 = padding id
-      auto acc = tokens.accessor<int64_t, 2>();
-      for (int64_t i = 0; i < count; ++i) {
-        const auto& seq = ids[static_cast<std::size_t>(i)];
-        for (std::size_t j = 0; j < seq.size(); ++j) acc[i][static_cast<int64_t>(j)] = seq[j];
-      }
-      at::Tensor f = modules_.clip_text(tokens);  // [count,E]
-      if (f.dim() != 2 || f.size(0) != count || f.size(1) != embed)
-        throw Error(ErrorCode::kRuntime, manifest_.clip_text_path + ": unexpected output shape");
-      chunks.push_back(l2_normalize_rows(f));
+  const auto num_templates = static_cast<int64_t>(manifest_.templates.size());
+  // Every (template, name) prompt, tokenized once; row t·n + i of `features`.
+  const int64_t total = num_templates * n;
+  std::vector<std::vector<std::int32_t>> ids(static_cast<std::size_t>(total));
+  for (int64_t t = 0; t < num_templates; ++t)
+    for (int64_t i = 0; i < n; ++i)
+      ids[static_cast<std::size_t>(t * n + i)] =
+          tokenizer_->tokenize(format_template(manifest_.templates[static_cast<std::size_t>(t)],
+                                               names[static_cast<std::size_t>(i)]),
+                               manifest_.context_length, /*truncate=*/false);
+  // Batches of prompts of similar length (sorted, stable): trimmed to the batch's longest EOT, a
+  // batch of short names does not pay for the longest name of the list.
+  std::vector<int64_t> order(static_cast<std::size_t>(total));
+  for (int64_t r = 0; r < total; ++r) order[static_cast<std::size_t>(r)] = r;
+  if (trim_tokens)
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return ids[static_cast<std::size_t>(a)].size() < ids[static_cast<std::size_t>(b)].size();
+    });
+  at::Tensor features = at::empty({total, embed}, at::kFloat);  // rows L2-normalised
+  for (int64_t start = 0; start < total; start += kTextBatch) {
+    const int64_t count = std::min(kTextBatch, total - start);
+    std::size_t longest = 0;
+    for (int64_t j = 0; j < count; ++j)
+      longest = std::max(longest, ids[static_cast<std::size_t>(order[static_cast<std::size_t>(start + j)])].size());
+    // The text tower pools at the EOT, and the causal mask keeps every position before it
+    // blind to what follows, so padding past the batch's longest EOT changes nothing.
+    const int64_t length = trim_tokens ? static_cast<int64_t>(longest) : manifest_.context_length;
+    at::Tensor tokens = at::zeros({count, length}, at::kLong);  // [count,L], 0 = padding id
+    at::Tensor rows = at::empty({count}, at::kLong);
+    auto acc = tokens.accessor<int64_t, 2>();
+    auto row_acc = rows.accessor<int64_t, 1>();
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t r = order[static_cast<std::size_t>(start + j)];
+      row_acc[j] = r;
+      const auto& seq = ids[static_cast<std::size_t>(r)];
+      for (std::size_t k = 0; k < seq.size(); ++k) acc[j][static_cast<int64_t>(k)] = seq[k];
     }
-    per_template.push_back(chunks.size() == 1 ? chunks[0] : at::cat(chunks, 0));
+    at::Tensor f = modules_.clip_text(tokens);  // [count,E]
+    if (f.dim() != 2 || f.size(0) != count || f.size(1) != embed)
+      throw Error(ErrorCode::kRuntime, manifest_.clip_text_path + ": unexpected output shape");
+    features.index_copy_(0, rows, l2_normalize_rows(f).to(at::kCPU));
   }
-  at::Tensor mean = at::stack(per_template, 0).mean(0);  // [n,E]
-  return l2_normalize_rows(mean).to(at::kCPU).contiguous();
+  at::Tensor mean = features.view({num_templates, n, embed}).mean(0);  // [n,E]
+  return l2_normalize_rows(mean).contiguous();
 }
 
 at::Tensor TextFeatures::read_disk(const std::string& name) const {

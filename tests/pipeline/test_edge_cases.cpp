@@ -349,41 +349,50 @@ TEST(Precision, Fp16OnTheCpuIsRefusedClearly) {
   }
 }
 
-TEST(Precision, Bf16RunsTheModulesInBf16AndTheRestInFloat32) {
+// bf16 is mixed precision: only the CLIP visual tower runs in bf16 (see Modules::load). With
+// every module in bf16 the fixture's labels agreed with fp32 on only ~50 % of the pixels (mask
+// logits in the hundreds, temperature-100 logits over near-tied random-weight classes).
+TEST(Precision, Bf16KeepsTheProposalsAndTextInFloat32AndTheArgmax) {
   OVSEG_REQUIRE_BUNDLE(kFixture);
   ModelOptions mo;
   mo.precision = Precision::kBf16;
   mo.text_disk_cache = false;
   const Model bf16 = Model::load(bundle_dir(kFixture), mo);
   EXPECT_EQ(bf16.info().precision, "bf16");
+  const Model& fp32 = cached_model(bundle_dir(kFixture));
   const Image image = load_image(fixture_dir(kFixture) + "/image.png");
   const auto classes = read_class_list(fixture_dir(kFixture) + "/classes.txt");
-  SegmentOptions o;
-  o.keep_scores = true;
-  const Result r = bf16.segment(image.view(), classes, o);
-  ASSERT_TRUE(all_finite(r.scores));
-  const Result ref = cached_model(bundle_dir(kFixture)).segment(image.view(), classes, o);
-  // Text features: float32 maths on bf16 module outputs: unit rows, close in direction to fp32's;
-  // the no-object row is taken before the cast, so it is exactly fp32's.
-  const auto t = bf16.text_features(classes);
-  const auto t32 = cached_model(bundle_dir(kFixture)).text_features(classes);
-  const auto e = static_cast<std::size_t>(bf16.info().embed_dim);
-  for (std::size_t row = 0; row <= classes.size(); ++row) {
-    double n = 0, dot = 0;
-    for (std::size_t j = 0; j < e; ++j) {
-      n += static_cast<double>(t[row * e + j]) * t[row * e + j];
-      dot += static_cast<double>(t[row * e + j]) * t32[row * e + j];
+
+  // The text tower runs in float32 whatever the precision: the same features bit for bit.
+  EXPECT_EQ(bf16.text_features(classes), fp32.text_features(classes));
+
+  for (const Mode mode : {Mode::kEval, Mode::kDemo}) {
+    SegmentOptions o;
+    o.mode = mode;
+    o.keep_scores = true;
+    const Result r = bf16.segment(image.view(), classes, o);
+    const Result ref = fp32.segment(image.view(), classes, o);
+    ASSERT_TRUE(all_finite(r.scores));
+    // The proposals are float32: the same valid regions, with the same boxes.
+    ASSERT_EQ(r.segments.size(), ref.segments.size());
+    for (std::size_t i = 0; i < r.segments.size(); ++i) {
+      EXPECT_EQ(r.segments[i].query, ref.segments[i].query);
+      EXPECT_EQ(r.segments[i].box.x0, ref.segments[i].box.x0);
+      EXPECT_EQ(r.segments[i].area, ref.segments[i].area);
     }
-    EXPECT_NEAR(std::sqrt(n), 1.0, 1e-5) << "row " << row;
-    EXPECT_GT(dot, 0.99) << "row " << row;
+    // The CLIP features are bf16: scores move a little, but the labels must not.
+    double max_diff = 0;
+    for (std::size_t i = 0; i < r.scores.size(); ++i)
+      max_diff = std::max(max_diff, static_cast<double>(std::abs(r.scores[i] - ref.scores[i])));
+    EXPECT_GT(max_diff, 0.0) << "bf16 gave float32's scores exactly: the visual tower did not run in bf16";
+    EXPECT_LT(max_diff, 0.01);
+    int64_t same = 0;
+    for (std::size_t i = 0; i < r.labels.size(); ++i) same += r.labels[i] == ref.labels[i];
+    const double agreement = static_cast<double>(same) / static_cast<double>(r.labels.size());
+    std::printf("[precision] bf16 vs fp32 label agreement on the fixture (%s): %.5f, max score diff %.2e\n",
+                mode == Mode::kEval ? "eval" : "demo", agreement, max_diff);
+    EXPECT_GE(agreement, 0.99) << (mode == Mode::kEval ? "eval" : "demo");
   }
-  EXPECT_TRUE(std::equal(t.end() - static_cast<std::ptrdiff_t>(e), t.end(), t32.end() - static_cast<std::ptrdiff_t>(e)));
-  // The fixture's random weights give mask logits in the hundreds, so bf16 moves many argmaxes;
-  // reported for information only.
-  int64_t same = 0;
-  for (std::size_t i = 0; i < r.labels.size(); ++i) same += r.labels[i] == ref.labels[i];
-  std::printf("[precision] bf16 vs fp32 label agreement on the fixture: %.4f\n",
-              static_cast<double>(same) / static_cast<double>(r.labels.size()));
 }
 
 TEST(Device, UnknownOrUnavailableDevicesAreRefused) {

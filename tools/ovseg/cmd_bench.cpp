@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +37,8 @@ struct BenchOptions {
   int warmup = 1;
   bool json = false;
   bool quick = false;
+  bool text_only = false;
+  std::string labels_out;
 };
 
 double now_ms() {
@@ -48,10 +53,21 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// VmHWM of /proc/self/status: the high-water mark of this process image. getrusage's ru_maxrss
+// would do on its own, but Linux carries it over exec() from the forked parent, so a child of a
+// 2.5 GB Python benchmark would report the parent's peak instead of its own.
 double peak_rss_mib() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof(line), f))
+      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    std::fclose(f);
+    if (kib >= 0) return static_cast<double>(kib) / 1024.0;
+  }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // KiB on Linux
 }
 
 // FLOPs (2 per multiply-add) of one CLIP ViT forward pass on one region, from the bundle's
@@ -80,8 +96,61 @@ std::vector<std::string> resolve_classes(const BenchOptions& o) {
   return names;
 }
 
+// Text features only: cold (no cache at all), warm (the model's memory cache) and from the disk
+// cache (a fresh model reading what the cold run wrote to an empty temporary cache directory).
+int run_text_bench(const BenchOptions& o, const std::vector<std::string>& classes) {
+  namespace fs = std::filesystem;
+  const fs::path cache = fs::temp_directory_path() / ("ovseg-bench-text-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(cache, ec);
+  ModelOptions mo;
+  mo.device = o.device;
+  mo.precision = parse_precision(o.precision);
+  mo.threads = o.threads;
+  mo.text_disk_cache = true;
+  mo.text_cache_dir = cache.string();
+  double load_ms = 0, cold_ms = 0, warm_ms = 0, disk_ms = 0;
+  std::string name;
+  {
+    const double t0 = now_ms();
+    const Model model = Model::load(o.model, mo);
+    load_ms = now_ms() - t0;
+    name = model.info().name;
+    cold_ms = model.prepare_classes(classes);
+    warm_ms = model.prepare_classes(classes);
+  }
+  {
+    const Model model = Model::load(o.model, mo);
+    disk_ms = model.prepare_classes(classes);
+  }
+  fs::remove_all(cache, ec);
+  const nlohmann::json out = {
+      {"model", name},
+      {"bundle", o.model},
+      {"classes", classes.size()},
+      {"device", o.device},
+      {"precision", o.precision},
+      {"threads", o.threads},
+      {"load_ms", load_ms},
+      {"stages_ms", {{"text_cold", cold_ms}, {"text_warm", warm_ms}, {"text_disk_cache", disk_ms}}},
+      {"peak_rss_mib", peak_rss_mib()},
+  };
+  if (o.json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("ovseg bench --text-only: %s, %zu classes, %s/%s\n", name.c_str(), classes.size(), o.device.c_str(),
+              o.precision.c_str());
+  std::printf("  text cold %.1f ms, warm (memory cache) %.3f ms, fresh model from the disk cache %.1f ms\n", cold_ms,
+              warm_ms, disk_ms);
+  std::printf("  model load %.0f ms, peak RSS %.0f MiB\n", load_ms, out["peak_rss_mib"].get<double>());
+  return kExitOk;
+}
+
 int run_bench(const BenchOptions& o) {
   const auto classes = resolve_classes(o);
+  if (o.text_only) return run_text_bench(o, classes);
+  if (o.image.empty()) throw Error(ErrorCode::kInvalidArgument, "--image is required (except with --text-only)");
   ModelOptions mo;
   mo.device = o.device;
   mo.precision = parse_precision(o.precision);
@@ -119,6 +188,22 @@ int run_bench(const BenchOptions& o) {
     post.push_back(r.timings.post_ms);
     total.push_back(r.timings.total_ms);
     regions = r.segments.size();
+    if (i + 1 == repeat && !o.labels_out.empty()) {
+      // The label map as a .npy (uint16, H×W), e.g. to compare precisions pixel by pixel.
+      std::string header = "{'descr': '<u2', 'fortran_order': False, 'shape': (" + std::to_string(r.height) + ", " +
+                           std::to_string(r.width) + "), }";
+      while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+      header += '\n';
+      std::FILE* f = std::fopen(o.labels_out.c_str(), "wb");
+      if (!f) throw Error(ErrorCode::kIo, o.labels_out + ": cannot write");
+      const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+      const std::uint16_t len = static_cast<std::uint16_t>(header.size());
+      std::fwrite(magic, 1, 8, f);
+      std::fwrite(&len, 2, 1, f);
+      std::fwrite(header.data(), 1, header.size(), f);
+      std::fwrite(r.labels.data(), sizeof(r.labels[0]), r.labels.size(), f);
+      if (std::fclose(f) != 0) throw Error(ErrorCode::kIo, o.labels_out + ": cannot write");
+    }
   }
   const double clip_med = median(clip_ms);
   const double gflop = clip_visual_gflop_per_region(clip) * static_cast<double>(regions);
@@ -181,7 +266,7 @@ Command add_bench_command(CLI::App& parent) {
   c.app = parent.add_subcommand("bench", "Per-stage timings of one image (median of --repeat runs)");
   auto* app = c.app;
   app->add_option("-m,--model", o->model, "Bundle directory")->required();
-  app->add_option("-i,--image", o->image, "Image file")->required();
+  app->add_option("-i,--image", o->image, "Image file (required unless --text-only)");
   app->add_option("-c,--classes", o->classes, "Comma-separated class names");
   app->add_option("--classes-file", o->classes_file, "File with one class name per line");
   app->add_option("--preset", o->preset, "Class list preset (ade150, ade847, pc59, pc459, voc20, coco171)");
@@ -194,6 +279,9 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();
   app->add_flag("--json", o->json, "Print the results as JSON");
   app->add_flag("--quick", o->quick, "One run, no warm-up (for CI smoke tests)");
+  app->add_option("--labels-out", o->labels_out, "Write the last run's label map to this .npy file (uint16)");
+  app->add_flag("--text-only", o->text_only,
+                "Only the text features of the class list: cold, warm and from a fresh disk cache");
   c.run = [o] { return run_bench(*o); };
   return c;
 }
