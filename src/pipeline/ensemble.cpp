@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "common/log.hpp"
 #include "pipeline/pipeline.hpp"
@@ -13,18 +14,40 @@ namespace {
 
 // Budget for one chunk of score channels (the h×w map plus its H0×W0 resize), so ADE-847-sized
 // class lists do not need the whole [K,h,w] + [K,H0,W0] at once. Below it (every ordinary class
-// list) the map is computed in one piece, exactly as the reference does.
-constexpr int64_t kScoreChunkBytes = int64_t{1} << 30;
+// list: 58 channels at 640×853) the map is computed in one piece. Each further chunk recomputes
+// the soft masks once more, hence a budget in the hundreds of MB rather than a few.
+constexpr int64_t kScoreChunkBytes = int64_t{256} << 20;
+
+// The maps the per-query class weights z multiply: rows [i0, i0+n) of the contributing queries'
+// masks as [n,h,w] float32.
+using MaskRows = std::function<at::Tensor(int64_t i0, int64_t n)>;
+
+// S [n_c,h,w] = Σ_i z[i,c]·W[i] (einsum "qc,qhw->chw") over `rows_per_chunk` rows of W at a time,
+// so the contributing masks never exist whole. One chunk is exactly the reference's einsum; more
+// only change the order of the float additions.
+at::Tensor weighted_mask_sum(const at::Tensor& z, const MaskRows& mask_rows, int64_t rows_per_chunk) {
+  const int64_t n_rows = z.size(0);
+  at::Tensor s;
+  for (int64_t i0 = 0; i0 < n_rows; i0 += rows_per_chunk) {
+    const int64_t n = std::min(rows_per_chunk, n_rows - i0);
+    const at::Tensor part = at::einsum("qc,qhw->chw", {z.narrow(0, i0, n), mask_rows(i0, n)});
+    if (s.defined())
+      s.add_(part);
+    else
+      s = part;
+  }
+  return s;
+}
 
 }  // namespace
 
 EnsembleOutput ensemble(const EnsembleInput& in) {
   const int64_t k = in.mf_logits.size(1) - 1;
-  const int64_t h = in.masks.size(1);
-  const int64_t w = in.masks.size(2);
+  const int64_t h = in.masks->height();
+  const int64_t w = in.masks->width();
   const int64_t out_h = in.out_height;
   const int64_t out_w = in.out_width;
-  const c10::Device device = in.masks.device();
+  const c10::Device device = in.valid.device();
   const double w_ens = in.ensemble_weight;
   EnsembleOutput out;
 
@@ -36,8 +59,7 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   // CLIP probabilities: drop the no-object column BEFORE the softmax (SPEC §6.6).
   const at::Tensor p_clip = at::softmax(in.clip_logits.narrow(1, 0, k), -1);  // [Nv,K]
 
-  at::Tensor p;        // probabilities of the contributing queries
-  at::Tensor weights;  // the masks they weight
+  at::Tensor p;  // probabilities of the contributing queries
   if (w_ens > 0) {
     at::Tensor clip_all = at::ones({p_mf.size(0), k}, p_mf.options());  // invalid queries: p_clip = 1
     if (nv > 0) clip_all.index_copy_(0, valid_index, p_clip);
@@ -49,25 +71,28 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
     out.region_probs = p;
   }
 
-  at::Tensor z;  // [Nq,K] the per-query class weights of the score map
+  // z [Nq,K]: the per-query class weights of the score map; mask_rows: the masks they weight.
+  at::Tensor z;
+  MaskRows mask_rows;
+  const int64_t rows_per_chunk = in.masks->rows_per_chunk();
   if (in.mode == Mode::kEval) {
-    if (w_ens > 0) {
-      z = p;
-      weights = in.masks;
-    } else {
-      z = p;
-      weights = in.masks.index_select(0, valid_index);
-      if (nv == 0) {
-        // The reference crashes here (SPEC §7.1); there is no sensible output: all-zero scores.
-        out.degenerate = true;
-        detail::log().warn("no mask passes the threshold and the ensemble weight is 0: no class scores");
-      }
+    // Soft masks M: of every query when w > 0, of the valid ones when w = 0.
+    const at::Tensor queries = w_ens > 0 ? at::arange(p.size(0), valid_index.options()) : valid_index;
+    z = p;
+    mask_rows = [&in, queries](int64_t i0, int64_t n) { return in.masks->rows(queries.narrow(0, i0, n)); };
+    if (w_ens == 0 && nv == 0) {
+      // The reference crashes here (SPEC §7.1); there is no sensible output: all-zero scores.
+      out.degenerate = true;
+      detail::log().warn("no mask passes the threshold and the ensemble weight is 0: no class scores");
     }
   } else {
     // Demo (SPEC §7.2). With w > 0 the reference only works when every query is valid; using the
     // ensembled rows of the valid queries is the same thing then, and well-defined otherwise.
     const at::Tensor pv = w_ens > 0 ? out.region_probs : p;  // [Nv,K]
-    weights = (in.masks.index_select(0, valid_index) > in.mask_threshold).to(at::kFloat);  // Bbin [Nv,h,w]
+    // Binary masks Bbin [Nv,h,w] of the valid queries, as float one chunk at a time.
+    mask_rows = [&in, valid_index](int64_t i0, int64_t n) {
+      return in.binary.index_select(0, valid_index.narrow(0, i0, n)).to(at::kFloat);
+    };
     z = at::zeros({nv, k}, pv.options());
     out.selected.assign(static_cast<std::size_t>(nv), false);
     if (nv > 0) {
@@ -84,7 +109,7 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   }
   out.region_probs = out.region_probs.to(at::kCPU).contiguous();
 
-  // S[c] = Σ_q z[q,c]·weights[q] (einsum "qc,qhw->chw"), resized bilinearly to (H0,W0).
+  // S[c] = Σ_q z[q,c]·W[q], resized bilinearly to (H0,W0), a chunk of classes at a time.
   const int64_t per_channel = (h * w + out_h * out_w) * static_cast<int64_t>(sizeof(float));
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(k, kScoreChunkBytes / per_channel));
   if (in.keep_scores) out.scores = at::empty({k, out_h, out_w}, at::TensorOptions().dtype(at::kFloat));
@@ -93,10 +118,10 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
     const int64_t n = std::min(chunk, k - c0);
     const at::Tensor zc = n == k ? z : z.narrow(1, c0, n);
     at::Tensor s;
-    if (weights.size(0) == 0)
+    if (z.size(0) == 0)
       s = at::zeros({n, h, w}, at::TensorOptions().dtype(at::kFloat).device(device));
     else
-      s = at::einsum("qc,qhw->chw", {zc, weights});  // [n,h,w]
+      s = weighted_mask_sum(zc, mask_rows, rows_per_chunk);  // [n,h,w]
     const at::Tensor resized = at::upsample_bilinear2d(s.unsqueeze(0), {out_h, out_w}, /*align_corners=*/false)[0];
     if (in.keep_scores) out.scores.narrow(0, c0, n).copy_(resized);
     if (c0 == 0 && in.mode == Mode::kDemo) {

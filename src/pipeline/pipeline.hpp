@@ -32,6 +32,11 @@ namespace ovseg::detail {
 void init_threads(int requested);
 int usable_cores();
 
+// ---- memory.cpp ---------------------------------------------------------------------------------
+// Hands the heap's free pages back to the system (glibc; no-op elsewhere). Called after stages
+// that free hundreds of MB, so the next stage's peak does not stack on memory nobody uses.
+void release_freed_memory();
+
 // ---- bundle.cpp ---------------------------------------------------------------------------------
 // "cpu", "cuda", "cuda:N"; throws kInvalidArgument for anything else and kRuntime when CUDA (or
 // that GPU) is not available in this build/machine.
@@ -130,21 +135,43 @@ Proposals run_proposals(const Modules& modules, const at::Tensor& padded);
 
 // ---- regions.cpp --------------------------------------------------------------------------------
 // Bilinear 4× (align_corners false) to [Hp,Wp], crop to h×w, sigmoid (SPEC §4.6) → M [Q,h,w].
+// The whole map at once: for tests and small inputs; the pipeline reads it through SoftMasks.
 at::Tensor upsample_masks(const at::Tensor& mask_logits, int64_t hp, int64_t wp, int64_t h, int64_t w);
+
+// The soft masks M [Q,h,w] without ever holding them whole (218 MB of float at 640×853 for 100
+// queries, plus as much again for the padded upsampling): consumers take rows in chunks,
+// recomputed from the low-resolution logits. The resize and the sigmoid work per channel, so a
+// row's values do not depend on which other rows share its chunk.
+class SoftMasks {
+ public:
+  SoftMasks(at::Tensor mask_logits, int64_t hp, int64_t wp, int64_t h, int64_t w);
+  int64_t num_queries() const { return logits_.size(0); }
+  int64_t height() const { return h_; }
+  int64_t width() const { return w_; }
+  // M[queries] [n,h,w] float32 for n query indices (int64, on the logits' device).
+  at::Tensor rows(const at::Tensor& queries) const;
+  // How many rows one chunk may have: a memory budget over the padded map and the cropped rows.
+  int64_t rows_per_chunk() const;
+
+ private:
+  at::Tensor logits_;  // [Q,Hp/4,Wp/4] float32
+  int64_t hp_, wp_, h_, w_;
+};
 
 struct RegionBox {
   int64_t x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // exclusive ends, resized coordinates
 };
 struct Regions {
   at::Tensor valid;                  // [Q] bool: M[q] > thr somewhere (strict)
+  at::Tensor binary;                 // B [Q,h,w] bool = M > thr (1 byte a pixel; rows of invalid queries are all false)
   std::vector<int64_t> queries;      // valid query indices, ascending (Nv)
   std::vector<RegionBox> boxes;      // per valid region
   std::vector<int64_t> areas;        // binary-mask pixel counts at the resized size
   at::Tensor images;                 // [Nv,3,R,R] float32 CLIP-normalised bicubic crops
   at::Tensor masks;                  // [Nv,1,R,R] float32 0/1 nearest-resized masks
 };
-// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and M [Q,h,w].
-Regions extract_regions(const at::Tensor& image, const at::Tensor& masks, float threshold, const Manifest& manifest);
+// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and the soft masks M.
+Regions extract_regions(const at::Tensor& image, const SoftMasks& masks, float threshold, const Manifest& manifest);
 
 // ---- region_classifier.cpp ----------------------------------------------------------------------
 // logits [N,K+1] = (temperature · x) · Tᵀ (SPEC §4.5 with x = ê_q, §6.6 with x = v_r).
@@ -162,11 +189,11 @@ int choose_region_batch(const Manifest& manifest, c10::Device device, c10::Scala
 // ---- ensemble.cpp -------------------------------------------------------------------------------
 struct EnsembleInput {
   at::Tensor mf_logits;    // [Q,K+1]
-  at::Tensor masks;        // M [Q,h,w] sigmoid masks
+  const SoftMasks* masks = nullptr;  // M (eval path)
+  at::Tensor binary;       // B [Q,h,w] bool = M > mask_threshold (demo path; Regions::binary)
   at::Tensor valid;        // [Q] bool
   at::Tensor clip_logits;  // [Nv,K+1] (Nv may be 0)
   double ensemble_weight = 0;
-  float mask_threshold = 0;
   Mode mode = Mode::kEval;
   // Demo: the class list the model used is (x, "others"): "others" selects no region (SPEC §7.2).
   bool skip_last_selection = false;

@@ -127,6 +127,7 @@ double Model::prepare_classes(const std::vector<std::string>& classes) const {
     c10::InferenceMode guard;
     const auto t0 = Clock::now();
     impl_->text->class_features(classes);
+    detail::release_freed_memory();
     return ms_since(t0);
   });
 }
@@ -219,6 +220,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   progress("text");
   t0 = Clock::now();
   const at::Tensor text = this->text->text_matrix(used);
+  detail::release_freed_memory();  // a cold class list ran the text tower
   result.timings.text_ms = ms_since(t0);
 
   // ---- proposals ----
@@ -226,14 +228,17 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   t0 = Clock::now();
   const detail::Proposals proposals = detail::run_proposals(*modules, input.padded);
   detail::synchronize(device);
+  // The backbone's activations are gone: give their pages back before the next stage's peak.
+  detail::release_freed_memory();
   result.timings.proposals_ms = ms_since(t0);
 
   // ---- masks and regions ----
   progress("regions");
   t0 = Clock::now();
-  const at::Tensor masks = detail::upsample_masks(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
+  const detail::SoftMasks masks(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
   const detail::Regions regions = detail::extract_regions(input.image, masks, threshold, m);
   detail::synchronize(device);
+  detail::release_freed_memory();
   result.timings.regions_ms = ms_since(t0);
 
   // ---- CLIP over the regions ----
@@ -243,6 +248,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
   const at::Tensor clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
   detail::synchronize(device);
+  detail::release_freed_memory();
   result.timings.clip_ms = ms_since(t0);
 
   // ---- ensemble, score map, resize, argmax ----
@@ -250,11 +256,11 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   t0 = Clock::now();
   detail::EnsembleInput ens;
   ens.mf_logits = detail::maskformer_logits(proposals.class_embeddings, text, m.temperature);
-  ens.masks = masks;
+  ens.masks = &masks;
+  ens.binary = regions.binary;
   ens.valid = regions.valid;
   ens.clip_logits = clip_logits;
   ens.ensemble_weight = weight;
-  ens.mask_threshold = threshold;
   ens.mode = options.mode;
   ens.skip_last_selection = options.mode == Mode::kDemo && k == 2 && used.back() == "others";
   ens.out_height = h0;

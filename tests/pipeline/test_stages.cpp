@@ -51,7 +51,7 @@ void check_stages(const FixtureRun& run) {
   const NpyArray ref_sem = read_npy(run.file("sem_seg.npy"));
   const NpyArray ref_label = read_npy(run.file("label.npy"));
 
-  const at::Tensor masks = detail::upsample_masks(lowres, input.padded.size(2), input.padded.size(3), h, w);
+  const detail::SoftMasks masks(lowres, input.padded.size(2), input.padded.size(3), h, w);
   const detail::Regions regions = detail::extract_regions(input.image, masks, thr, m);
   const at::Tensor valid = regions.valid.to(at::kFloat);
   ASSERT_EQ(valid.numel(), static_cast<int64_t>(ref_valid.values.size()));
@@ -65,11 +65,11 @@ void check_stages(const FixtureRun& run) {
 
   detail::EnsembleInput in;
   in.mf_logits = detail::maskformer_logits(embeddings, text, m.temperature);
-  in.masks = masks;
+  in.masks = &masks;
+  in.binary = regions.binary;
   in.valid = regions.valid;
   in.clip_logits = to_tensor(ref_clip);  // isolate the ensemble from the CLIP module's rounding
   in.ensemble_weight = w_ens;
-  in.mask_threshold = thr;
   in.mode = run.mode();
   const auto used = run.meta.at("classes_used_by_model").get<std::vector<std::string>>();
   in.skip_last_selection = run.mode() == Mode::kDemo && used.size() == 2 && used.back() == "others";
