@@ -1,4 +1,5 @@
 // Returning freed heap memory to the system between pipeline stages (issue 7: peak memory).
+#include <cstddef>  // brings in <features.h>, which defines __GLIBC__
 
 #if defined(__GLIBC__)
 #include <malloc.h>
