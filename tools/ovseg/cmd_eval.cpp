@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "commands.hpp"
+#include "model_flags.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
@@ -31,15 +31,12 @@ struct EvalArgs {
   bool resume = false;
   std::string output;
   bool save_predictions = false;
-  std::string device = "cpu";
-  std::string precision = "fp32";
-  int threads = 0;
+  ModelFlags model_flags;
   std::string mode = "eval";
   float mask_threshold = 0;
   float ensemble_weight = 0;
   int checkpoint_every = 20;
   std::string presets_file;
-  bool no_text_cache = false;
   CLI::Option* mask_threshold_opt = nullptr;
   CLI::Option* ensemble_weight_opt = nullptr;
 };
@@ -64,9 +61,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   // 1. Everything that can be checked before the (slow) model load.
   const eval::DatasetSpec& spec = eval::dataset_spec(a.dataset);
   const auto [shard_index, shard_count] = eval::parse_shard(a.shard);
-  static const std::regex kDevice("cpu|cuda(:[0-9]+)?");
-  if (!std::regex_match(a.device, kDevice))
-    throw Error(ErrorCode::kInvalidArgument, "--device: \"" + a.device + "\" is not cpu, cuda or cuda:N");
+  const ModelOptions mo = model_options(a.model_flags);  // a bad --device fails before any work
   const std::vector<std::string> classes = preset_classes(spec.preset, a.presets_file);
   const eval::DatasetListing listing = eval::list_dataset(spec, a.root, a.split);  // missing directory → exit 2
   std::string output = a.output;
@@ -88,18 +83,9 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
              "(row K of the confusion matrix, left out of the metrics as detectron2 would)");
 
   // 2. Model, and the text features of the dataset's classes once for the whole run.
-  ModelOptions mo;
-  mo.device = a.device;
-  mo.precision = parse_precision(a.precision);
-  mo.threads = a.threads;
-  mo.text_disk_cache = !a.no_text_cache;
-  const auto load_start = std::chrono::steady_clock::now();
-  const Model model = Model::load(a.model, mo);
+  double text_ms = 0;
+  const Model model = load_model(a.model, mo, classes, &text_ms);
   const auto& info = model.info();
-  log.info("model {} loaded from {} on {} ({}) in {:.2f} s", info.name, info.bundle_dir, info.device, info.precision,
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
-  const double text_ms = model.prepare_classes(classes);
-  log.info("text features of the {} {} classes in {:.0f} ms", classes.size(), spec.name, text_ms);
 
   const bool demo = so.mode == Mode::kDemo;
   const float thr = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
@@ -217,13 +203,7 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("-o,--output", a.output, "Output directory [default: eval-DATASET-SPLIT[-shardIofN]]");
   app->add_flag("--save-predictions", a.save_predictions,
                 "Write each label map to OUTPUT/predictions/STEM.png (A-150) or .tif (A-847)");
-  app->add_option("-d,--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
-  app->add_option("--precision", a.precision, "Floating point precision of the model")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
-      ->capture_default_str();
-  app->add_option("-j,--threads", a.threads, "CPU threads of the model (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_model_flags(*app, a.model_flags);
   app->add_option("--mode", a.mode, "eval (the reference's evaluation path) or demo")
       ->check(CLI::IsMember({"eval", "demo"}))
       ->capture_default_str();
@@ -238,7 +218,6 @@ Command add_eval_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--presets-file", a.presets_file,
                   "Class lists JSON [default: $OVSEG_PRESETS, else PREFIX/share/ovseg/class_lists.json]");
-  app->add_flag("--no-text-cache", a.no_text_cache, "Do not cache text features on disk");
   c.run = [args, &parent] { return run_eval(*args, parent); };
   return c;
 }

@@ -9,7 +9,6 @@
 #include <future>
 #include <iostream>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -17,6 +16,7 @@
 
 #include "class_list.hpp"
 #include "commands.hpp"
+#include "model_flags.hpp"
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "image/image_ops.hpp"
@@ -39,16 +39,13 @@ struct SegmentArgs {
   std::string mode = "eval";
   float mask_threshold = 0;
   float ensemble_weight = 0;
-  std::string device = "cpu";
-  std::string precision = "fp32";
-  int threads = 0;
+  ModelFlags model_flags;
   std::string output = ".";
   bool save_scores = false;
   bool overlay = false;
   bool json = false;
   bool recursive = false;
   bool skip_existing = false;
-  bool no_text_cache = false;
   std::vector<std::string> inputs;
   // The options themselves, to ask after parsing whether they were given.
   CLI::Option* mask_threshold_opt = nullptr;
@@ -204,9 +201,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     if (!fs::is_directory(a.model, ec))
       throw Error(ErrorCode::kBadModel, a.model + ": bundle directory not found");
   }
-  static const std::regex kDevice("cpu|cuda(:[0-9]+)?");
-  if (!std::regex_match(a.device, kDevice))
-    throw Error(ErrorCode::kInvalidArgument, "--device: \"" + a.device + "\" is not cpu, cuda or cuda:N");
+  const ModelOptions mo = model_options(a.model_flags);
   SegmentOptions so;
   so.mode = parse_mode(a.mode);
   if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
@@ -244,18 +239,8 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   }
 
   // 4. Model and text features (once for the whole run).
-  ModelOptions mo;
-  mo.device = a.device;
-  mo.precision = parse_precision(a.precision);
-  mo.threads = a.threads;
-  mo.text_disk_cache = !a.no_text_cache;
-  const auto load_start = std::chrono::steady_clock::now();
-  const Model model = Model::load(a.model, mo);
+  const Model model = load_model(a.model, mo, classes);
   const auto& info = model.info();
-  log.debug("model {} loaded from {} on {} ({}) in {:.2f} s", info.name, info.bundle_dir, info.device, info.precision,
-            seconds_since(load_start));
-  const double text_ms = model.prepare_classes(classes);
-  log.info("text features of {} classes in {:.0f} ms", classes.size(), text_ms);
 
   Job job;
   job.args = &a;
@@ -403,20 +388,13 @@ Command add_segment_command(CLI::App& parent) {
                                           "Weight of the CLIP branch in the ensemble [default: the bundle's, "
                                           "0.7 eval / 0 demo for the released models]")
                               ->check(CLI::Range(0.0f, 1.0f));
-  app->add_option("-d,--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
-  app->add_option("--precision", a.precision, "Floating point precision of the model")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
-      ->capture_default_str();
-  app->add_option("-j,--threads", a.threads, "CPU threads of the model (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_model_flags(*app, a.model_flags);
   app->add_option("-o,--output", a.output, "Output directory (created if missing)")->capture_default_str();
   app->add_flag("--overlay", a.overlay, "Also write STEM.overlay.png: image, class colours, names and a legend");
   app->add_flag("--json", a.json, "Also write STEM.json: classes, pixel shares, segments, timings");
   app->add_flag("-s,--save-scores", a.save_scores, "Also write STEM.scores.npy: float32 [C,H,W] score maps");
   app->add_flag("-r,--recursive", a.recursive, "Descend into subdirectories of directory inputs");
   app->add_flag("--skip-existing", a.skip_existing, "Skip images whose STEM.png already exists");
-  app->add_flag("--no-text-cache", a.no_text_cache, "Do not read or write the on-disk text feature cache");
   app->add_option("inputs", a.inputs,
                   "Image files, directories (their images; --recursive for subdirectories), or - to read "
                   "one path per line from stdin");
