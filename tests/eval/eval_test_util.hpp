@@ -26,27 +26,6 @@ namespace ovseg::test {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed when the object goes away.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("ovseg-eval-" + tag + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
-
 // Random labels: `classes` values drawn from `pool`, a fraction `ignore_fraction` set to `ignore`.
 inline std::vector<std::uint16_t> random_labels(std::mt19937& rng, int w, int h, const std::vector<int>& pool,
                                                 double ignore_fraction, std::uint32_t ignore) {

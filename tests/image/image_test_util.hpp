@@ -23,28 +23,6 @@ namespace ovseg::test {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed at scope exit.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& tag) {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("ovseg_test_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(rd() % 1000000));
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 inline std::vector<std::uint8_t> slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -84,7 +62,7 @@ inline Image read_raw_rgb(const std::string& path) {
 
 // Runs `script` with the reference Python in `dir`; returns its exit status and leaves its
 // output in `log`.
-inline int run_python(const ScratchDir& dir, const std::string& name, const std::string& script,
+inline int run_python(const TempDir& dir, const std::string& name, const std::string& script,
                       const std::string& args, std::string* log) {
   const std::string script_path = dir.file(name + ".py");
   const std::string log_path = dir.file(name + ".log");

@@ -16,7 +16,7 @@
 namespace ovseg {
 namespace {
 
-using test::ScratchDir;
+using test::TempDir;
 
 // Writes the test files into argv[1] and a manifest "name tolerance orientation" per decodable
 // file (expected pixels in <name>.expected), plus truncated files with whether Pillow opens them.
@@ -246,7 +246,7 @@ class DecodeAgainstPillow : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!test::have_pillow()) return;
-    dir_ = new ScratchDir("decode");
+    dir_ = new TempDir("decode");
     std::string log;
     generated_ = test::run_python(*dir_, "make_files", kMakeFilesScript, "'" + dir_->path().string() + "'", &log) == 0;
     log_ = log;
@@ -261,11 +261,11 @@ class DecodeAgainstPillow : public ::testing::Test {
   }
   static std::string file(const std::string& name) { return dir_->file(name); }
 
-  static ScratchDir* dir_;
+  static TempDir* dir_;
   static bool generated_;
   static std::string log_;
 };
-ScratchDir* DecodeAgainstPillow::dir_ = nullptr;
+TempDir* DecodeAgainstPillow::dir_ = nullptr;
 bool DecodeAgainstPillow::generated_ = false;
 std::string DecodeAgainstPillow::log_;
 
@@ -393,7 +393,7 @@ TEST(DecodeFixture, FixtureImageDecodesToPillowBytes) {
   OVSEG_REQUIRE_PILLOW();
   const std::string path = test::fixture_dir() + "/image.png";
   OVSEG_REQUIRE_PATH(path);
-  ScratchDir dir("decode_fixture");
+  TempDir dir("decode_fixture");
   static const char* kScript = R"PY(
 import struct, sys
 from PIL import Image, ImageOps
@@ -481,23 +481,23 @@ void expect_error(const std::string& path, ErrorCode code, const std::string& fr
 }
 
 TEST(DecodeErrors, MissingFileIsIo) {
-  ScratchDir dir("decode_err");
+  TempDir dir("decode_err");
   expect_error(dir.file("does_not_exist.jpg"), ErrorCode::kIo);
 }
 
 TEST(DecodeErrors, DirectoryIsIo) {
-  ScratchDir dir("decode_err");
+  TempDir dir("decode_err");
   expect_error(dir.path().string(), ErrorCode::kIo);
 }
 
 TEST(DecodeErrors, EmptyFileIsBadImage) {
-  ScratchDir dir("decode_err");
+  TempDir dir("decode_err");
   test::spit(dir.file("empty.png"), {});
   expect_error(dir.file("empty.png"), ErrorCode::kBadImage, "empty");
 }
 
 TEST(DecodeErrors, GarbageIsBadImage) {
-  ScratchDir dir("decode_err");
+  TempDir dir("decode_err");
   std::vector<std::uint8_t> junk(4096);
   for (std::size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 13);
   test::spit(dir.file("junk.jpg"), junk);
@@ -521,7 +521,7 @@ TEST(DecodeErrors, ZeroSizedPngIsBadImage) {
       0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n',
       0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0, 0xB4, 0xE9, 0xEB, 0x45,
       0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
-  ScratchDir dir("decode_err");
+  TempDir dir("decode_err");
   test::spit(dir.file("zero.png"), png);
   expect_error(dir.file("zero.png"), ErrorCode::kBadImage);
 }
@@ -545,7 +545,7 @@ TEST(DecodeErrors, DecodeImageUsesTheGivenName) {
 
 TEST(DecodeRoundTrip, DecodeImageEqualsLoadImage) {
   // write_rgb_image (PNG, lossless) → both entry points give the same pixels back.
-  ScratchDir dir("decode_rt");
+  TempDir dir("decode_rt");
   Image img;
   img.width = 19;
   img.height = 11;

@@ -20,7 +20,7 @@ namespace {
 using detail::LabelMap;
 using detail::read_label_map;
 using detail::write_label_map;
-using test::ScratchDir;
+using test::TempDir;
 
 LabelMap make_map(int w, int h, int bit_depth, std::uint32_t seed) {
   LabelMap m;
@@ -62,21 +62,21 @@ void expect_same(const LabelMap& a, const LabelMap& b) {
 }
 
 TEST(LabelMapIo, EightBitPngRoundTrip) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   const LabelMap m = make_map(61, 37, 8, 1);
   write_label_map(dir.file("a.png"), m);
   expect_same(read_label_map(dir.file("a.png")), m);
 }
 
 TEST(LabelMapIo, SixteenBitPngRoundTripAllValues) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   const LabelMap m = every_u16_value();
   write_label_map(dir.file("a.png"), m);
   expect_same(read_label_map(dir.file("a.png")), m);
 }
 
 TEST(LabelMapIo, SixteenBitTiffRoundTripAllValues) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   const LabelMap m = every_u16_value();
   for (const char* name : {"a.tif", "b.TIFF"}) {
     write_label_map(dir.file(name), m);
@@ -85,7 +85,7 @@ TEST(LabelMapIo, SixteenBitTiffRoundTripAllValues) {
 }
 
 TEST(LabelMapIo, AtomicWriteLeavesOnlyTheTarget) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   const LabelMap a = make_map(20, 10, 8, 2);
   const LabelMap b = make_map(20, 10, 16, 3);
   write_label_map(dir.file("out.png"), a);
@@ -98,7 +98,7 @@ TEST(LabelMapIo, AtomicWriteLeavesOnlyTheTarget) {
 }
 
 TEST(LabelMapIo, WriteErrors) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   LabelMap m = make_map(4, 4, 8, 4);
   auto code_of = [&](const std::string& path, const LabelMap& map) {
     try {
@@ -124,7 +124,7 @@ TEST(LabelMapIo, WriteErrors) {
 }
 
 TEST(LabelMapIo, ReadErrors) {
-  ScratchDir dir("labels");
+  TempDir dir("labels");
   auto code_of = [&](const std::string& path) {
     try {
       read_label_map(path);
@@ -151,7 +151,7 @@ TEST(LabelMapIo, ReadErrors) {
 // maps read back unchanged.
 TEST(LabelMapIo, InteroperatesWithPillow) {
   OVSEG_REQUIRE_PILLOW();
-  ScratchDir dir("labels_pil");
+  TempDir dir("labels_pil");
   const LabelMap m8 = make_map(45, 33, 8, 5);
   const LabelMap m16 = every_u16_value();
   write_label_map(dir.file("ours8.png"), m8);
@@ -199,7 +199,7 @@ print("ok")
 }
 
 TEST(RgbImageIo, PngIsLosslessAndJpegIsClose) {
-  ScratchDir dir("rgb_io");
+  TempDir dir("rgb_io");
   Image img;
   img.width = 64;
   img.height = 48;

@@ -16,7 +16,7 @@ namespace {
 
 using detail::resize_pillow_bilinear;
 using detail::test_resize_size;
-using test::ScratchDir;
+using test::TempDir;
 
 // ---- size rule -----------------------------------------------------------------------------------
 
@@ -42,7 +42,7 @@ TEST(TestResizeSize, RejectsNonPositiveSizes) {
 
 // detectron2's ResizeShortestEdge.get_output_shape evaluated by Python on many random sizes.
 TEST(TestResizeSize, MatchesPythonArithmetic) {
-  ScratchDir dir("resize_size");
+  TempDir dir("resize_size");
   std::mt19937 rng(1234);
   struct Case { int h, w, s, m; };
   std::vector<Case> cases;
@@ -175,7 +175,7 @@ TEST(ResizePillowBilinear, BitExactAgainstPillow) {
       {97, 389, 640, 2560, Pattern::kNoise},     // cap-sized tall output
       {640, 427, 641, 426, Pattern::kNoise},     // ±1 pixel: scales very close to 1
   };
-  ScratchDir dir("resize");
+  TempDir dir("resize");
   std::ostringstream manifest;
   std::vector<Image> inputs;
   for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -215,7 +215,7 @@ TEST(ResizePillowBilinear, FixtureImageMatchesPillow) {
   OVSEG_REQUIRE_PILLOW();
   const std::string path = test::fixture_dir() + "/image.png";
   OVSEG_REQUIRE_PATH(path);
-  ScratchDir dir("resize_fixture");
+  TempDir dir("resize_fixture");
   static const char* kScript = R"PY(
 import struct, sys
 from PIL import Image

@@ -15,7 +15,7 @@
 namespace ovseg {
 namespace {
 
-using test::ScratchDir;
+using test::TempDir;
 
 // One tokenizer from the shared merges file for the whole suite (loading takes ~0.1 s).
 const ClipTokenizer& shared_tokenizer() {
@@ -41,7 +41,7 @@ std::vector<GoldenEntry> golden() {
 // Without the shared data: BPE mechanics on a tiny merges file written here.
 // ------------------------------------------------------------------------------------------------
 TEST(ClipTokenizerTiny, BpeMergesByRankAndVocabularyLayout) {
-  ScratchDir dir;
+  TempDir dir;
   // Ranks: 0 "a b" → "ab" (id 512), 1 "ab c</w>" → "abc</w>" (513), 2 "b b" (514).
   test::write_text(dir.file("merges.txt"), "#version: test\na b\nab c</w>\nb b\n");
   const auto tok = ClipTokenizer::from_bpe_file(dir.file("merges.txt"));
@@ -61,7 +61,7 @@ TEST(ClipTokenizerTiny, BpeMergesByRankAndVocabularyLayout) {
 }
 
 TEST(ClipTokenizerTiny, LoaderErrorsNameTheFile) {
-  ScratchDir dir;
+  TempDir dir;
   try {
     ClipTokenizer::from_bpe_file(dir.file("missing.txt.gz"));
     FAIL() << "expected an error";
@@ -302,7 +302,7 @@ with open(out + '/merges.txt', 'w', encoding='utf-8') as f:
 TEST(ClipTokenizer, HuggingFaceAndPlainTextFilesGiveIdenticalIds) {
   REQUIRE_BPE();
   if (!test::have_python()) GTEST_SKIP() << "python not found: " << test::python();
-  ScratchDir dir;
+  TempDir dir;
   ASSERT_EQ(test::run_python(dir, kMakeFilesPy, "'" + test::clip_bpe_path() + "' '" + dir.str() + "'"), 0);
   const auto hf = ClipTokenizer::from_hf_files(dir.file("vocab.json"), dir.file("merges.txt"));
   const auto plain = ClipTokenizer::from_bpe_file(dir.file("plain_merges.txt"));

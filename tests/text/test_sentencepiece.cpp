@@ -13,7 +13,7 @@
 namespace ovseg {
 namespace {
 
-using test::ScratchDir;
+using test::TempDir;
 
 std::vector<std::string> make_corpus() {
   std::vector<std::string> words = {
@@ -51,7 +51,7 @@ std::vector<std::string> make_corpus() {
 }
 
 // Trains a model into `dir` and returns the .model path.
-std::string train(const ScratchDir& dir, const std::vector<std::string>& corpus, const std::string& name,
+std::string train(const TempDir& dir, const std::vector<std::string>& corpus, const std::string& name,
                   const std::string& extra) {
   std::string text;
   for (const auto& l : corpus) text += l + "\n";
@@ -67,7 +67,7 @@ std::string train(const ScratchDir& dir, const std::vector<std::string>& corpus,
 class SentencePieceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new ScratchDir();
+    dir_ = new TempDir();
     corpus_ = new std::vector<std::string>(make_corpus());
     unigram_ = new std::string(train(*dir_, *corpus_, "unigram", "--model_type=unigram"));
     bpe_no_bos_ = new std::string(train(*dir_, *corpus_, "bpe", "--model_type=bpe --bos_id=-1"));
@@ -78,13 +78,13 @@ class SentencePieceTest : public ::testing::Test {
     delete corpus_;
     delete dir_;
   }
-  static ScratchDir* dir_;
+  static TempDir* dir_;
   static std::vector<std::string>* corpus_;
   static std::string* unigram_;
   static std::string* bpe_no_bos_;
 };
 
-ScratchDir* SentencePieceTest::dir_ = nullptr;
+TempDir* SentencePieceTest::dir_ = nullptr;
 std::vector<std::string>* SentencePieceTest::corpus_ = nullptr;
 std::string* SentencePieceTest::unigram_ = nullptr;
 std::string* SentencePieceTest::bpe_no_bos_ = nullptr;

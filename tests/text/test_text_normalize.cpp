@@ -16,7 +16,7 @@
 namespace ovseg {
 namespace {
 
-using test::ScratchDir;
+using test::TempDir;
 
 #define REQUIRE_PYTHON()                                                                 \
   do {                                                                                   \
@@ -53,7 +53,7 @@ const char* const kPythonNormalize =
 
 TEST(ClipNormalize, AgreesWithPythonOnTrickyStrings) {
   REQUIRE_PYTHON();
-  ScratchDir dir;
+  TempDir dir;
   const auto expected = test::python_map(dir, kTricky, "import html, re", kPythonNormalize);
   ASSERT_TRUE(expected.is_array()) << "python failed";
   ASSERT_EQ(expected.size(), kTricky.size());
@@ -64,7 +64,7 @@ TEST(ClipNormalize, AgreesWithPythonOnTrickyStrings) {
 
 TEST(ClipNormalize, EntityTableAgreesWithPython) {
   REQUIRE_PYTHON();
-  ScratchDir dir;
+  TempDir dir;
   std::vector<std::string> inputs;
   for (const auto& name : detail::html_entity_names()) {
     inputs.push_back("&" + name);
@@ -128,7 +128,7 @@ json.dump({'unicode': unicodedata.unidata_version, 'lower': lower, 'flags': ''.j
 
 TEST(ClipNormalize, LowerCasingAgreesWithPythonOnAllCodePoints) {
   REQUIRE_PYTHON();
-  ScratchDir dir;
+  TempDir dir;
   ASSERT_EQ(test::run_python(dir, kUnicodeDumpPy, "'" + dir.file("unicode.json") + "'"), 0);
   const auto j = nlohmann::json::parse(test::read_text(dir.file("unicode.json")));
   const std::string flags = j["flags"].get<std::string>();

@@ -18,29 +18,6 @@
 
 namespace ovseg::test {
 
-// A fresh directory under the system temp dir, removed when the object goes away.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("ovseg_text_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
@@ -56,7 +33,7 @@ inline std::string read_text(const std::string& path) {
 inline bool have_python() { return std::filesystem::exists(python()); }
 
 // Runs `script` with python3 as `python3 script.py ARGS...` in `dir`; returns the exit code.
-inline int run_python(const ScratchDir& dir, const std::string& script, const std::string& args) {
+inline int run_python(const TempDir& dir, const std::string& script, const std::string& args) {
   const std::string path = dir.file("script.py");
   write_text(path, script);
   const std::string cmd = "'" + python() + "' '" + path + "' " + args;
@@ -65,7 +42,7 @@ inline int run_python(const ScratchDir& dir, const std::string& script, const st
 
 // Python reads in.json (a list of strings), applies `expr` (a Python expression of `t`) to each
 // and writes the list of results; the results come back as JSON.
-inline nlohmann::json python_map(const ScratchDir& dir, const std::vector<std::string>& inputs,
+inline nlohmann::json python_map(const TempDir& dir, const std::vector<std::string>& inputs,
                                  const std::string& imports, const std::string& expr) {
   write_text(dir.file("in.json"), nlohmann::json(inputs).dump());
   const std::string script = "import json, sys\n" + imports +
