@@ -9,12 +9,12 @@ Environment: OVSEG_BIN (the built ovseg), OVSEG_TEST_BUNDLE_DIR (bundles exporte
 export_fixture_bundles), OVSEG_SHARED_DIR (../shared/ovseg). Skips when any is missing.
 """
 import json
-import math
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -25,6 +25,9 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("OVSEG_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
 SHARED = os.environ.get("OVSEG_SHARED_DIR", os.path.join(SOURCE_DIR, "..", "shared", "ovseg"))
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "eval"))
+from expected_metrics import metrics_from_pairs  # noqa: E402  (the eval unit tests' numpy oracle)
 BIN = os.environ.get("OVSEG_BIN", "")
 BUNDLE = os.path.join(os.environ.get("OVSEG_TEST_BUNDLE_DIR", ""), "tiny_swin_vit")
 FIXTURE_IMAGE = os.path.join(SHARED, "fixtures", "tiny_swin_vit", "image.png")
@@ -48,34 +51,9 @@ def missing_inputs():
 
 
 def expected_metrics(pairs):
-    """detectron2 0.6 SemSegEvaluator on (pred, gt) label arrays, plus the newer mIoU."""
-    conf = np.zeros((K + 1, K + 1), dtype=np.int64)
-    for pred, gt in pairs:
-        pred = pred.astype(np.int64)
-        gt = gt.astype(np.int64).copy()
-        gt[gt == IGNORE] = K
-        conf += np.bincount((K + 1) * pred.reshape(-1) + gt.reshape(-1),
-                            minlength=conf.size).reshape(conf.shape)
-    acc = np.full(K, np.nan)
-    iou = np.full(K, np.nan)
-    tp = conf.diagonal()[:-1].astype(np.float64)
-    pos_gt = np.sum(conf[:-1, :-1], axis=0).astype(np.float64)
-    class_weights = pos_gt / np.sum(pos_gt)
-    pos_pred = np.sum(conf[:-1, :-1], axis=1).astype(np.float64)
-    acc_valid = pos_gt > 0
-    acc[acc_valid] = tp[acc_valid] / pos_gt[acc_valid]
-    iou_valid = (pos_gt + pos_pred) > 0
-    union = pos_gt + pos_pred - tp
-    iou[acc_valid] = tp[acc_valid] / union[acc_valid]
-    return {
-        "mIoU": float(100 * (np.sum(iou[acc_valid]) / np.sum(iou_valid))),
-        "mIoU_gt_classes": float(100 * (np.sum(iou[acc_valid]) / np.sum(acc_valid))),
-        "fwIoU": float(100 * np.sum(iou[acc_valid] * class_weights[acc_valid])),
-        "mACC": float(100 * (np.sum(acc[acc_valid]) / np.sum(acc_valid))),
-        "pACC": float(100 * (np.sum(tp) / np.sum(pos_gt))),
-        "IoU": [None if math.isnan(v) else float(100 * v) for v in iou],
-        "ACC": [None if math.isnan(v) else float(100 * v) for v in acc],
-    }
+    """detectron2 0.6 SemSegEvaluator on (pred, gt) label arrays, plus the newer mIoU (the numpy
+    oracle of the eval unit tests)."""
+    return metrics_from_pairs(pairs, K, IGNORE)
 
 
 def numbers(metrics_json):

@@ -29,16 +29,13 @@ def nan_to_none(values):
     return [None if (isinstance(v, float) and math.isnan(v)) else v for v in values]
 
 
-def main():
-    with open(sys.argv[1]) as f:
-        spec = json.load(f)
-    k = spec["num_classes"]
-    ignore = spec["ignore_label"]
+def metrics_from_pairs(pairs, k, ignore):
+    """The metrics of (pred, gt) label arrays: detectron2 0.6's SemSegEvaluator + mIoU over GT classes."""
     conf = np.zeros((k + 1, k + 1), dtype=np.int64)
-    for item in spec["images"]:
-        gt = read_map(item["gt"], item["width"], item["height"])
-        pred = read_map(item["pred"], item["width"], item["height"])
-        assert gt.shape == pred.shape, (item, gt.shape, pred.shape)
+    for pred, gt in pairs:
+        pred = pred.astype(np.int64).copy()
+        gt = gt.astype(np.int64).copy()
+        assert gt.shape == pred.shape, (gt.shape, pred.shape)
         pred[pred == UNLABELED] = k
         gt[gt == ignore] = k
         conf += np.bincount((k + 1) * pred.reshape(-1) + gt.reshape(-1),
@@ -61,7 +58,7 @@ def main():
     fiou = np.sum(iou[acc_valid] * class_weights[acc_valid])
     pacc = np.sum(tp) / np.sum(pos_gt)
 
-    out = {
+    return {
         "mIoU": float(100 * miou),
         "mIoU_gt_classes": float(100 * miou_gt),
         "fwIoU": float(100 * fiou),
@@ -77,7 +74,14 @@ def main():
         "classes_with_gt_or_pred": int(np.sum(iou_valid)),
         "confusion_nonzero": [[int(p), int(g), int(conf[p, g])] for p, g in zip(*np.nonzero(conf))],
     }
-    json.dump(out, sys.stdout)
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    pairs = ((read_map(item["pred"], item["width"], item["height"]),
+              read_map(item["gt"], item["width"], item["height"])) for item in spec["images"])
+    json.dump(metrics_from_pairs(pairs, spec["num_classes"], spec["ignore_label"]), sys.stdout)
 
 
 if __name__ == "__main__":
