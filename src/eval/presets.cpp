@@ -73,11 +73,10 @@ std::string find_presets_file(const std::string& presets_file) {
   std::vector<fs::path> candidates;
   add_prefix_candidates(this_library(), candidates);
   add_prefix_candidates(this_executable(), candidates);
-  // A build tree: this file's directory is <source dir>/src/eval (absolute with CMake + Ninja/Make).
-  const fs::path source_file(__FILE__);
-  if (source_file.is_absolute())
-    candidates.push_back(source_file.parent_path().parent_path().parent_path().parent_path() / "shared" / "ovseg" /
-                         kPresetsName);
+#ifdef OVSEG_BUILD_TREE_SHARED_DIR
+  // A build tree: the shared reference folder the build was configured with (OVSEG_SHARED_DIR).
+  candidates.push_back(fs::path(OVSEG_BUILD_TREE_SHARED_DIR) / kPresetsName);
+#endif
   std::string tried;
   for (const auto& c : candidates) {
     if (is_file(c)) return c.lexically_normal().string();
