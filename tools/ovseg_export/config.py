@@ -12,30 +12,114 @@ class ConfigError(Exception):
     pass
 
 
+class OpaqueValue:
+    """A value written with a Python tag (`!!python/object/apply:eval [...]`, `!!python/tuple`,
+    ...). detectron2 falls back to yaml.unsafe_load and evaluates it; the exporter never does:
+    the value stays opaque, which is fine for the keys it does not read (the released configs
+    use one for the training-only INPUT.MIN_SIZE_TRAIN) and an error for the keys it reads."""
+
+    def __init__(self, tag: str, file: str, line: int):
+        self.tag, self.file, self.line = tag, file, line
+
+    def __repr__(self) -> str:
+        return f"<unevaluated {self.tag} at {self.file}:{self.line}>"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.safe_load plus opaque Python tags (nothing of the tagged node is constructed)."""
+
+
+def _opaque_python_tag(loader, suffix, node):
+    return OpaqueValue("!!python/" + suffix, node.start_mark.name, node.start_mark.line + 1)
+
+
+_ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", _opaque_python_tag)
+
+BASE_KEY = "_BASE_"
+
+
+def _merge_a_into_b(a: Dict[str, Any], b: Dict[str, Any], where: str, prefix: str = "") -> None:
+    """detectron2 / fvcore's merge of a config over its _BASE_: mappings merge key by key, any
+    other value replaces; a mapping over a non-mapping base value is an error there too."""
+    for k, v in a.items():
+        if isinstance(v, dict) and k in b:
+            if not isinstance(b[k], dict):
+                raise ConfigError(f"{where}: cannot inherit key {prefix + str(k)!r} from _BASE_ "
+                                  "(a mapping over a plain value)")
+            _merge_a_into_b(v, b[k], where, prefix + str(k) + ".")
+        else:
+            b[k] = v
+
+
 def _read_yaml(path: str, depth: int = 0) -> Dict[str, Any]:
+    """One YAML file with its _BASE_ chain resolved the way fvcore's CfgNode.load_yaml_with_base
+    does it: "~" expanded, a relative path taken from the including file's directory."""
     if depth > 10:
-        raise ConfigError(f"{path}: _BASE_ chain too deep")
+        raise ConfigError(f"{path}: _BASE_ chain too deep (more than 10 levels, or a cycle)")
     try:
         with open(path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_ConfigLoader)  # noqa: S506 - safe loader + opaque tags
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid YAML (not UTF-8 text: {e.reason})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping")
-    base = data.pop("_BASE_", None)
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        data = deep_merge(_read_yaml(base_path, depth + 1), data)
+    if BASE_KEY in data:
+        base = data.pop(BASE_KEY)
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: {BASE_KEY} must be a file name")
+        if base.startswith("~"):
+            base = os.path.expanduser(base)
+        if base.startswith(("http://", "https://")):
+            raise ConfigError(f"{path}: {BASE_KEY} {base!r} is a URL; download it and name the "
+                              "local file")
+        if not base.startswith("/"):
+            base = os.path.join(os.path.dirname(path), base)
+        merged = _read_yaml(base, depth + 1)
+        _merge_a_into_b(data, merged, path)
+        data = merged
     return data
+
+
+def _used_paths(node: Dict[str, Any], prefix: str = "") -> set:
+    """Dotted paths of every key (and section) the exporter reads: those of DEFAULTS."""
+    out = set()
+    for k, v in node.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _used_paths(v, prefix + k + ".")
+    return out
+
+
+_USED = _used_paths(DEFAULTS)
+
+
+def _check_opaque(node: Any, where: str, key: str = "") -> None:
+    """A key the exporter reads must not hold (or contain) an unevaluated Python tag."""
+    if isinstance(node, OpaqueValue):
+        if key in _USED:
+            raise ConfigError(f"{where}: {key} is written with the Python tag {node.tag} "
+                              f"({node.file}, line {node.line}); the exporter reads this key and "
+                              "never evaluates Python in a config: write its value as plain YAML")
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _check_opaque(v, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)) and key in _USED:
+        for v in node:
+            if isinstance(v, OpaqueValue):
+                _check_opaque(v, where, key)
 
 
 def load_config(path: str) -> Dict[str, Any]:
     """The YAML (with its _BASE_ chain) merged over the defaults."""
-    cfg = deep_merge(DEFAULTS, _read_yaml(path))
+    raw = _read_yaml(path)
+    _check_opaque(raw, path)
+    cfg = deep_merge(DEFAULTS, raw)
     _coerce(cfg, path)
     _normalise_backbone(cfg, path)
     return cfg
