@@ -90,6 +90,29 @@ std::vector<ImagePair> select_shard(const std::vector<ImagePair>& pairs, int sha
 // Parses "I/N" (0 <= I < N). Throws Error(kInvalidArgument).
 std::pair<int, int> parse_shard(const std::string& text);
 
+// The shard a run works on, and where that came from (for the log).
+struct ShardSpec {
+  int index = 0;
+  int count = 1;
+  std::string source;  // "--shard 1/4", "Slurm array task 3 of 1-4 (job 812)", ...
+};
+// Reads an environment variable (std::getenv when empty); tests pass their own.
+using EnvLookup = std::function<const char*(const char*)>;
+// The shard count of a Kubernetes Indexed Job when --shards is not given.
+inline constexpr const char* kShardCountEnv = "OVSEG_SHARD_COUNT";
+// `text` is "I/N", or "auto":
+//  - a Slurm array task: index (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP,
+//    count SLURM_ARRAY_TASK_COUNT (so --array=1-8 gives shards 0..7 of 8); the array must be one
+//    range (--array=1,3,7 is refused);
+//  - else a Kubernetes Indexed Job: index JOB_COMPLETION_INDEX, count `shards`, else $OVSEG_SHARD_COUNT.
+// `shards` > 0 (--shards N) must agree with the count found. Throws Error(kInvalidArgument) naming
+// what is missing or inconsistent, e.g. when "auto" finds neither environment.
+ShardSpec resolve_shard(const std::string& text, int shards = 0, const EnvLookup& env = {});
+// The positions (ascending) of the keys in shard I/N: the keys are ranked in byte order and rank
+// % N == I, so the split does not depend on the order the keys come in and every key lands in
+// exactly one shard. Throws Error(kInvalidArgument) for an invalid I/N.
+std::vector<std::size_t> shard_positions(const std::vector<std::string>& keys, int shard_index, int shard_count);
+
 // A label map held as 16-bit values (8-bit files are widened).
 struct LabelImage {
   int width = 0;
@@ -204,6 +227,13 @@ EvalState load_state(const std::string& path);
 // differ, or when two shards evaluated the same image. `problems` receives what makes the merge
 // incomplete (a missing or unfinished shard).
 EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::string>* problems = nullptr);
+
+// Everything that stands in the way of merging `shards` into one run's numbers, each naming the
+// shard by `names[i]` (its directory): a merged result given as a shard; another dataset, split,
+// class list or setting than the first shard (the model bundle's checksum among the settings);
+// shards of different counts N; an index given twice or missing; an unfinished shard. Empty when
+// the merge gives exactly the numbers of one unsharded run.
+std::vector<std::string> check_shards(const std::vector<EvalState>& shards, const std::vector<std::string>& names);
 
 // ------------------------------------------------------------------------------------------------
 // Reports and the evaluation loop

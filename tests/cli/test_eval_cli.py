@@ -109,10 +109,10 @@ class EvalCliTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def run_eval(self, *args, timeout=900):
+    def run_eval(self, *args, timeout=900, env=None):
         cmd = [BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", self.root, "--threads", "2",
                "--checkpoint-every", "1", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env or self.env, timeout=timeout)
 
     def metrics(self, out_dir):
         with open(os.path.join(out_dir, "metrics.json")) as f:
@@ -166,12 +166,17 @@ class EvalCliTest(unittest.TestCase):
               f"({len(self.valid_stems)} images, whole command {self.full_seconds:.1f} s incl. load and text)")
 
     def test_shards_merged_equal_the_single_run(self):
-        outs = []
-        for i in range(2):
-            out = os.path.join(self.tmp, f"shard{i}")
-            r = self.run_eval("--shard", f"{i}/2", "--output", out)
-            self.assertIn(r.returncode, (0, 1), r.stderr)
-            outs.append(out)
+        # Shard 0 as I/N, shard 1 as a Slurm array task (--array=1-2: task 2 is shard 1 of 2).
+        slurm = {"SLURM_ARRAY_JOB_ID": "41", "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1",
+                 "SLURM_ARRAY_TASK_MAX": "2", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_STEP": "1"}
+        outs = [os.path.join(self.tmp, f"shard{i}") for i in range(2)]
+        r = self.run_eval("--shard", "0/2", "--output", outs[0])
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        r = self.run_eval("--shard", "auto", "--output", outs[1], "-v", env=dict(self.env, **slurm))
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.assertIn("shard 1/2 (Slurm array task 2 of 1-2 (job 41))", r.stderr)
+        with open(os.path.join(outs[1], "checkpoint.json")) as f:
+            self.assertEqual(json.load(f)["shard"], {"index": 1, "count": 2})
         sizes = [self.metrics(o)["counts"]["images_selected"] for o in outs]
         self.assertEqual(sum(sizes), self.total_pairs)
         merged = os.path.join(self.tmp, "merged")
@@ -180,12 +185,64 @@ class EvalCliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stderr)  # the skipped files are still reported
         self.assertEqual(numbers(self.metrics(merged)), numbers(self.metrics(self.full_out)))
         self.assertEqual(r.stdout.strip().splitlines()[-1], self.full.stdout.strip().splitlines()[-1])
-        # A missing shard is reported as incomplete.
+        # A missing shard is named and nothing is merged; --partial merges what is there.
         partial = os.path.join(self.tmp, "merged_partial")
         r = subprocess.run([BIN, "eval-merge", "--output", partial, outs[0]], capture_output=True, text=True,
                            env=self.env, timeout=300)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("1/2 is missing", r.stderr)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("shard 1/2 is missing", r.stderr)
+        self.assertIn("nothing merged", r.stderr)
+        self.assertFalse(os.path.exists(partial))
+        r = subprocess.run([BIN, "eval-merge", "--partial", "--output", partial, outs[0]], capture_output=True,
+                           text=True, env=self.env, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("incomplete: shard 1/2 is missing", r.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(partial, "metrics.json")))
+
+    def test_eval_merge_refuses_shards_that_do_not_fit_together(self):
+        # Shard checkpoints made up from the single run's (no model run needed): an unfinished
+        # shard, another bundle, a shard given twice and a directory without checkpoint.
+        with open(os.path.join(self.full_out, "checkpoint.json")) as f:
+            base = json.load(f)
+        dirs = []
+        for name, index, change in (("a", 0, None), ("b", 1, "unfinished"), ("c", 2, "bundle"), ("d", 2, None)):
+            state = json.loads(json.dumps(base))
+            state["shard"] = {"index": index, "count": 4}
+            if change == "unfinished":
+                state["finished"] = state["finished"][:1]
+                state["failed"] = []
+            if change == "bundle":
+                state["settings"]["bundle_sha256"] = "f" * 64
+            d = os.path.join(self.tmp, "bad-shards", name)
+            os.makedirs(d)
+            with open(os.path.join(d, "checkpoint.json"), "w") as f:
+                json.dump(state, f)
+            dirs.append(d)
+        empty = os.path.join(self.tmp, "bad-shards", "never-started")
+        os.makedirs(empty)
+        out = os.path.join(self.tmp, "bad-merged")
+        r = subprocess.run([BIN, "eval-merge", "--output", out, *dirs, empty], capture_output=True, text=True,
+                           env=self.env, timeout=300)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertFalse(os.path.exists(out), "nothing is written")
+        self.assertIn("never-started: no checkpoint.json", r.stderr)
+        self.assertIn(f"{dirs[1]} (shard 1/4) is unfinished: 1 of {self.total_pairs} images", r.stderr)
+        self.assertIn(f"{dirs[2]} (shard 2/4) was evaluated with another model bundle", r.stderr)
+        self.assertIn(f"shard 2/4 is given more than once: {dirs[2]} and {dirs[3]}", r.stderr)
+        self.assertIn("shard 3/4 is missing", r.stderr)
+        self.assertIn("nothing merged (5 problems)", r.stderr)
+
+    def test_shard_auto_outside_an_array_is_a_usage_error(self):
+        env = {k: v for k, v in self.env.items() if not k.startswith("SLURM_") and k != "JOB_COMPLETION_INDEX"}
+        out = os.path.join(self.tmp, "auto-nowhere")
+        r = self.run_eval("--shard", "auto", "--output", out, env=env)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("SLURM_ARRAY_TASK_ID", r.stderr)
+        self.assertIn("JOB_COMPLETION_INDEX", r.stderr)
+        r = self.run_eval("--shard", "auto", "--output", out, env=dict(env, JOB_COMPLETION_INDEX="1"))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("OVSEG_SHARD_COUNT", r.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_limit_then_resume_equals_the_single_run(self):
         out = os.path.join(self.tmp, "limited")

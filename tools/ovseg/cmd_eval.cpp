@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "model_flags.hpp"
+#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
@@ -28,6 +29,7 @@ struct EvalArgs {
   std::string split = "validation";
   long limit = -1;
   std::string shard = "0/1";
+  int shards = 0;
   bool resume = false;
   std::string output;
   bool save_predictions = false;
@@ -48,6 +50,11 @@ extern "C" void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
+// The bundle's identity: its manifest lists every file with its sha256 (checked at load).
+std::string bundle_checksum(const std::string& bundle_dir) {
+  return detail::sha256_file((fs::path(bundle_dir) / "manifest.json").string());
+}
+
 std::string fixed6(float v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.6g", static_cast<double>(v));
@@ -60,7 +67,9 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
 
   // 1. Everything that can be checked before the (slow) model load.
   const eval::DatasetSpec& spec = eval::dataset_spec(a.dataset);
-  const auto [shard_index, shard_count] = eval::parse_shard(a.shard);
+  const eval::ShardSpec shard = eval::resolve_shard(a.shard, a.shards);
+  const int shard_index = shard.index, shard_count = shard.count;
+  if (shard_count > 1) log.info("shard {}/{} ({})", shard_index, shard_count, shard.source);
   const ModelOptions mo = model_options(a.model_flags);  // a bad --device fails before any work
   const std::vector<std::string> classes = preset_classes(spec.preset, a.presets_file);
   const eval::DatasetListing listing = eval::list_dataset(spec, a.root, a.split);  // missing directory → exit 2
@@ -100,6 +109,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   // What the numbers depend on: a resumed run and merged shards must agree on all of it.
   o.settings = {{"model", info.name},
                 {"model_sha256", info.source_sha256},
+                {"bundle_sha256", bundle_checksum(info.bundle_dir)},
                 {"mode", to_string(so.mode)},
                 {"mask_threshold", fixed6(thr)},
                 {"ensemble_weight", fixed6(w)},
@@ -191,14 +201,23 @@ Command add_eval_command(CLI::App& parent) {
       "Outputs in --output: metrics.json, per_class.csv, metrics.md, checkpoint.json (and predictions/).\n"
       "mIoU is detectron2 0.6's formula as ov-seg reports it (classes predicted but absent from the GT count);\n"
       "mIoU_gt_classes averages over the classes present in the GT (detectron2 since July 2022).\n"
-      "Shards: run --shard I/N for I = 0..N-1 (e.g. a job array), then 'ovseg eval-merge'.");
+      "Shards: run --shard I/N for I = 0..N-1, or --shard auto in each task of a Slurm array (sbatch --array=0-15)\n"
+      "or a Kubernetes Indexed Job, with --resume so a requeued task continues; then 'ovseg eval-merge'.\n"
+      "Exit codes: 0 done; 1 done, some files failed (named); 2 usage/model error; 130 stopped by SIGINT/SIGTERM\n"
+      "after writing the checkpoint (run again with --resume).");
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
   app->add_option("--dataset", a.dataset, "ade150 or ade847")->required()->check(CLI::IsMember({"ade150", "ade847"}));
   app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)")->required();
   app->add_option("--split", a.split, "Split directory name")->capture_default_str();
   app->add_option("--limit", a.limit, "Evaluate only the first N images (of the shard)")->check(CLI::NonNegativeNumber);
-  app->add_option("--shard", a.shard, "Evaluate images with index % N == I (over the sorted pairs)")
+  app->add_option("--shard", a.shard,
+                  "I/N: evaluate images with index % N == I (over the sorted pairs); auto: I and N of the Slurm "
+                  "array task or Kubernetes Indexed Job this runs in")
       ->capture_default_str();
+  app->add_option("--shards", a.shards,
+                  "With --shard auto in a Kubernetes Indexed Job: N (the Job's completions) [default: "
+                  "$OVSEG_SHARD_COUNT]; elsewhere a check of N")
+      ->check(CLI::PositiveNumber);
   app->add_flag("--resume", a.resume, "Continue from OUTPUT/checkpoint.json (same numbers as one uninterrupted run)");
   app->add_option("-o,--output", a.output, "Output directory [default: eval-DATASET-SPLIT[-shardIofN]]");
   app->add_flag("--save-predictions", a.save_predictions,

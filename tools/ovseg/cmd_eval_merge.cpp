@@ -18,21 +18,44 @@ namespace {
 struct MergeArgs {
   std::string output;
   std::vector<std::string> shard_dirs;
+  bool partial = false;
 };
 
 int run_merge(const MergeArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
+  // 1. Every shard's checkpoint, and every reason not to merge them, before anything is written.
   std::vector<eval::EvalState> shards;
+  std::vector<std::string> names;
+  std::vector<std::string> blockers;
   for (const auto& dir : a.shard_dirs) {
     // A shard's output directory, or its checkpoint file itself.
     const fs::path p = fs::is_directory(dir) ? fs::path(dir) / eval::kCheckpointFile : fs::path(dir);
-    if (!fs::exists(p)) throw Error(ErrorCode::kIo, p.string() + ": no checkpoint (is this an 'ovseg eval' output?)");
-    shards.push_back(eval::load_state(p.string()));
+    if (!fs::exists(p)) {
+      blockers.push_back(dir + ": no " + std::string(eval::kCheckpointFile) +
+                         " (the shard has not started, or this is not an 'ovseg eval' output)");
+      continue;
+    }
+    shards.push_back(eval::load_state(p.string()));  // a malformed checkpoint: exit 2, naming it
+    names.push_back(dir);
   }
+  if (!shards.empty()) {
+    const auto found = eval::check_shards(shards, names);
+    blockers.insert(blockers.end(), found.begin(), found.end());
+  }
+  if (!blockers.empty() && (!a.partial || shards.empty())) {
+    for (const auto& b : blockers) std::fprintf(stderr, "eval-merge: %s\n", b.c_str());
+    std::fprintf(stderr, "eval-merge: nothing merged (%zu problem%s)%s\n", blockers.size(),
+                 blockers.size() == 1 ? "" : "s",
+                 a.partial ? "" : "; --partial merges what is there into numbers marked incomplete");
+    return kExitUsage;
+  }
+
+  // 2. The sum. With --partial the blockers are listed in the reports as what makes it incomplete.
   std::vector<std::string> problems;
   eval::EvalState merged = eval::merge_states(shards, &problems);
-  for (std::size_t i = 0; i < merged.merged_from.size() && i < a.shard_dirs.size(); ++i)
-    merged.merged_from[i] += ": " + a.shard_dirs[i];
+  for (std::size_t i = 0; i < merged.merged_from.size() && i < names.size(); ++i)
+    merged.merged_from[i] += ": " + names[i];
+  if (a.partial) problems = blockers;
   const eval::Metrics m = eval::compute_metrics(merged.cm);
   eval::save_state((fs::path(a.output) / eval::kCheckpointFile).string(), merged);
   eval::write_reports(a.output, merged, m, problems);
@@ -64,6 +87,13 @@ Command add_eval_merge_command(CLI::App& parent) {
   app->add_option("shards", args->shard_dirs, "Output directories (or checkpoint.json files) of the shard runs")
       ->required()
       ->check(CLI::ExistingPath);
+  app->add_flag("--partial", args->partial,
+                "Merge what is there when shards are missing or unfinished (the reports say so, exit 1); "
+                "inconsistent shards are never merged");
+  app->footer(
+      "Before merging, every shard must come from the same model bundle (checksum), dataset, split, class\n"
+      "list and settings, every index 0..N-1 must be there exactly once, and every shard must be finished.\n"
+      "Otherwise each problem is named, nothing is written, and the exit code is 2.");
   c.run = [args, &parent] { return run_merge(*args, parent); };
   return c;
 }

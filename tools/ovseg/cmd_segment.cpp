@@ -46,6 +46,8 @@ struct SegmentArgs {
   bool json = false;
   bool recursive = false;
   bool skip_existing = false;
+  std::string shard;  // empty: every image
+  int shards = 0;
   std::vector<std::string> inputs;
   // The options themselves, to ask after parsing whether they were given.
   CLI::Option* mask_threshold_opt = nullptr;
@@ -213,11 +215,28 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   if (a.inputs.empty())
     throw Error(ErrorCode::kInvalidArgument,
                 "segment: no INPUT given (image files, directories, or - to read a list of paths from stdin)");
-  const auto images = expand_inputs(a.inputs, a.recursive, std::cin, a.output);
+  if (a.shards > 0 && a.shard.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: --shards needs --shard auto");
+  const eval::ShardSpec shard = a.shard.empty() ? eval::ShardSpec{} : eval::resolve_shard(a.shard, a.shards);
+  auto images = expand_inputs(a.inputs, a.recursive, std::cin, a.output);
   if (images.empty())
     throw Error(ErrorCode::kInvalidArgument, "segment: no images found in the inputs given" +
                                                  std::string(a.recursive ? "" : " (use --recursive for subdirectories)"));
   check_output_collisions(images, a.output, a.overlay, a.json, a.save_scores);
+  if (!a.shard.empty()) {
+    // Over the sorted output names (relative paths, unique after the collision check), so every
+    // image lands in exactly one shard whatever order the inputs were listed in.
+    std::vector<std::string> keys;
+    keys.reserve(images.size());
+    for (const auto& im : images) keys.push_back(im.out_stem);
+    std::vector<InputImage> mine;
+    for (std::size_t i : eval::shard_positions(keys, shard.index, shard.count)) mine.push_back(std::move(images[i]));
+    log.info("shard {}/{} ({}): {} of {} images", shard.index, shard.count, shard.source, mine.size(), images.size());
+    images = std::move(mine);
+    if (images.empty()) {
+      if (!quiet) std::fprintf(stderr, "segment: 0 images in shard %d/%d\n", shard.index, shard.count);
+      return kExitOk;
+    }
+  }
   {
     std::error_code ec;
     fs::create_directories(a.output, ec);
@@ -395,6 +414,13 @@ Command add_segment_command(CLI::App& parent) {
   app->add_flag("-s,--save-scores", a.save_scores, "Also write STEM.scores.npy: float32 [C,H,W] score maps");
   app->add_flag("-r,--recursive", a.recursive, "Descend into subdirectories of directory inputs");
   app->add_flag("--skip-existing", a.skip_existing, "Skip images whose STEM.png already exists");
+  app->add_option("--shard", a.shard,
+                  "I/N: only the images at positions I, I+N, I+2N, ... of the sorted output names; auto: I and N "
+                  "of the Slurm array task or Kubernetes Indexed Job this runs in");
+  app->add_option("--shards", a.shards,
+                  "With --shard auto in a Kubernetes Indexed Job: N (the Job's completions) [default: "
+                  "$OVSEG_SHARD_COUNT]")
+      ->check(CLI::PositiveNumber);
   app->add_option("inputs", a.inputs,
                   "Image files, directories (their images; --recursive for subdirectories), or - to read "
                   "one path per line from stdin");
@@ -408,6 +434,7 @@ Command add_segment_command(CLI::App& parent) {
       "  ovseg segment -m BUNDLE -f classes.txt --overlay --json -o out/ photos/\n"
       "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing -o out/ dataset/images/\n"
       "  find . -name '*.jpg' | ovseg segment -m BUNDLE -c \"cat,dog\" --mode demo -o out/ -\n"
+      "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing --shard auto -o out/ photos/   # in a Slurm array\n"
       "\n"
       "Exit codes: 0 all done; 1 some images failed (each named with its reason on stderr);\n"
       "2 usage error or the model could not be loaded; 130 interrupted (Ctrl-C, after the image in flight).");
