@@ -34,8 +34,8 @@ def fixture_classes():
         return [line.strip() for line in f if line.strip()]
 
 
-def run(*args, stdin=None, cwd=None):
-    env = dict(os.environ, OVSEG_CACHE_DIR=CACHE_DIR)
+def run(*args, stdin=None, cwd=None, env=None):
+    env = dict(os.environ, OVSEG_CACHE_DIR=CACHE_DIR, **(env or {}))
     return subprocess.run([BIN, *args], input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
 
 
@@ -333,6 +333,34 @@ class SegmentOptionsTest(unittest.TestCase):
         self.assertIn("1 images, 0 failed, 1 skipped", p.stderr)
         self.assertEqual(os.stat(label).st_mtime_ns, before)
         self.assertTrue(os.path.isfile(os.path.join(out, "second.png")))
+
+    def test_shards_split_a_folder_over_sorted_relative_paths(self):
+        src = os.path.join(self.tmp, "shard_inputs")
+        rels = ["b/x.png", "a/x.png", "c.png"]  # sorted output names: a/x, b/x, c
+        for r in rels:
+            os.makedirs(os.path.dirname(os.path.join(src, r)), exist_ok=True)
+            shutil.copyfile(self.image, os.path.join(src, r))
+        out = self.out_dir("shards")
+        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-j", THREADS, "-o", out, "-r", "--shard", "0/2", src)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("2 images, 0 failed, 0 skipped", p.stderr)
+        self.assertEqual(sorted(os.listdir(out)), ["a", "c.png"])  # positions 0 and 2
+        # Shard 1 of 2 as a Kubernetes Indexed Job's pod would run it.
+        env = {"JOB_COMPLETION_INDEX": "1", "OVSEG_SHARD_COUNT": "2"}
+        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-j", THREADS, "-o", out, "-r", "--skip-existing",
+                "--shard", "auto", src, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("1 images, 0 failed, 0 skipped", p.stderr)
+        self.assertEqual(sorted(os.listdir(os.path.join(out, "b"))), ["x.png"])
+        # A rerun of a finished shard skips everything (and loads no model).
+        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-o", out, "-r", "--skip-existing", "--shard", "0/2",
+                src)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("0 images, 0 failed, 2 skipped", p.stderr)
+        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-o", out, "-r", "--shard", "auto", src,
+                env={"JOB_COMPLETION_INDEX": "1"})
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--shards N", p.stderr)
 
     def test_missing_input_fails_only_that_input(self):
         out = self.out_dir("missing")
