@@ -213,9 +213,12 @@ struct EvalState {
   TimingTotals timings;
   std::vector<std::string> merged_from;  // eval-merge: the merged shards ("I/N") and their sources
 
-  bool complete() const {
+  // Every selected image was attempted (evaluated or failed).
+  bool all_attempted() const {
     return static_cast<std::int64_t>(finished.size() + failed.size()) >= pairs_total;
   }
+  // Every selected image was evaluated: nothing failed, nothing left.
+  bool complete() const { return failed.empty() && static_cast<std::int64_t>(finished.size()) >= pairs_total; }
 };
 
 // Atomic (temporary file + rename). The matrix is stored sparse, counts as exact int64.
@@ -267,6 +270,8 @@ struct EvalOptions {
   bool resume = false;
   bool save_predictions = false;
   int checkpoint_every = 20;
+  // Stop at the first image that fails (after checkpointing it as failed); EvalSummary::aborted.
+  bool strict = false;
   double text_prepare_ms = 0;
   // Called once before the loop: images left to do, images already done (resumed).
   std::function<void(long todo, long done_before)> on_start;
@@ -282,6 +287,7 @@ struct EvalSummary {
   long evaluated_now = 0;   // images evaluated in this session
   long failed_now = 0;
   bool interrupted = false;
+  bool aborted = false;  // strict: stopped at the first failed image
   // Everything skipped or failed (unpaired files first), for the summary.
   std::vector<FileProblem> problems() const;
 };

@@ -1,6 +1,8 @@
 #include "common/fs_util.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -18,22 +20,102 @@ namespace fs = std::filesystem;
 
 namespace ovseg::detail {
 
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kIo, path + ": cannot open file (" + std::strerror(errno) + ")");
-  in.seekg(0, std::ios::end);
-  const auto size = in.tellg();
-  if (size < 0) throw Error(ErrorCode::kIo, path + ": cannot read file (not a regular file?)");
-  in.seekg(0, std::ios::beg);
+std::string file_kind(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "regular file";
+    case S_IFDIR: return "directory";
+    case S_IFIFO: return "FIFO";
+    case S_IFSOCK: return "socket";
+    case S_IFCHR: return "character device";
+    case S_IFBLK: return "block device";
+    case S_IFLNK: return "symbolic link";
+    default: return "special file";
+  }
+}
+
+int open_regular_file(const std::string& path, std::uint64_t* size) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    const int err = errno;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+      throw Error(ErrorCode::kIo, path + ": not a regular file (" + file_kind(st.st_mode) + ")");
+    throw Error(ErrorCode::kIo, path + ": cannot open file (" + std::strerror(err) + ")");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw Error(ErrorCode::kIo, path + ": cannot open file (" + std::strerror(err) + ")");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    if (S_ISDIR(st.st_mode)) throw Error(ErrorCode::kIo, path + ": is a directory, not a file");
+    throw Error(ErrorCode::kIo, path + ": not a regular file (" + file_kind(st.st_mode) + ")");
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  if (size) *size = static_cast<std::uint64_t>(st.st_size);
+  return fd;
+}
+
+void check_regular_file(const std::string& path) { ::close(open_regular_file(path)); }
+
+namespace {
+
+std::string too_large(const std::string& name, std::uint64_t size, std::uint64_t max_bytes, bool at_least) {
+  return name + ": file too large (" + (at_least ? "more than " : "") + std::to_string(size) +
+         " bytes; the limit is " + std::to_string(max_bytes) + " bytes)";
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> read_file(const std::string& path, std::uint64_t max_bytes) {
+  std::uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);
+  if (size > max_bytes) {
+    ::close(fd);
+    throw Error(ErrorCode::kIo, too_large(path, size, max_bytes, false));
+  }
   std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw Error(ErrorCode::kIo, path + ": read failed");
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      throw Error(ErrorCode::kIo, path + ": read failed (" + std::strerror(err) + ")");
+    }
+    if (n == 0) break;  // the file shrank while being read
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(got);
   return bytes;
 }
 
-std::string read_text_file(const std::string& path) {
-  auto bytes = read_file(path);
+std::string read_text_file(const std::string& path, std::uint64_t max_bytes) {
+  auto bytes = read_file(path, max_bytes);
   return std::string(bytes.begin(), bytes.end());
+}
+
+std::string read_stream(std::FILE* f, const std::string& name, std::uint64_t max_bytes) {
+  std::string out;
+  char buf[1 << 16];
+  while (true) {
+    const std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    if (n > 0) {
+      if (out.size() + n > max_bytes) throw Error(ErrorCode::kIo, too_large(name, max_bytes, max_bytes, true));
+      out.append(buf, n);
+    }
+    if (n < sizeof buf) {
+      if (std::ferror(f)) throw Error(ErrorCode::kIo, name + ": read failed (" + std::strerror(errno) + ")");
+      break;
+    }
+  }
+  return out;
 }
 
 void write_file_atomic(const std::string& path, const void* bytes, std::size_t size) {
@@ -68,6 +150,41 @@ void write_file_atomic(const std::string& path, const void* bytes, std::size_t s
     ::unlink(tmp.c_str());
     throw Error(ErrorCode::kIo, path + ": cannot rename temporary file (" + std::strerror(err) + ")");
   }
+}
+
+bool parse_temporary_name(const std::string& name, long* pid) {
+  // NAME.tmpPID-N: PID and N decimal, NAME not empty.
+  const std::size_t at = name.rfind(".tmp");
+  if (at == std::string::npos || at == 0) return false;
+  std::size_t i = at + 4;
+  const std::size_t pid_start = i;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9') ++i;
+  if (i == pid_start || i - pid_start > 9 || i >= name.size() || name[i] != '-') return false;
+  const std::size_t dash = i++;
+  const std::size_t n_start = i;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9') ++i;
+  if (i == n_start || i != name.size()) return false;
+  if (pid) *pid = std::stol(name.substr(pid_start, dash - pid_start));
+  return true;
+}
+
+std::size_t sweep_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  fs::directory_iterator it(dir.empty() ? fs::path(".") : fs::path(dir), ec), end;
+  if (ec) return 0;
+  std::size_t removed = 0;
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    long pid = 0;
+    const std::string name = it->path().filename().string();
+    if (!parse_temporary_name(name, &pid) || pid <= 0) continue;
+    std::error_code te;
+    if (!it->is_regular_file(te)) continue;
+    if (pid == static_cast<long>(::getpid())) continue;                          // ours, being written
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // that process still runs
+    if (fs::remove(it->path(), te)) ++removed;
+  }
+  return removed;
 }
 
 // ---- SHA-256 (FIPS 180-4) ----------------------------------------------------------------------
@@ -151,15 +268,21 @@ std::string sha256_hex(const void* bytes, std::size_t size) {
 }
 
 std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kIo, path + ": cannot open file (" + std::strerror(errno) + ")");
+  const int fd = open_regular_file(path);
   Sha256 s;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = in.gcount();
-    if (n > 0) s.update(reinterpret_cast<const std::uint8_t*>(buf.data()), static_cast<std::size_t>(n));
+  std::vector<std::uint8_t> buf(1 << 20);
+  while (true) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      throw Error(ErrorCode::kIo, path + ": read failed (" + std::strerror(err) + ")");
+    }
+    if (n == 0) break;
+    s.update(buf.data(), static_cast<std::size_t>(n));
   }
+  ::close(fd);
   return s.hex();
 }
 

@@ -1,4 +1,5 @@
 // The report files of an evaluation: metrics.json, per_class.csv, metrics.md.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -124,6 +125,8 @@ void write_reports(const std::string& dir, const EvalState& s, const Metrics& m,
   j["counts"] = {{"images_selected", s.pairs_total},
                  {"images_evaluated", static_cast<std::int64_t>(s.finished.size())},
                  {"images_failed", static_cast<std::int64_t>(s.failed.size())},
+                 {"images_not_attempted",
+                  std::max<std::int64_t>(0, s.pairs_total - static_cast<std::int64_t>(s.finished.size() + s.failed.size()))},
                  {"files_unpaired", static_cast<std::int64_t>(s.unpaired.size())},
                  {"skipped_total", skipped},
                  {"complete", s.complete() && extra_problems.empty()},
@@ -146,10 +149,14 @@ void write_reports(const std::string& dir, const EvalState& s, const Metrics& m,
   for (const auto& p : s.unpaired) skipped_json.push_back({{"name", p.name}, {"reason", p.reason}});
   for (const auto& p : s.failed) skipped_json.push_back({{"name", p.name}, {"reason", p.reason}});
   j["skipped"] = skipped_json;
+  // "complete" above is true only when every selected image was evaluated; these did not.
+  json failed_json = json::array();
+  for (const auto& p : s.failed) failed_json.push_back({{"name", p.name}, {"reason", p.reason}});
+  j["failed"] = failed_json;
   j["problems"] = extra_problems;
   j["merged_from"] = s.merged_from;
   j["timing"] = timing_json(s.timings);
-  detail::write_file_atomic((out / "metrics.json").string(), j.dump(2) + "\n");
+  detail::write_file_atomic((out / "metrics.json").string(), j.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
   // ---- per_class.csv
   std::string csv = "index,name,IoU,ACC,gt_pixels,pred_pixels,tp\n";

@@ -169,6 +169,10 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
       detail::log().warn("failed {}: {}", pair.stem, problem);
     }
     if (o.on_image) o.on_image(pair, problem);
+    if (!problem.empty() && o.strict) {
+      summary.aborted = true;
+      break;
+    }
     if (++since_checkpoint >= o.checkpoint_every) {
       save();
       since_checkpoint = 0;

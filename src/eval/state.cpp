@@ -116,18 +116,34 @@ EvalState load_state(const std::string& path) {
     s.settings = j.at("settings").get<std::map<std::string, std::string>>();
     s.pairs_total = j.at("pairs_total").get<std::int64_t>();
     s.finished = j.at("finished").get<std::vector<std::string>>();
+    {
+      std::set<std::string> names;
+      for (const auto& name : s.finished)
+        if (!names.insert(name).second)
+          throw Error(ErrorCode::kBadData, "image \"" + name + "\" is listed twice as finished (tampered or corrupt)");
+    }
     s.failed = problems_from_json(j.at("failed"));
     s.unpaired = problems_from_json(j.at("unpaired"));
     s.timings = timings_from_json(j.at("timings"));
     s.merged_from = j.at("merged_from").get<std::vector<std::string>>();
     const auto& c = j.at("confusion");
-    s.cm = ConfusionMatrix(c.at("num_classes").get<int>());
+    const int num_classes = c.at("num_classes").get<int>();
+    // The largest benchmark has 847 classes; the bound keeps a tampered file from asking for a
+    // matrix of terabytes.
+    if (num_classes < 1 || num_classes > 4096)
+      throw Error(ErrorCode::kBadData, "num_classes " + std::to_string(num_classes) + " out of range (1..4096)");
+    s.cm = ConfusionMatrix(num_classes);
+    std::set<std::pair<int, int>> cells;
     for (const auto& e : c.at("entries")) {
+      if (!e.is_array() || e.size() != 3) throw Error(ErrorCode::kBadData, "confusion entry " + e.dump() + " is not [pred, gt, count]");
       const int p = e.at(0).get<int>(), g = e.at(1).get<int>();
       const auto count = e.at(2).get<std::int64_t>();
       if (p < 0 || g < 0 || p >= s.cm.size() || g >= s.cm.size() || count < 0)
         throw Error(ErrorCode::kBadData, "confusion entry " + e.dump() + " out of range");
-      s.cm.at(p, g) += count;
+      if (!cells.insert({p, g}).second)
+        throw Error(ErrorCode::kBadData, "confusion entry [" + std::to_string(p) + ", " + std::to_string(g) +
+                                             "] appears twice (tampered or corrupt)");
+      s.cm.at(p, g) = count;
     }
     if (!s.class_names.empty() && static_cast<int>(s.class_names.size()) != s.cm.num_classes())
       throw Error(ErrorCode::kBadData, std::to_string(s.class_names.size()) + " class names for a matrix of " +
@@ -178,7 +194,7 @@ EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::st
                                                      " and an earlier one)");
     if (!seen_shards.insert({s.shard_index, s.shard_count}).second)
       throw Error(ErrorCode::kInvalidArgument, "merge: " + which + " given twice");
-    if (!s.complete())
+    if (!s.all_attempted())
       incomplete.push_back(which + " is unfinished (" + std::to_string(s.finished.size() + s.failed.size()) +
                            " of " + std::to_string(s.pairs_total) + " images)");
     out.cm.merge(s.cm);

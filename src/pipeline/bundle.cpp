@@ -5,6 +5,7 @@
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
+#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "pipeline/pipeline.hpp"
 
@@ -24,6 +25,7 @@ void cast_floating_state(torch::jit::Module& module, c10::ScalarType dtype) {
 }
 
 torch::jit::Module load_module(const std::string& path, c10::Device device) {
+  detail::check_regular_file(path);  // a FIFO or device in place of a module file: refused, not read
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, device);

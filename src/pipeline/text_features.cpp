@@ -21,7 +21,18 @@ namespace {
 
 // Sequences per text-tower call: bounds memory for long class lists (ADE-847 × 14 templates).
 constexpr int64_t kTextBatch = 256;
-constexpr char kDiskMagic[8] = {'O', 'V', 'S', 'G', 'T', 'F', '0', '1'};
+// Entry: magic | embed (u32) | name length (u32) | name | embed floats | sha256 of all before (32
+// bytes). The name is the key the entry claims; the checksum covers it and the payload.
+constexpr char kDiskMagic[8] = {'O', 'V', 'S', 'G', 'T', 'F', '0', '2'};
+constexpr char kOldDiskMagic[8] = {'O', 'V', 'S', 'G', 'T', 'F', '0', '1'};
+constexpr std::size_t kDigestBytes = 32;
+
+std::vector<std::uint8_t> digest_bytes(const std::uint8_t* p, std::size_t n) {
+  const std::string hex = sha256_hex(p, n);
+  std::vector<std::uint8_t> out(kDigestBytes);
+  for (std::size_t i = 0; i < kDigestBytes; ++i) out[i] = static_cast<std::uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return out;
+}
 
 std::string env(const char* name) {
   const char* v = std::getenv(name);
@@ -139,22 +150,38 @@ at::Tensor TextFeatures::read_disk(const std::string& name) const {
   const std::string hash = sha256_hex(name.data(), name.size());
   const std::string path = (fs::path(disk_dir_) / (hash.substr(0, 40) + ".bin")).string();
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return {};
+  if (!fs::exists(path, ec)) return {};
+  // A bad entry is ignored with a warning; the caller recomputes the feature and rewrites it.
+  auto reject = [&](const std::string& why) {
+    detail::log().warn("text cache: ignoring {} for \"{}\" ({}); recomputing it", path, name, why);
+    return at::Tensor();
+  };
   try {
-    const auto bytes = read_file(path);
     const int64_t embed = manifest_.embed_dim;
+    const std::uint64_t max_bytes = 16 + name.size() + static_cast<std::uint64_t>(embed) * sizeof(float) + kDigestBytes;
+    const auto bytes = read_file(path, max_bytes);
+    if (bytes.size() >= 8 && std::memcmp(bytes.data(), kOldDiskMagic, 8) == 0) {
+      detail::log().debug("text cache: {} has the old format (no checksum); recomputing it", path);
+      return {};
+    }
+    if (bytes.size() < 16 + kDigestBytes || std::memcmp(bytes.data(), kDiskMagic, 8) != 0)
+      return reject("not a text cache entry");
     std::uint32_t e = 0, len = 0;
-    if (bytes.size() < 16 || std::memcmp(bytes.data(), kDiskMagic, 8) != 0) return {};
     std::memcpy(&e, bytes.data() + 8, 4);
     std::memcpy(&len, bytes.data() + 12, 4);
-    if (static_cast<int64_t>(e) != embed || bytes.size() != 16 + len + e * sizeof(float)) return {};
-    if (std::string(reinterpret_cast<const char*>(bytes.data()) + 16, len) != name) return {};
+    if (static_cast<int64_t>(e) != embed || bytes.size() != 16 + std::size_t{len} + e * sizeof(float) + kDigestBytes)
+      return reject("wrong size");
+    const std::size_t body = bytes.size() - kDigestBytes;
+    if (digest_bytes(bytes.data(), body) != std::vector<std::uint8_t>(bytes.begin() + static_cast<std::ptrdiff_t>(body), bytes.end()))
+      return reject("checksum mismatch: corrupt");
+    if (std::string(reinterpret_cast<const char*>(bytes.data()) + 16, len) != name)
+      return reject("it holds another name");
     at::Tensor t = at::empty({embed}, at::kFloat);
     std::memcpy(t.data_ptr<float>(), bytes.data() + 16 + len, e * sizeof(float));
+    if (!at::isfinite(t).all().item<bool>()) return reject("non-finite values");
     return t;
   } catch (const Error& err) {
-    detail::log().debug("text cache: ignoring {} ({})", path, err.what());
-    return {};
+    return reject(err.what());
   }
 }
 
@@ -163,6 +190,10 @@ void TextFeatures::write_disk(const std::string& name, const at::Tensor& feature
   const std::string hash = sha256_hex(name.data(), name.size());
   const std::string path = (fs::path(disk_dir_) / (hash.substr(0, 40) + ".bin")).string();
   const at::Tensor f = feature.to(at::kCPU, at::kFloat).contiguous();
+  if (!at::isfinite(f).all().item<bool>()) {
+    detail::log().warn("text cache: the feature of \"{}\" is not finite; not cached", name);
+    return;
+  }
   const auto e = static_cast<std::uint32_t>(f.numel());
   const auto len = static_cast<std::uint32_t>(name.size());
   std::vector<std::uint8_t> bytes(16 + len + e * sizeof(float));
@@ -171,7 +202,11 @@ void TextFeatures::write_disk(const std::string& name, const at::Tensor& feature
   std::memcpy(bytes.data() + 12, &len, 4);
   std::memcpy(bytes.data() + 16, name.data(), len);
   std::memcpy(bytes.data() + 16 + len, f.data_ptr<float>(), e * sizeof(float));
+  const auto digest = digest_bytes(bytes.data(), bytes.size());
+  bytes.insert(bytes.end(), digest.begin(), digest.end());
   try {
+    // Atomic (temporary + rename): a concurrent reader sees the old entry or the new one, and two
+    // processes writing the same entry write the same bytes.
     write_file_atomic(path, bytes.data(), bytes.size());
   } catch (const Error& err) {
     // A cache that cannot be written only costs time: warn once per model, carry on.

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/tokenizer.hpp"
@@ -75,14 +76,14 @@ std::vector<std::string> split_ws(const std::string& line) {
   return parts;
 }
 
+// CLIP's merges file is 1.4 MB decompressed; anything above this is not one.
+constexpr std::size_t kMaxVocabBytes = std::size_t{256} << 20;
+
 // Whole file through zlib: gzread passes non-gzip files through unchanged, so this reads both
 // the .gz and the plain-text form.
 std::string read_maybe_gzip(const std::string& path) {
-  {
-    std::ifstream probe(path, std::ios::binary);
-    if (!probe)
-      throw Error(ErrorCode::kIo, path + ": cannot open file (" + std::strerror(errno) + ")");
-  }
+  // A regular file only (a FIFO would block gzopen); the decompressed size is capped below.
+  detail::check_regular_file(path);
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw Error(ErrorCode::kIo, path + ": cannot open file");
   std::string out;
@@ -98,6 +99,11 @@ std::string read_maybe_gzip(const std::string& path) {
     }
     if (n == 0) break;
     out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > kMaxVocabBytes) {
+      gzclose(f);
+      throw Error(ErrorCode::kBadModel, path + ": more than " + std::to_string(kMaxVocabBytes) +
+                                            " bytes once decompressed (not a BPE merges file)");
+    }
   }
   gzclose(f);
   return out;
@@ -462,12 +468,10 @@ std::unique_ptr<ClipTokenizer> ClipTokenizer::from_hf_files(const std::string& v
                                                             const std::string& merges_txt) {
   std::unordered_map<std::string, std::int32_t> encoder;
   {
-    std::ifstream in(vocab_json, std::ios::binary);
-    if (!in)
-      throw Error(ErrorCode::kIo, vocab_json + ": cannot open file (" + std::strerror(errno) + ")");
+    const std::string text = detail::read_text_file(vocab_json, kMaxVocabBytes);
     nlohmann::json j;
     try {
-      in >> j;
+      j = nlohmann::json::parse(text);
     } catch (const std::exception& e) {
       throw Error(ErrorCode::kBadModel, vocab_json + ": not valid JSON (" + e.what() + ")");
     }

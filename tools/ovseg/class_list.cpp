@@ -127,7 +127,8 @@ std::vector<std::string> parse_class_lines(const std::string& text_in, const std
 }
 
 std::vector<std::string> read_class_file(const std::string& path) {
-  return parse_class_lines(detail::read_text_file(path), path);
+  if (path == "-") return parse_class_lines(detail::read_stream(stdin, "<stdin>", kMaxClassFileBytes), "<stdin>");
+  return parse_class_lines(detail::read_text_file(path, kMaxClassFileBytes), path);
 }
 
 }  // namespace ovseg::cli

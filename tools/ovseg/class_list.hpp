@@ -14,6 +14,9 @@ std::vector<std::string> parse_class_string(const std::string& text);
 // '#' and blank lines are ignored; a comma belongs to the name ("road, route" is one class, as the
 // datasets write their synonyms). Throws Error(kIo) for an unreadable file and
 // Error(kInvalidArgument) naming the file and line for invalid UTF-8 or a duplicate.
+// "-" reads the list from stdin. A class file may hold at most kMaxClassFileBytes (a regular file
+// only: a FIFO, device or directory is refused before anything is read).
+inline constexpr unsigned long long kMaxClassFileBytes = 64ull << 20;
 std::vector<std::string> read_class_file(const std::string& path);
 // The same rules applied to text already in memory; `source` names it in error messages.
 std::vector<std::string> parse_class_lines(const std::string& text, const std::string& source);

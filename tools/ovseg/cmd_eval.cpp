@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "common/fs_util.hpp"
 #include "model_flags.hpp"
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
@@ -38,6 +39,7 @@ struct EvalArgs {
   float mask_threshold = 0;
   float ensemble_weight = 0;
   int checkpoint_every = 20;
+  bool strict = false;
   std::string presets_file;
   CLI::Option* mask_threshold_opt = nullptr;
   CLI::Option* ensemble_weight_opt = nullptr;
@@ -79,6 +81,11 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     if (shard_count > 1) output += "-shard" + std::to_string(shard_index) + "of" + std::to_string(shard_count);
   }
   const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
+  // Temporaries that a killed earlier run (kill -9 during a checkpoint or report write) left.
+  if (const std::size_t swept = detail::sweep_stale_temporaries(output) +
+                                detail::sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string());
+      swept > 0)
+    detail::log().info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
   if (!a.resume && fs::exists(checkpoint))
     throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
                                                           "continue it, or choose another --output");
@@ -120,6 +127,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   o.resume = a.resume;
   o.save_predictions = a.save_predictions;
   o.checkpoint_every = a.checkpoint_every;
+  o.strict = a.strict;
   o.text_prepare_ms = text_ms;
   std::unique_ptr<Progress> progress;
   o.on_start = [&](long todo, long done_before) {
@@ -179,6 +187,19 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                  checkpoint.c_str());
     return 130;
   }
+  if (s.aborted) {
+    std::fprintf(stderr, "eval: --strict: stopped at the first failed image (%s); metrics.json is marked incomplete\n",
+                 s.state.failed.empty() ? "?" : s.state.failed.back().name.c_str());
+    return kExitSomeFailed;
+  }
+  if (a.strict && !problems.empty()) {
+    std::fprintf(stderr, "eval: --strict: %zu files were skipped (unpaired); metrics.json is marked incomplete\n",
+                 problems.size());
+    return kExitSomeFailed;
+  }
+  if (!s.state.complete())
+    std::fprintf(stderr, "eval: incomplete: %zu of %lld images evaluated, %zu failed (metrics.json \"complete\": false)\n",
+                 s.state.finished.size(), static_cast<long long>(s.state.pairs_total), s.state.failed.size());
   std::printf("mIoU_gt_classes=%.2f\n%s\n", s.metrics.miou_gt_classes, eval::headline(s.metrics).c_str());
   std::fflush(stdout);
   return problems.empty() ? kExitOk : kExitSomeFailed;
@@ -232,6 +253,9 @@ Command add_eval_command(CLI::App& parent) {
   a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
                                           "Weight of the CLIP branch [default: the bundle's; 0.7 for ADE20K]")
                               ->check(CLI::Range(0.0f, 1.0f));
+  app->add_flag("--strict", a.strict,
+                "Fail the run (exit 1) at the first image that fails, and on unpaired files; without it, failed "
+                "images are listed and metrics.json says \"complete\": false");
   app->add_option("--checkpoint-every", a.checkpoint_every, "Write the checkpoint every N images")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

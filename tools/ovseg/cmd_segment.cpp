@@ -7,12 +7,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <set>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 
 #include "class_list.hpp"
 #include "commands.hpp"
@@ -73,6 +75,16 @@ std::string reason_for(const std::string& path, const std::string& message) {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string hex_bytes(const std::string& s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
 }
 
 double round_to(double v, double step) { return std::round(v / step) * step; }
@@ -162,7 +174,11 @@ void write_outputs(const Job& job, const InputImage& in, const Image& image, con
   std::size_t next = 1;
   if (a.overlay) detail::write_rgb_image(paths[next++], render_overlay(image, r));
   if (a.json) {
-    const std::string text = make_report(job, in, paths, r, bit_depth, decode_ms).dump(1) + "\n";
+    // Paths are bytes on Linux: a name that is not UTF-8 is written with U+FFFD in place of each
+    // invalid byte (README, "JSON reports"); the name itself is kept in "input_bytes" (hex).
+    nlohmann::json report = make_report(job, in, paths, r, bit_depth, decode_ms);
+    if (!is_valid_utf8(in.path)) report["input_bytes"] = hex_bytes(in.path);
+    const std::string text = report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     detail::write_file_atomic(paths[next++], text);
   }
   if (a.save_scores) {
@@ -190,7 +206,12 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   // 1. Classes.
   std::vector<std::string> classes;
   if (a.classes_opt->count()) classes = parse_class_string(a.classes);
-  else if (a.classes_file_opt->count()) classes = read_class_file(a.classes_file);
+  else if (a.classes_file_opt->count()) {
+    if (a.classes_file == "-" && std::find(a.inputs.begin(), a.inputs.end(), "-") != a.inputs.end())
+      throw Error(ErrorCode::kInvalidArgument,
+                  "segment: stdin can hold the class list (-f -) or the list of images (-), not both");
+    classes = read_class_file(a.classes_file);
+  }
   else if (a.preset_opt->count()) classes = preset_classes(a.preset);
   else
     throw Error(ErrorCode::kInvalidArgument,
@@ -242,19 +263,47 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     fs::create_directories(a.output, ec);
     if (ec) throw Error(ErrorCode::kIo, a.output + ": cannot create the output directory (" + ec.message() + ")");
   }
+  // Temporaries that a killed earlier run left in the directories this run writes to.
+  {
+    std::set<std::string> dirs;
+    for (const auto& im : images)
+      dirs.insert(fs::path(output_paths(a.output, im.out_stem, false, false, false)[0]).parent_path().string());
+    std::size_t swept = 0;
+    for (const auto& d : dirs) swept += detail::sweep_stale_temporaries(d);
+    if (swept > 0) log.info("segment: removed {} stale temporary file(s) of an interrupted run", swept);
+  }
+  // Special files (FIFOs, sockets, devices) are refused before anything is read: reading one
+  // could block forever or never end. They fail like any other bad input; the batch goes on.
+  struct Failure {
+    std::size_t index;
+    std::string reason;
+  };
+  std::vector<Failure> failures;
   std::vector<std::size_t> todo;
   for (std::size_t i = 0; i < images.size(); ++i) {
     std::error_code ec;
+    const auto st = fs::status(images[i].path, ec);
+    if (!ec && fs::exists(st) && !fs::is_regular_file(st) && !fs::is_directory(st)) {
+      struct ::stat sb {};
+      const std::string kind = ::stat(images[i].path.c_str(), &sb) == 0 ? detail::file_kind(sb.st_mode) : "special file";
+      failures.push_back({i, "not a regular file (" + kind + "); refused without reading it"});
+      continue;
+    }
     if (a.skip_existing && fs::exists(output_paths(a.output, images[i].out_stem, false, false, false)[0], ec)) {
       log.debug("{}: skipped, {}.png exists", images[i].path, images[i].out_stem);
       continue;
     }
     todo.push_back(i);
   }
-  const long skipped = static_cast<long>(images.size() - todo.size());
-  if (todo.empty()) {  // a finished run resumed: no need to load the model
+  const long skipped = static_cast<long>(images.size() - todo.size() - failures.size());
+  if (todo.empty() && failures.empty()) {  // a finished run resumed: no need to load the model
     if (!quiet) std::fprintf(stderr, "segment: 0 images, 0 failed, %ld skipped (all outputs exist)\n", skipped);
     return kExitOk;
+  }
+  if (todo.empty()) {  // nothing readable: no need to load the model either
+    std::fprintf(stderr, "segment: %zu of %zu images failed:\n", failures.size(), failures.size());
+    for (const auto& f : failures) std::fprintf(stderr, "  %s: %s\n", images[f.index].path.c_str(), f.reason.c_str());
+    return kExitSomeFailed;
   }
 
   // 4. Model and text features (once for the whole run).
@@ -272,11 +321,6 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   // 5. The loop: decoding the next image and writing the previous one overlap the model.
   g_interrupted.store(false);
   const auto previous_handler = std::signal(SIGINT, on_sigint);
-  struct Failure {
-    std::size_t index;
-    std::string reason;
-  };
-  std::vector<Failure> failures;
   long done = 0;
   const std::size_t n = todo.size();
   Progress progress("images", static_cast<long>(n), !quiet);
@@ -390,7 +434,8 @@ Command add_segment_command(CLI::App& parent) {
                                   "Comma-separated class names, e.g. \"sky,tree,red car\" (whitespace trimmed)");
   a.classes_file_opt =
       app->add_option("-f,--classes-file", a.classes_file,
-                      "File with one class name per line (UTF-8; # comments; a comma stays in the name: \"road, route\")");
+                      "File with one class name per line (UTF-8; # comments; a comma stays in the name: \"road, route\"); "
+                      "- reads it from stdin");
   a.preset_opt = app->add_option("-p,--preset", a.preset,
                                  "Class list of a dataset: ade150, ade847, pc59, pc459, voc20, coco171");
   a.classes_opt->excludes(a.classes_file_opt)->excludes(a.preset_opt);

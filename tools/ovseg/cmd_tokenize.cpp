@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "common/fs_util.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/tokenizer.hpp"
 
@@ -31,11 +32,15 @@ struct TokenizerChoice {
 // The tokenizer a bundle names in manifest.json → text.tokenizer (no model weights are loaded).
 TokenizerChoice from_bundle(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kBadModel, path + ": cannot open the bundle manifest");
+  std::string manifest_text;
+  try {
+    manifest_text = detail::read_text_file(path, std::uint64_t{16} << 20);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kBadModel, std::string(e.what()) + " (the bundle manifest)");
+  }
   nlohmann::json m;
   try {
-    in >> m;
+    m = nlohmann::json::parse(manifest_text);
   } catch (const std::exception& e) {
     throw Error(ErrorCode::kBadModel, path + ": not valid JSON (" + e.what() + ")");
   }
