@@ -158,7 +158,8 @@ at::Tensor TextFeatures::read_disk(const std::string& name) const {
   };
   try {
     const int64_t embed = manifest_.embed_dim;
-    const std::uint64_t max_bytes = 16 + name.size() + static_cast<std::uint64_t>(embed) * sizeof(float) + kDigestBytes;
+    const std::uint64_t max_bytes =
+        16 + std::max<std::uint64_t>(name.size(), 65536) + static_cast<std::uint64_t>(embed) * sizeof(float) + kDigestBytes;
     const auto bytes = read_file(path, max_bytes);
     if (bytes.size() >= 8 && std::memcmp(bytes.data(), kOldDiskMagic, 8) == 0) {
       detail::log().debug("text cache: {} has the old format (no checksum); recomputing it", path);

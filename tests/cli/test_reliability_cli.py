@@ -159,6 +159,104 @@ class NonUtf8NameTest(Base):
         self.assertEqual(bytes.fromhex(rep["input_bytes"]), name)
 
 
+def cache_entries(cache_dir):
+    found = []
+    for root, _, files in os.walk(cache_dir):
+        found += [os.path.join(root, f) for f in files if f.endswith(".bin")]
+    return sorted(found)
+
+
+def parse_entry(path):
+    """(name, floats, checksum_ok) of a text cache entry (OVSGTF02: magic, u32 E, u32 len, name,
+    E float32, sha256 of everything before)."""
+    import hashlib
+    import struct
+    with open(path, "rb") as f:
+        raw = f.read()
+    assert raw[:8] == b"OVSGTF02", raw[:8]
+    e, n = struct.unpack("<II", raw[8:16])
+    name = raw[16:16 + n].decode("utf-8")
+    floats = np.frombuffer(raw[16 + n:16 + n + 4 * e], dtype="<f4")
+    return name, floats, hashlib.sha256(raw[:-32]).digest() == raw[-32:], raw
+
+
+class TextCacheTest(Base):
+    """Case 7: cache entries carry a checksum; corrupt or non-finite ones are ignored, recomputed
+    and rewritten; concurrent writers do not corrupt the cache."""
+
+    def run_with_cache(self, cache, out, classes="car,road,sky", extra=()):
+        img = os.path.join(self.tmp, "a.png")
+        if not os.path.exists(img):
+            small_image(img)
+        return self.segment("-c", classes, "-o", out, *extra, img, env_extra={"OVSEG_CACHE_DIR": cache})
+
+    def label_map(self, out):
+        return np.asarray(Image.open(os.path.join(out, "a.png")))
+
+    def test_corrupt_and_non_finite_entries_are_recomputed(self):
+        import hashlib
+        cache = os.path.join(self.tmp, "cache")
+        p = self.run_with_cache(cache, os.path.join(self.tmp, "o1"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        reference = self.label_map(os.path.join(self.tmp, "o1"))
+        entries = cache_entries(cache)
+        self.assertEqual(len(entries), 3)
+        for path in entries:
+            name, floats, ok, _ = parse_entry(path)
+            self.assertTrue(ok, path)
+            self.assertTrue(np.all(np.isfinite(floats)))
+        # 1. NaN written into the payload (checksum now wrong); 2. NaN with a matching checksum.
+        _, _, _, raw = parse_entry(entries[0])
+        n = len(raw) - 32
+        bad = bytearray(raw)
+        bad[n - 4:n] = np.array([np.nan], "<f4").tobytes()
+        with open(entries[0], "wb") as f:
+            f.write(bad)
+        body = bytearray(parse_entry(entries[1])[3][:-32])
+        body[-4:] = np.array([np.inf], "<f4").tobytes()
+        with open(entries[1], "wb") as f:
+            f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+        p = self.run_with_cache(cache, os.path.join(self.tmp, "o2"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("checksum mismatch", p.stderr)
+        self.assertIn("non-finite values", p.stderr)
+        np.testing.assert_array_equal(self.label_map(os.path.join(self.tmp, "o2")), reference)
+        for path in entries:  # rewritten, valid again
+            _, floats, ok, _ = parse_entry(path)
+            self.assertTrue(ok and np.all(np.isfinite(floats)), path)
+        # An entry renamed to another name's file (it claims another key) is ignored too.
+        shutil.copyfile(entries[2], entries[0])
+        p = self.run_with_cache(cache, os.path.join(self.tmp, "o3"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("holds another name", p.stderr)
+        np.testing.assert_array_equal(self.label_map(os.path.join(self.tmp, "o3")), reference)
+
+    def test_two_processes_share_a_cache(self):
+        cache = os.path.join(self.tmp, "cache")
+        names = ",".join(f"thing number {i}" for i in range(24))
+        img = os.path.join(self.tmp, "a.png")
+        small_image(img)
+        env = dict(os.environ, OVSEG_CACHE_DIR=cache)
+        procs = [subprocess.Popen([BIN, "segment", "--model", BUNDLE, "--threads", THREADS, "-c", names, "-o",
+                                   os.path.join(self.tmp, f"p{i}"), img], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=TIMEOUT)
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertNotIn("ignoring", err)
+        entries = cache_entries(cache)
+        self.assertEqual(len(entries), 24)
+        for path in entries:
+            self.assertTrue(parse_entry(path)[2], path)
+        self.assertEqual([n for n in os.listdir(os.path.dirname(entries[0])) if ".tmp" in n], [])
+        p = self.segment("-c", names, "-o", os.path.join(self.tmp, "p2"), img, env_extra={"OVSEG_CACHE_DIR": cache})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("ignoring", p.stderr)
+        a, b, c = (np.asarray(Image.open(os.path.join(self.tmp, d, "a.png"))) for d in ("p0", "p1", "p2"))
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 class StaleTemporariesTest(Base):
     """Case 10: temporaries of a killed run (dead PID) are swept; those of a live process stay."""
 
