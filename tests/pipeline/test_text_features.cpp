@@ -110,9 +110,22 @@ TEST_F(TextFeaturesTest, DiskCacheHitGivesIdenticalFeatures) {
     std::ifstream in(path, std::ios::binary);
     bytes.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
-  const std::size_t first_float = bytes.size() - static_cast<std::size_t>(b.info().embed_dim) * sizeof(float);
+  // Entry = header, name, floats, then the sha256 (32 bytes) of all that precedes it.
+  const std::size_t digest = 32;
+  const std::size_t first_float = bytes.size() - digest - static_cast<std::size_t>(b.info().embed_dim) * sizeof(float);
   const float tampered = 0.125f;
   std::memcpy(&bytes[first_float], &tampered, sizeof(float));
+  // With the old checksum the change is detected: ignored, recomputed and rewritten.
+  fs::remove(path);
+  std::ofstream(path, std::ios::binary) << bytes;
+  {
+    const Model c = Model::load(bundle_dir(kFixture), cache_options(dir));
+    EXPECT_NE(c.text_features(classes_)[0], tampered);
+  }
+  // With a matching checksum the entry is trusted: the value comes back as written.
+  const std::string hex = detail::sha256_hex(bytes.data(), bytes.size() - digest);
+  for (std::size_t i = 0; i < digest; ++i)
+    bytes[bytes.size() - digest + i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
   fs::remove(path);
   std::ofstream(path, std::ios::binary) << bytes;
   const Model c = Model::load(bundle_dir(kFixture), cache_options(dir));
