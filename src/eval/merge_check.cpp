@@ -57,7 +57,7 @@ std::vector<std::string> check_shards(const std::vector<EvalState>& shards, cons
                              vb);
       }
     }
-    if (!s.complete())
+    if (!s.all_attempted())  // failed images are merged as failed (metrics.json then says incomplete)
       problems.push_back(who + " is unfinished: " + std::to_string(s.finished.size() + s.failed.size()) + " of " +
                          std::to_string(s.pairs_total) + " images done (run it again with --resume)");
   }
