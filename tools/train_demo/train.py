@@ -1,0 +1,469 @@
+#!/usr/bin/python3
+"""Train the demo model (ov-seg's recipe in small) on procedural scenes; write an official-format
+checkpoint that tools/ovseg-export turns into a bundle.
+
+Stages (SPEC of ov-seg, in small):
+  1. CLIP, contrastively, on (masked crop, class name) pairs: the masked region of a scene, its
+     background filled with CLIP's mean colour (the "mask-adapted" CLIP), against the text
+     features of every seen class name (cross-entropy at CLIP's logit scale 100).
+  2. MaskFormer, class-agnostic proposals with the text-feature classifier: CLIP frozen, the
+     predictor's class embeddings are scored against the frozen text features plus a learned
+     no-object embedding; Hungarian matching with MaskFormer's costs (class 1, mask 20, dice 1),
+     losses: class cross-entropy (no-object weight 0.1), sigmoid BCE x20, dice x1.
+  3. Mask prompt tuning: every CLIP weight frozen except the mask prompts, on masked crops whose
+     outside-mask patches are replaced by the prompts.
+
+The modules are the exporter's own (tools/ovseg_export/modules), so the state dict keys are the
+checkpoint keys of the official code. Held-out compositions (scenes.HELDOUT_CLASSES) are never
+rendered and their names never reach the text tower during training.
+
+Usage: train.py --bpe-vocab bpe_simple_vocab_16e6.txt.gz --out DIR [--seed 0] [--smoke]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Tuple
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import scenes  # noqa: E402
+from ovseg_export import config as config_mod  # noqa: E402
+from ovseg_export.modules.clip import ClipText, ClipVisual  # noqa: E402
+from ovseg_export.modules.proposals import build_proposal_generator  # noqa: E402
+from ovseg_export.tokenizer import ClipTokenizer  # noqa: E402
+
+CONFIG = os.path.join(HERE, "config.yaml")
+# The demo CLIP (see config.yaml).
+CLIP_ARCH = {"embed_dim": 64, "image_resolution": 32, "vision_patch_size": 8, "vision_width": 64,
+             "vision_layers": 3, "context_length": 77, "vocab_size": 49408,
+             "transformer_width": 64, "transformer_layers": 2, "prompt_depth": 3}
+TRAIN_SHORT = 128     # = MIN_SIZE_TEST: training scenes are rendered at the test scale
+CROP = 128            # MaskFormer training crop
+TEMPERATURE = 100.0   # CLIP's logit scale, as at inference
+
+# Default schedule: sized to finish in about an hour on a loaded 2-core CPU.
+SCHEDULE = {"scenes": 500, "clip_steps": 800, "clip_batch": 64, "clip_lr": 1e-3,
+            "mf_steps": 1300, "mf_batch": 8, "mf_lr": 6e-4,
+            "mpt_steps": 200, "mpt_batch": 64, "mpt_lr": 2e-3}
+SMOKE = {"scenes": 6, "clip_steps": 1, "clip_batch": 8, "clip_lr": 1e-3,
+         "mf_steps": 1, "mf_batch": 2, "mf_lr": 5e-4,
+         "mpt_steps": 1, "mpt_batch": 8, "mpt_lr": 2e-3}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+def render_pool(n: int, seed: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Seen-split scenes at the test scale (shorter side TRAIN_SHORT)."""
+    pool = []
+    for i in range(n):
+        rng = scenes.scene_rng(seed, "seen", i)
+        h, w = scenes.scene_size(rng)
+        f = TRAIN_SHORT / min(h, w)
+        pool.append(scenes.render_scene(rng, max(TRAIN_SHORT, round(h * f)),
+                                        max(TRAIN_SHORT, round(w * f)), "seen"))
+    return pool
+
+
+def clip_consts() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fill = torch.tensor(config_mod.clip_fill()).view(3, 1, 1)
+    mean = torch.tensor(config_mod.clip_mean255()).view(3, 1, 1)
+    std = torch.tensor(config_mod.clip_std255()).view(3, 1, 1)
+    return fill, mean, std
+
+
+def jitter_mask(m: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Grow or shrink a [H,W] 0/1 mask by up to 2 px (predicted masks are not exact)."""
+    k = int(rng.integers(-2, 3))
+    if k == 0:
+        return m
+    x = m[None, None]
+    if k > 0:
+        x = F.max_pool2d(x, 2 * k + 1, stride=1, padding=k)
+    else:
+        x = 1 - F.max_pool2d(1 - x, -2 * k + 1, stride=1, padding=-k)
+    out = x[0, 0]
+    return out if out.sum() > 0 else m
+
+
+def region_crop(img: torch.Tensor, m: torch.Tensor, res: int, consts) -> Tuple[torch.Tensor, torch.Tensor]:
+    """As the inference pipeline (region_batch): bbox of the mask, outside filled with CLIP's
+    mean colour, bicubic to res, CLIP-normalised; the mask nearest-resized."""
+    fill, mean, std = consts
+    ys = torch.nonzero(m.any(dim=1)).flatten()
+    xs = torch.nonzero(m.any(dim=0)).flatten()
+    t, b, l, r = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    mm = m[t:b, l:r][None]
+    region = img[:, t:b, l:r] * mm + (1 - mm) * fill
+    region = (region - mean) / std
+    im = F.interpolate(region[None], size=(res, res), mode="bicubic", align_corners=False)[0]
+    mk = F.interpolate(mm[None], size=(res, res), mode="nearest")[0]
+    return im, mk
+
+
+def build_crops(pool, class_to_train: Dict[int, int], seed: int, copies: int = 1):
+    """Masked crops of every class region (all training stages use them): images [N,3,R,R],
+    masks [N,1,R,R], targets [N] (index into the seen-name list)."""
+    rng = np.random.default_rng([seed, 7])
+    consts = clip_consts()
+    res = CLIP_ARCH["image_resolution"]
+    ims, mks, tg = [], [], []
+    for img_np, lab_np in pool:
+        img = torch.from_numpy(img_np).permute(2, 0, 1).float()
+        lab = torch.from_numpy(lab_np.astype(np.int64))
+        for c in torch.unique(lab).tolist():
+            m = (lab == c).float()
+            if m.sum() < 24:
+                continue
+            for _ in range(copies):
+                im, mk = region_crop(img, jitter_mask(m, rng), res, consts)
+                ims.append(im)
+                mks.append(mk)
+                tg.append(class_to_train[c])
+    return torch.stack(ims), torch.stack(mks), torch.tensor(tg)
+
+
+# ------------------------------------------------------------------------------------------
+# Hungarian matching (own implementation: shortest augmenting paths with potentials)
+# ------------------------------------------------------------------------------------------
+
+def linear_assignment(cost: np.ndarray) -> List[Tuple[int, int]]:
+    """Min-cost assignment of every row to a distinct column; needs rows <= columns.
+    Returns (row, column) pairs."""
+    n, m = cost.shape
+    if n == 0:
+        return []
+    assert n <= m, "more targets than queries"
+    inf = float("inf")
+    u = [0.0] * (n + 1)
+    v = [0.0] * (m + 1)
+    p = [0] * (m + 1)       # p[j]: row (1-based) assigned to column j
+    way = [0] * (m + 1)
+    c = cost.tolist()
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = [inf] * (m + 1)
+        used = [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            delta = inf
+            j1 = 0
+            row = c[i0 - 1]
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = row[j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j] = cur
+                        way[j] = j0
+                    if minv[j] < delta:
+                        delta = minv[j]
+                        j1 = j
+            for j in range(m + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while True:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+            if j0 == 0:
+                break
+    return sorted((p[j] - 1, j - 1) for j in range(1, m + 1) if p[j] != 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Losses
+# ------------------------------------------------------------------------------------------
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    p = logits.sigmoid().flatten(1)
+    t = targets.flatten(1)
+    num = 2 * (p * t).sum(1)
+    den = p.sum(1) + t.sum(1)
+    return (1 - (num + 1) / (den + 1)).mean()
+
+
+def match_costs(cls_prob: torch.Tensor, mask_logits: torch.Tensor, tgt_cls: torch.Tensor,
+                tgt_masks: torch.Tensor) -> torch.Tensor:
+    """[T, Q] MaskFormer matching cost: -p(class) + 20 * BCE + 1 * dice."""
+    out_m = mask_logits.flatten(1)        # [Q, P]
+    tgt = tgt_masks.flatten(1)            # [T, P]
+    npx = out_m.shape[1]
+    pos = F.binary_cross_entropy_with_logits(out_m, torch.ones_like(out_m), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(out_m, torch.zeros_like(out_m), reduction="none")
+    bce = (tgt @ pos.t() + (1 - tgt) @ neg.t()) / npx          # [T, Q]
+    p = out_m.sigmoid()
+    dice = 1 - (2 * tgt @ p.t() + 1) / (tgt.sum(1)[:, None] + p.sum(1)[None, :] + 1)
+    cls = -cls_prob[:, tgt_cls].t()                            # [T, Q]
+    return cls + 20.0 * bce + 1.0 * dice
+
+
+# ------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------
+
+def build_models(cfg) -> Tuple[torch.nn.Module, ClipVisual, ClipText, torch.nn.Parameter]:
+    prop = build_proposal_generator(cfg)
+    a = CLIP_ARCH
+    grid = a["image_resolution"] // a["vision_patch_size"]
+    visual = ClipVisual(a["image_resolution"], a["vision_patch_size"], a["vision_width"],
+                        a["vision_layers"], a["embed_dim"], prompt_depth=a["prompt_depth"],
+                        prompt_rows=grid * grid, mask_prompt_fwd=False)
+    text = ClipText(a["embed_dim"], a["context_length"], a["vocab_size"], a["transformer_width"],
+                    a["transformer_layers"])
+    non_object = torch.nn.Parameter(text.non_object_embedding.detach().clone())
+    return prop, visual, text, non_object
+
+
+def text_features(text: ClipText, tokens: torch.Tensor) -> torch.Tensor:
+    f = text(tokens)
+    return f / f.norm(dim=-1, keepdim=True)
+
+
+def checkpoint_state(prop, visual, text, non_object) -> Dict[str, torch.Tensor]:
+    sd = {}
+    for k, v in prop.state_dict().items():
+        sd[k] = v.detach().clone()
+    for k, v in visual.state_dict().items():
+        sd["clip_adapter.clip_model.visual." + k] = v.detach().clone()
+    for k, v in text.state_dict().items():
+        if k == "non_object_embedding":
+            continue
+        sd["clip_adapter.clip_model." + k] = v.detach().clone()
+    sd["clip_adapter.non_object_embedding"] = non_object.detach().clone()
+    # Keys the official checkpoints carry and the exporter ignores on purpose.
+    sd["clip_adapter.clip_model.logit_scale"] = torch.tensor(math.log(TEMPERATURE))
+    return sd
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (1 - (step - warmup) / max(1, total - warmup)) ** 0.9   # WarmupPolyLR
+
+
+def set_lr(opt, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+# ------------------------------------------------------------------------------------------
+# Stages
+# ------------------------------------------------------------------------------------------
+
+def stage_clip(visual, text, crops, tokens, sched, gen, prompts: bool) -> float:
+    """Stage 1 (prompts False: visual + text) or stage 3 (prompts True: mask prompts only)."""
+    ims, mks, tg = crops
+    visual.mask_prompt_fwd = prompts
+    if prompts:
+        params = [visual.mask_embedding]
+        for p in list(visual.parameters()) + list(text.parameters()):
+            p.requires_grad_(False)
+        visual.mask_embedding.requires_grad_(True)
+        steps, bs, base = sched["mpt_steps"], sched["mpt_batch"], sched["mpt_lr"]
+        with torch.no_grad():
+            t_feat = text_features(text, tokens)
+    else:
+        params = [p for n, p in visual.named_parameters() if n != "mask_embedding"] + \
+            list(text.parameters())
+        steps, bs, base = sched["clip_steps"], sched["clip_batch"], sched["clip_lr"]
+    opt = torch.optim.AdamW(params, lr=base, weight_decay=0.0 if prompts else 0.05)
+    name = "mpt" if prompts else "clip"
+    ema = None
+    for step in range(steps):
+        set_lr(opt, lr_at(step, steps, base, max(1, steps // 20)))
+        idx = torch.randint(0, ims.shape[0], (bs,), generator=gen)
+        x, m, y = ims[idx], mks[idx], tg[idx]
+        if torch.rand((), generator=gen) < 0.5:   # horizontal flip (every shape is symmetric)
+            x, m = x.flip(-1), m.flip(-1)
+        v = visual(x, m)
+        t = t_feat if prompts else text_features(text, tokens)
+        logits = TEMPERATURE * v @ t.t()
+        loss = F.cross_entropy(logits, y)
+        if not prompts:   # the text side of the contrastive loss: each name vs the batch's crops
+            present = torch.unique(y)
+            lt = logits.t()[present]                       # [P, B]
+            pos = (y[None, :] == present[:, None]).float()
+            loss = loss + (-(F.log_softmax(lt, dim=1) * pos).sum(1) / pos.sum(1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        acc = (logits.argmax(1) == y).float().mean().item()
+        ema = (loss.item(), acc) if ema is None else (0.95 * ema[0] + 0.05 * loss.item(),
+                                                     0.95 * ema[1] + 0.05 * acc)
+        if step % 25 == 0 or step == steps - 1:
+            log(f"{name} step {step}/{steps} loss {ema[0]:.3f} acc {ema[1]:.3f}")
+    for p in list(visual.parameters()) + list(text.parameters()):
+        p.requires_grad_(False)
+    return ema[0]
+
+
+def batch_scenes(pool, idx, gen) -> Tuple[torch.Tensor, torch.Tensor]:
+    imgs, labs = [], []
+    for i in idx:
+        img, lab = pool[i]
+        h, w = lab.shape
+        t = int(torch.randint(0, h - CROP + 1, (1,), generator=gen))
+        l = int(torch.randint(0, w - CROP + 1, (1,), generator=gen))
+        im = torch.from_numpy(img[t:t + CROP, l:l + CROP]).permute(2, 0, 1).float()
+        lb = torch.from_numpy(lab[t:t + CROP, l:l + CROP].astype(np.int64))
+        if torch.rand((), generator=gen) < 0.5:
+            im, lb = im.flip(-1), lb.flip(-1)
+        imgs.append(im)
+        labs.append(lb)
+    return torch.stack(imgs), torch.stack(labs)
+
+
+def stage_maskformer(prop, non_object, t_feat, pool, class_to_train, cfg, sched, gen) -> float:
+    mean = torch.tensor(cfg["MODEL"]["PIXEL_MEAN"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["MODEL"]["PIXEL_STD"]).view(1, 3, 1, 1)
+    lut = torch.full((256,), -1, dtype=torch.long)
+    for c, t in class_to_train.items():
+        lut[c] = t
+    k = t_feat.shape[0]
+    no_obj_w = float(cfg["MODEL"]["MASK_FORMER"]["NO_OBJECT_WEIGHT"])
+    class_weight = torch.ones(k + 1)
+    class_weight[k] = no_obj_w
+    params = list(prop.parameters()) + [non_object]
+    opt = torch.optim.AdamW(params, lr=sched["mf_lr"], weight_decay=0.05)
+    prop.train()
+    steps, bs = sched["mf_steps"], sched["mf_batch"]
+    ema = None
+    for step in range(steps):
+        set_lr(opt, lr_at(step, steps, sched["mf_lr"], max(1, steps // 20)))
+        idx = torch.randint(0, len(pool), (bs,), generator=gen).tolist()
+        img, lab = batch_scenes(pool, idx, gen)
+        emb, mlog = prop((img - mean) / std)                   # [B,Q,E], [B,Q,h,w]
+        e = emb / emb.norm(dim=-1, keepdim=True)
+        no = non_object / non_object.norm(dim=-1, keepdim=True)
+        cls_logits = TEMPERATURE * e @ torch.cat([t_feat, no], 0).t()   # [B,Q,K+1]
+        hl, wl = mlog.shape[-2:]
+        loss_c = loss_m = loss_d = 0.0
+        for b in range(bs):
+            classes = torch.unique(lab[b])
+            tgt_cls = lut[classes]
+            onehot = (lab[b][None] == classes[:, None, None]).float()[:, None]
+            tgt_masks = F.adaptive_avg_pool2d(onehot, (hl, wl))[:, 0]   # soft, stride 4
+            with torch.no_grad():
+                cost = match_costs(cls_logits[b].softmax(-1), mlog[b], tgt_cls, tgt_masks)
+            pairs = linear_assignment(cost.numpy())
+            ti = torch.tensor([p[0] for p in pairs])
+            qi = torch.tensor([p[1] for p in pairs])
+            target = torch.full((mlog.shape[1],), k, dtype=torch.long)
+            target[qi] = tgt_cls[ti]
+            loss_c = loss_c + F.cross_entropy(cls_logits[b], target, weight=class_weight)
+            pm = mlog[b][qi]
+            tm = tgt_masks[ti]
+            loss_m = loss_m + F.binary_cross_entropy_with_logits(pm, tm)
+            loss_d = loss_d + dice_loss(pm, tm)
+        loss = (loss_c + 20.0 * loss_m + 1.0 * loss_d) / bs
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        parts = (loss.item(), float(loss_c) / bs, float(loss_m) / bs, float(loss_d) / bs)
+        ema = parts if ema is None else tuple(0.95 * a + 0.05 * b for a, b in zip(ema, parts))
+        if step % 25 == 0 or step == steps - 1:
+            log(f"maskformer step {step}/{steps} loss {ema[0]:.3f} (class {ema[1]:.3f} "
+                f"mask {ema[2]:.4f} dice {ema[3]:.3f})")
+    prop.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return ema[0]
+
+
+# ------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bpe-vocab", required=True, help="CLIP's bpe_simple_vocab_16e6.txt.gz")
+    ap.add_argument("--out", required=True, metavar="DIR",
+                    help="writes DIR/checkpoint.pth, DIR/config.yaml, DIR/train_log.json")
+    ap.add_argument("--seed", type=int, default=0)
+    # [QUIRK] one thread by default: on the shared 2-core machine (load ~19) two OpenMP threads
+    # made a CLIP step 15-22 s instead of 0.4-0.9 s and a MaskFormer step 50 s instead of 1.3 s
+    # (measured): the second thread is descheduled and the first waits for it at every op.
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--smoke", action="store_true", help="one step per stage on a few scenes")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one schedule entry (e.g. mf_steps=10)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    sched = dict(SMOKE if a.smoke else SCHEDULE)
+    if a.scale != 1.0:
+        for key in ("clip_steps", "mf_steps", "mpt_steps"):
+            sched[key] = max(1, int(round(sched[key] * a.scale)))
+    for kv in a.set:
+        key, _, val = kv.partition("=")
+        if key not in sched:
+            ap.error(f"--set: unknown schedule entry {key!r} ({', '.join(sched)})")
+        sched[key] = type(sched[key])(float(val)) if isinstance(sched[key], int) else float(val)
+    t_start = time.time()
+    cfg = config_mod.load_config(CONFIG)
+    tok = ClipTokenizer(a.bpe_vocab)
+    templates = [str(t) for t in cfg["MODEL"]["CLIP_ADAPTER"]["PREDEFINED_PROMPT_TEMPLATES"]]
+    seen = scenes.SEEN_CLASSES
+    class_to_train = {scenes.CLASS_INDEX[n]: i for i, n in enumerate(seen)}
+    tokens = tok.tokenize([templates[0].format(n) for n in seen], CLIP_ARCH["context_length"],
+                          trim=True)
+    prop, visual, text, non_object = build_models(cfg)
+    gen = torch.Generator().manual_seed(a.seed)
+
+    log(f"rendering {sched['scenes']} training scenes")
+    pool = render_pool(sched["scenes"], a.seed)
+    crops = build_crops(pool, class_to_train, a.seed)
+    log(f"{crops[0].shape[0]} region crops; {len(seen)} seen names, "
+        f"{len(scenes.HELDOUT_CLASSES)} held-out names never shown")
+
+    losses = {}
+    losses["clip"] = stage_clip(visual, text, crops, tokens, sched, gen, prompts=False)
+    with torch.no_grad():
+        t_feat = text_features(text, tokens)
+    losses["maskformer"] = stage_maskformer(prop, non_object, t_feat, pool, class_to_train, cfg,
+                                            sched, gen)
+    losses["mpt"] = stage_clip(visual, text, crops, tokens, sched, gen, prompts=True)
+
+    os.makedirs(a.out, exist_ok=True)
+    sd = checkpoint_state(prop, visual, text, non_object)
+    tmp = os.path.join(a.out, "checkpoint.pth.tmp")
+    torch.save({"model": sd, "iteration": sum(sched[k] for k in ("clip_steps", "mf_steps",
+                                                                  "mpt_steps"))}, tmp)
+    os.replace(tmp, os.path.join(a.out, "checkpoint.pth"))
+    with open(CONFIG, "r", encoding="utf-8") as f:
+        cfg_text = f.read()
+    with open(os.path.join(a.out, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write(cfg_text)
+    info = {"seed": a.seed, "schedule": sched, "final_losses": losses, "torch": torch.__version__,
+            "threads": a.threads, "seconds": round(time.time() - t_start, 1)}
+    with open(os.path.join(a.out, "train_log.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    log(f"done in {info['seconds']} s: {a.out}/checkpoint.pth")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
