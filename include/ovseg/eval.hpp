@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,24 +44,38 @@ std::vector<std::string> preset_classes(const std::string& name, const std::stri
 namespace eval {
 
 // ------------------------------------------------------------------------------------------------
-// Datasets (SPEC §8.1, §8.2)
+// Datasets (SPEC §8), as ov-seg's register_*.py and detectron2's load_sem_seg define them
 // ------------------------------------------------------------------------------------------------
 struct DatasetSpec {
-  std::string name;            // "ade150" | "ade847"
+  std::string name;            // "ade150" | "ade847" | "pc59" | "pc459" | "voc20" | "custom"
   std::string title;           // for people
-  std::string preset;          // the class-name preset
+  std::string preset;          // the class-name preset (empty for custom)
   int num_classes = 0;         // K
   std::uint32_t ignore_label = 255;
   int label_bit_depth = 8;     // of the label files (and of saved predictions)
-  std::string image_dir;       // relative to the datasets root; "{split}" is replaced
+  std::string image_dir;       // relative to the datasets root (or absolute); "{split}" is replaced
   std::string label_dir;
-  std::string image_ext;       // ".jpg"
+  std::string image_ext;       // ".jpg" (matched case-sensitively, as load_sem_seg's endswith)
   std::string label_ext;       // ".png" | ".tif"
+  std::string default_split;   // "validation" (ADE) | "val" (the registered split of PC / VOC)
+  // CLIP_ENSEMBLE_WEIGHT of ov-seg's GETTING_STARTED commands for this dataset (eval path); unset
+  // = the bundle's (the config's 0.7, what the commands use).
+  std::optional<float> ensemble_weight;
+  // detectron2's contiguous id → dataset id (the reverse of stuff_dataset_id_to_contiguous_id),
+  // used for category_id in sem_seg_predictions.json; empty = identity (all five benchmarks).
+  std::vector<int> dataset_ids;
 };
 
+// The five benchmarks of the paper: ade150, ade847, pc59, pc459, voc20.
 std::vector<std::string> dataset_names();
 // Throws Error(kInvalidArgument) for an unknown name, listing the known ones.
 const DatasetSpec& dataset_spec(const std::string& name);
+// "--dataset custom": any dataset in the same style (images and labels paired by stem). The
+// extensions may be given with or without the dot. Throws Error(kInvalidArgument) for K outside
+// 1..65535, an ignore label that is a class index (< K) or above 65535, or an empty directory name.
+DatasetSpec custom_dataset_spec(const std::string& images_dir, const std::string& labels_dir, int num_classes,
+                                std::uint32_t ignore_label, const std::string& image_ext = ".jpg",
+                                const std::string& label_ext = ".png");
 
 struct ImagePair {
   std::string stem;
@@ -78,11 +93,14 @@ struct DatasetListing {
   std::string image_dir;               // absolute-ish paths actually scanned
   std::string label_dir;
   std::vector<ImagePair> pairs;        // paired by stem, sorted by stem (byte order)
-  std::vector<FileProblem> unpaired;   // an image without label or a label without image
+  // Images without an annotation. The image folders of PC / VOC hold many more images than the
+  // split annotates; load_sem_seg evaluates the intersection, so these are left out, not errors.
+  std::int64_t images_left_out = 0;
+  std::vector<FileProblem> unpaired;   // a label without image (an incomplete dataset)
 };
 
 // Scans the dataset's image and label directories under `root`. Throws Error(kBadData) naming
-// the directory when one is missing.
+// the directory when one is missing or holds no annotation.
 DatasetListing list_dataset(const DatasetSpec& spec, const std::string& root, const std::string& split);
 
 // The pairs with index % shard_count == shard_index (over the sorted list).
@@ -208,7 +226,8 @@ struct EvalState {
   ConfusionMatrix cm;
   std::vector<std::string> finished;     // stems accumulated into cm
   std::vector<FileProblem> failed;       // images that failed in the last session (retried on resume)
-  std::vector<FileProblem> unpaired;     // listing problems (image without label, …)
+  std::vector<FileProblem> unpaired;     // listing problems (a label without image)
+  std::int64_t images_left_out = 0;      // images without annotation (not evaluated, not errors)
   std::int64_t pairs_total = 0;          // images selected for this run (after shard and limit)
   TimingTotals timings;
   std::vector<std::string> merged_from;  // eval-merge: the merged shards ("I/N") and their sources
@@ -259,6 +278,7 @@ using Predictor = std::function<Prediction(const ImagePair& pair, int label_widt
 
 struct EvalOptions {
   std::string dataset = "ade150";
+  std::optional<DatasetSpec> spec;            // the layout; unset = dataset_spec(dataset) (set it for custom)
   std::string root;
   std::string split = "validation";
   std::string output_dir;

@@ -128,6 +128,7 @@ void write_reports(const std::string& dir, const EvalState& s, const Metrics& m,
                  {"images_not_attempted",
                   std::max<std::int64_t>(0, s.pairs_total - static_cast<std::int64_t>(s.finished.size() + s.failed.size()))},
                  {"files_unpaired", static_cast<std::int64_t>(s.unpaired.size())},
+                 {"images_without_annotation", s.images_left_out},
                  {"skipped_total", skipped},
                  {"complete", s.complete() && extra_problems.empty()},
                  {"classes_with_gt", m.classes_with_gt},
@@ -175,7 +176,8 @@ void write_reports(const std::string& dir, const EvalState& s, const Metrics& m,
   md += "| mACC | " + fixed2(m.macc) + " |\n";
   md += "| pACC | " + fixed2(m.pacc) + " |\n\n";
   md += "Images evaluated: " + std::to_string(s.finished.size()) + " of " + std::to_string(s.pairs_total) +
-        " selected; skipped or failed: " + std::to_string(skipped) + ". Classes with GT: " +
+        " selected; skipped or failed: " + std::to_string(skipped) + "; images without annotation (left out, as " +
+        "load_sem_seg does): " + std::to_string(s.images_left_out) + ". Classes with GT: " +
         std::to_string(m.classes_with_gt) + ", with GT or prediction: " + std::to_string(m.classes_with_gt_or_pred) +
         ".";
   if (s.timings.wall_s > 0) {

@@ -26,14 +26,15 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-void check_resumable(const EvalState& s, const EvalOptions& o, int num_classes, const std::string& path) {
+void check_resumable(const EvalState& s, const EvalOptions& o, const DatasetSpec& spec, const std::string& path) {
+  const int num_classes = spec.num_classes;
   const auto mismatch = [&](const std::string& what, const std::string& was, const std::string& now) {
     return Error(ErrorCode::kInvalidArgument, path + ": the checkpoint is for " + what + " " + was + ", this run asks for " +
                                                   now + " (use another --output to start afresh)");
   };
   if (!s.merged_from.empty())
     throw Error(ErrorCode::kInvalidArgument, path + ": this is a merged result, not a resumable run");
-  if (s.dataset != o.dataset) throw mismatch("dataset", s.dataset, o.dataset);
+  if (s.dataset != spec.name) throw mismatch("dataset", s.dataset, spec.name);
   if (s.split != o.split) throw mismatch("split", s.split, o.split);
   if (s.shard_index != o.shard_index || s.shard_count != o.shard_count)
     throw mismatch("shard", std::to_string(s.shard_index) + "/" + std::to_string(s.shard_count),
@@ -52,7 +53,7 @@ void check_resumable(const EvalState& s, const EvalOptions& o, int num_classes, 
 }  // namespace
 
 EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
-  const DatasetSpec& spec = dataset_spec(o.dataset);
+  const DatasetSpec spec = o.spec ? *o.spec : dataset_spec(o.dataset);
   if (static_cast<int>(o.class_names.size()) != spec.num_classes)
     throw Error(ErrorCode::kInvalidArgument, spec.name + " needs " + std::to_string(spec.num_classes) +
                                                  " class names, got " + std::to_string(o.class_names.size()));
@@ -65,9 +66,10 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
   for (const auto& p : listing.unpaired) detail::log().warn("skipped {}: {}", p.name, p.reason);
   std::vector<ImagePair> selected = select_shard(listing.pairs, o.shard_index, o.shard_count);
   if (o.limit >= 0 && static_cast<std::size_t>(o.limit) < selected.size()) selected.resize(o.limit);
-  detail::log().info("{}: {} image pairs in {}, {} selected (shard {}/{}{})", spec.name, listing.pairs.size(),
-                     listing.image_dir, selected.size(), o.shard_index, o.shard_count,
-                     o.limit >= 0 ? ", limit " + std::to_string(o.limit) : std::string());
+  detail::log().info("{}: {} image pairs in {}, {} selected (shard {}/{}{}); {} images without annotation left out",
+                     spec.name, listing.pairs.size(), listing.image_dir, selected.size(), o.shard_index,
+                     o.shard_count, o.limit >= 0 ? ", limit " + std::to_string(o.limit) : std::string(),
+                     listing.images_left_out);
 
   const std::string checkpoint = (fs::path(o.output_dir) / kCheckpointFile).string();
   std::error_code ec;
@@ -78,7 +80,7 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
       throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
                                                             "continue it, or choose another --output");
     st = load_state(checkpoint);
-    check_resumable(st, o, spec.num_classes, checkpoint);
+    check_resumable(st, o, spec, checkpoint);
     detail::log().info("resuming from {}: {} images done", checkpoint, st.finished.size());
   } else {
     if (o.resume) detail::log().info("{} not found; starting from the beginning", checkpoint);
@@ -93,6 +95,7 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
   // Failures of an earlier session are retried; the listing is taken afresh.
   st.failed.clear();
   st.unpaired = listing.unpaired;
+  st.images_left_out = listing.images_left_out;
   st.pairs_total = static_cast<std::int64_t>(selected.size());
   st.timings.text_prepare_ms += o.text_prepare_ms;
 

@@ -88,6 +88,7 @@ void save_state(const std::string& path, const EvalState& s) {
   j["finished"] = s.finished;
   j["failed"] = problems_to_json(s.failed);
   j["unpaired"] = problems_to_json(s.unpaired);
+  j["images_left_out"] = s.images_left_out;
   j["timings"] = timings_to_json(s.timings);
   j["merged_from"] = s.merged_from;
   // Sparse: the 848² matrix of A-847 is mostly zeros. [pred, gt, count] with count as int64.
@@ -124,6 +125,7 @@ EvalState load_state(const std::string& path) {
     }
     s.failed = problems_from_json(j.at("failed"));
     s.unpaired = problems_from_json(j.at("unpaired"));
+    s.images_left_out = j.value("images_left_out", std::int64_t{0});  // absent before the PC / VOC datasets
     s.timings = timings_from_json(j.at("timings"));
     s.merged_from = j.at("merged_from").get<std::vector<std::string>>();
     const auto& c = j.at("confusion");
@@ -203,6 +205,7 @@ EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::st
     for (const auto& u : s.unpaired)
       if (seen_unpaired.insert(u.name).second) out.unpaired.push_back(u);
     out.pairs_total += s.pairs_total;
+    out.images_left_out = std::max(out.images_left_out, s.images_left_out);  // every shard lists the same folders
     add_timings(out.timings, s.timings);
     out.merged_from.push_back(which);
   }

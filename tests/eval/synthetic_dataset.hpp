@@ -1,5 +1,6 @@
-// A small synthetic dataset in the layout of A-150 or A-847 (SPEC §8.1, §8.2), with predictions
-// stored beside it as raw files, plus the broken cases an evaluation must survive.
+// A small synthetic dataset in the layout of one of the benchmarks (A-150, A-847, PC-59, PC-459,
+// PAS-20) or of a custom spec, with predictions stored beside it as raw files, plus the broken
+// cases an evaluation must survive.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,16 @@
 #include "ovseg/eval.hpp"
 
 namespace ovseg::test {
+
+// The spec of a layout under test: a benchmark's, or "custom" (K = 33, ignore 200, 8-bit PNG) and
+// "custom16" (K = 300, ignore 65535, 16-bit TIFF, PNG images) in folders of `root`.
+inline eval::DatasetSpec spec_for_test(const std::string& name, const fs::path& root) {
+  if (name == "custom")
+    return eval::custom_dataset_spec((root / "my images").string(), (root / "my labels").string(), 33, 200);
+  if (name == "custom16")
+    return eval::custom_dataset_spec((root / "imgs").string(), (root / "gts").string(), 300, 65535, "png", "tif");
+  return eval::dataset_spec(name);
+}
 
 class SyntheticDataset {
  public:
@@ -108,6 +119,7 @@ class SyntheticDataset {
   const std::vector<std::uint16_t>& prediction(const std::string& stem) const { return predictions_.at(stem); }
   const fs::path& image_dir() const { return image_dir_; }
   const fs::path& label_dir() const { return label_dir_; }
+  const eval::DatasetSpec& spec() const { return spec_; }
   std::string root() const { return root_.string(); }
   std::vector<std::string> class_names() const {
     std::vector<std::string> v;
@@ -119,7 +131,7 @@ class SyntheticDataset {
   int step() const { return spec_.num_classes > 200 ? 3 : 1; }
   std::string replace_split(std::string pattern) const {
     const auto pos = pattern.find("{split}");
-    return pattern.replace(pos, 7, "validation");
+    return pos == std::string::npos ? pattern : pattern.replace(pos, 7, "validation");
   }
   void write_image(const std::string& stem, int w, int h) {
     write_noise_jpeg(image_dir_ / (stem + spec_.image_ext), w, h, rng_);

@@ -1,4 +1,5 @@
 // Dataset layouts, pairing, sharding, ground-truth reading and prediction writing.
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@ namespace ovseg::eval {
 namespace {
 
 using test::TempDir;
+namespace fs = std::filesystem;
 
 TEST(DatasetSpec, KnownDatasetsFollowTheSpecLayouts) {
   const auto& a150 = dataset_spec("ade150");
@@ -29,8 +31,42 @@ TEST(DatasetSpec, KnownDatasetsFollowTheSpecLayouts) {
   EXPECT_EQ(a847.image_dir, "ADE20K_2021_17_01/images_detectron2/{split}");
   EXPECT_EQ(a847.label_dir, "ADE20K_2021_17_01/annotations_detectron2/{split}");
   EXPECT_EQ(a847.label_ext, ".tif");
+  // ov-seg's register_pascal_context.py / register_voc_seg.py, and GETTING_STARTED's weights.
+  const auto& pc59 = dataset_spec("pc59");
+  EXPECT_EQ(pc59.num_classes, 59);
+  EXPECT_EQ(pc59.ignore_label, 255u);
+  EXPECT_EQ(pc59.label_bit_depth, 8);
+  EXPECT_EQ(pc59.image_dir, "VOCdevkit/VOC2010/JPEGImages");
+  EXPECT_EQ(pc59.label_dir, "VOCdevkit/VOC2010/annotations_detectron2/pc59_val");
+  EXPECT_EQ(pc59.label_ext, ".png");
+  EXPECT_EQ(pc59.ensemble_weight, 0.6f);
+  const auto& pc459 = dataset_spec("pc459");
+  EXPECT_EQ(pc459.num_classes, 459);
+  EXPECT_EQ(pc459.ignore_label, 65535u);
+  EXPECT_EQ(pc459.label_bit_depth, 16);
+  EXPECT_EQ(pc459.image_dir, "VOCdevkit/VOC2010/JPEGImages");
+  EXPECT_EQ(pc459.label_dir, "VOCdevkit/VOC2010/annotations_detectron2/pc459_val");
+  EXPECT_EQ(pc459.label_ext, ".tif");
+  EXPECT_EQ(pc459.ensemble_weight, 0.6f);
+  const auto& voc20 = dataset_spec("voc20");
+  EXPECT_EQ(voc20.num_classes, 20);
+  EXPECT_EQ(voc20.ignore_label, 255u);
+  EXPECT_EQ(voc20.image_dir, "VOCdevkit/VOC2012/JPEGImages");
+  EXPECT_EQ(voc20.label_dir, "VOCdevkit/VOC2012/annotations_detectron2/val");
+  EXPECT_EQ(voc20.label_ext, ".png");
+  EXPECT_EQ(voc20.ensemble_weight, 0.45f);
+  EXPECT_FALSE(a150.ensemble_weight.has_value());  // the config's 0.7, i.e. the bundle's
+  EXPECT_FALSE(a847.ensemble_weight.has_value());
+  for (const auto& name : dataset_names()) {
+    const auto& spec = dataset_spec(name);
+    EXPECT_EQ(spec.image_ext, ".jpg") << name;
+    EXPECT_TRUE(spec.dataset_ids.empty()) << name;  // no stuff_dataset_id_to_contiguous_id registered
+    // The class list of the same registration (the preset) has K names.
+    EXPECT_EQ(spec.preset, name);
+  }
+  EXPECT_EQ(dataset_names(), (std::vector<std::string>{"ade150", "ade847", "pc59", "pc459", "voc20"}));
   try {
-    dataset_spec("pc59");
+    dataset_spec("pc60");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
@@ -40,45 +76,92 @@ TEST(DatasetSpec, KnownDatasetsFollowTheSpecLayouts) {
 
 class ListingTest : public ::testing::TestWithParam<std::string> {};
 
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
 TEST_P(ListingTest, PairsByStemSortedAndNamesTheUnpaired) {
-  const auto& spec = dataset_spec(GetParam());
   TempDir dir("listing");
+  const auto spec = test::spec_for_test(GetParam(), dir.path());
   test::SyntheticDataset ds(spec, dir.path(), 1);
   ds.add_pair("ADE_val_00000003", 6, 5);
   ds.add_pair("ADE_val_00000001", 6, 5);
   ds.add_pair("ADE_val_00000010", 6, 5);
   ds.add_image_only("ADE_val_00000002");
+  ds.add_image_only("ADE_val_00000000");
   ds.add_label_only("ADE_val_00000004");
   test::write_bytes(ds.image_dir() / "notes.txt", "not an image");  // other files are ignored
+  // load_sem_seg matches the extension with a case-sensitive endswith: not an image, not counted.
+  test::write_bytes(ds.image_dir() / ("UPPER" + upper(spec.image_ext)), "x");
   const auto listing = list_dataset(spec, ds.root(), "validation");
   ASSERT_EQ(listing.pairs.size(), 3u);
   EXPECT_EQ(listing.pairs[0].stem, "ADE_val_00000001");
   EXPECT_EQ(listing.pairs[1].stem, "ADE_val_00000003");
   EXPECT_EQ(listing.pairs[2].stem, "ADE_val_00000010");
   EXPECT_EQ(listing.pairs[0].label_path, (ds.label_dir() / ("ADE_val_00000001" + spec.label_ext)).string());
-  ASSERT_EQ(listing.unpaired.size(), 2u);
-  EXPECT_NE(listing.unpaired[0].name.find("ADE_val_00000002" + spec.image_ext), std::string::npos);
-  EXPECT_NE(listing.unpaired[0].reason.find("image without label"), std::string::npos);
-  EXPECT_NE(listing.unpaired[1].name.find("ADE_val_00000004" + spec.label_ext), std::string::npos);
-  EXPECT_NE(listing.unpaired[1].reason.find("label without image"), std::string::npos);
+  // Images without annotation are left out and counted (the intersection of load_sem_seg).
+  EXPECT_EQ(listing.images_left_out, 2);
+  ASSERT_EQ(listing.unpaired.size(), 1u);
+  EXPECT_NE(listing.unpaired[0].name.find("ADE_val_00000004" + spec.label_ext), std::string::npos);
+  EXPECT_NE(listing.unpaired[0].reason.find("label without image"), std::string::npos);
 }
 
 TEST_P(ListingTest, MissingDirectoryIsABadDataErrorNamingIt) {
-  const auto& spec = dataset_spec(GetParam());
   TempDir dir("missing");
+  const auto spec = test::spec_for_test(GetParam(), dir.path());
   try {
     list_dataset(spec, dir.str(), "validation");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kBadData);
-    EXPECT_NE(std::string(e.what()).find("validation"), std::string::npos) << e.what();
+    const std::string first_dir = fs::path(spec.image_dir).filename().string() == "{split}"
+                                      ? std::string("validation")
+                                      : fs::path(spec.image_dir).filename().string();
+    EXPECT_NE(std::string(e.what()).find(first_dir), std::string::npos) << e.what();
   }
   test::SyntheticDataset ds(spec, dir.path(), 2);
+  // No annotation at all: load_sem_seg's assertion, as an error naming the folder.
+  try {
+    list_dataset(spec, dir.str(), "validation");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kBadData);
+    EXPECT_NE(std::string(e.what()).find("no annotations"), std::string::npos) << e.what();
+  }
+  ds.add_pair("a", 4, 3);
   EXPECT_NO_THROW(list_dataset(spec, dir.str(), "validation"));
-  EXPECT_THROW(list_dataset(spec, dir.str(), "training"), Error);
+  if (spec.image_dir.find("{split}") != std::string::npos)  // PC / VOC name one split in their paths
+    EXPECT_THROW(list_dataset(spec, dir.str(), "training"), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, ListingTest, ::testing::Values("ade150", "ade847"));
+INSTANTIATE_TEST_SUITE_P(Layouts, ListingTest,
+                         ::testing::Values("ade150", "ade847", "pc59", "pc459", "voc20", "custom", "custom16"));
+
+TEST(CustomDataset, SpecFromTheFlagsAndItsErrors) {
+  const auto s = custom_dataset_spec("/d/img", "/d/gt", 59, 255);
+  EXPECT_EQ(s.name, "custom");
+  EXPECT_EQ(s.image_ext, ".jpg");
+  EXPECT_EQ(s.label_ext, ".png");
+  EXPECT_EQ(s.label_bit_depth, 8);
+  EXPECT_EQ(s.ignore_label, 255u);
+  EXPECT_FALSE(s.ensemble_weight.has_value());
+  const auto t = custom_dataset_spec("/d/img", "/d/gt", 459, 65535, "png", "tif");
+  EXPECT_EQ(t.image_ext, ".png");
+  EXPECT_EQ(t.label_ext, ".tif");
+  EXPECT_EQ(t.label_bit_depth, 16);
+  EXPECT_EQ(custom_dataset_spec("/d/img", "/d/gt", 10, 300).label_bit_depth, 16);  // 300 needs 16 bits
+  for (const auto& bad : {std::make_pair(0, 255u), std::make_pair(59, 30u), std::make_pair(59, 70000u),
+                          std::make_pair(70000, 70001u)}) {
+    try {
+      custom_dataset_spec("/d/img", "/d/gt", bad.first, bad.second);
+      ADD_FAILURE() << bad.first << " " << bad.second;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    }
+  }
+  EXPECT_THROW(custom_dataset_spec("", "/d/gt", 5, 255), Error);
+}
 
 TEST(Shard, EveryNthImageAndTheShardsPartitionTheList) {
   std::vector<ImagePair> pairs;

@@ -33,9 +33,10 @@ void populate(test::SyntheticDataset& ds) {
   ds.add_label_only("ADE_val_00000205");
 }
 
-EvalOptions options_for(const test::SyntheticDataset& ds, const std::string& dataset, const fs::path& out) {
+EvalOptions options_for(const test::SyntheticDataset& ds, const std::string&, const fs::path& out) {
   EvalOptions o;
-  o.dataset = dataset;
+  o.dataset = ds.spec().name;
+  if (o.dataset == "custom") o.spec = ds.spec();
   o.root = ds.root();
   o.output_dir = out.string();
   o.class_names = ds.class_names();
@@ -58,13 +59,15 @@ std::set<std::string> names_of(const std::vector<FileProblem>& v) {
 class RunnerTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    spec_ = &dataset_spec(GetParam());
     dir_ = std::make_unique<TempDir>("runner");
+    spec_storage_ = test::spec_for_test(GetParam(), dir_->path() / "datasets");
+    spec_ = &spec_storage_;
     ds_ = std::make_unique<test::SyntheticDataset>(*spec_, dir_->path() / "datasets", 7);
     populate(*ds_);
   }
   EvalOptions options(const std::string& out) { return options_for(*ds_, GetParam(), dir_->path() / out); }
 
+  DatasetSpec spec_storage_;
   const DatasetSpec* spec_ = nullptr;
   std::unique_ptr<TempDir> dir_;
   std::unique_ptr<test::SyntheticDataset> ds_;
@@ -92,8 +95,10 @@ TEST_P(RunnerTest, MetricsMatchNumpyAndEveryProblemIsNamed) {
   const std::set<std::string> problems = names_of(s.problems());
   const std::set<std::string> expected_problems = {
       "ADE_val_00000200", "ADE_val_00000201", "ADE_val_00000202", "ADE_val_00000203",
-      "ADE_val_00000204" + spec_->image_ext, "ADE_val_00000205" + spec_->label_ext};
+      "ADE_val_00000205" + spec_->label_ext};
   EXPECT_EQ(problems, expected_problems);
+  // The image without annotation is left out (load_sem_seg's intersection), counted, not an error.
+  EXPECT_EQ(s.state.images_left_out, 1);
   for (const auto& p : s.state.failed) {
     if (p.name == "ADE_val_00000202") {
       EXPECT_NE(p.reason.find("but its label"), std::string::npos) << p.reason;
@@ -128,8 +133,9 @@ TEST_P(RunnerTest, MetricsMatchNumpyAndEveryProblemIsNamed) {
     }
   }
   EXPECT_EQ(j.at("counts").at("images_evaluated").get<int>(), 9);
-  EXPECT_EQ(j.at("counts").at("skipped_total").get<int>(), 6);
-  EXPECT_EQ(j.at("skipped").size(), 6u);
+  EXPECT_EQ(j.at("counts").at("skipped_total").get<int>(), 5);
+  EXPECT_EQ(j.at("skipped").size(), 5u);
+  EXPECT_EQ(j.at("counts").at("images_without_annotation").get<int>(), 1);
   EXPECT_DOUBLE_EQ(j.at("timing").at("mean_ms_per_image").at("proposals").get<double>(), 2.0);
   EXPECT_DOUBLE_EQ(j.at("timing").at("mean_ms_per_image").at("clip").get<double>(), 3.0);
   EXPECT_GT(j.at("timing").at("images_per_s").get<double>(), 0.0);
@@ -268,6 +274,7 @@ TEST_P(RunnerTest, ShardsMergeIntoExactlyTheWholeRun) {
   EXPECT_EQ(names_of(merged.failed), names_of(whole.state.failed));
   EXPECT_EQ(names_of(merged.unpaired), names_of(whole.state.unpaired));  // listed by each shard, once here
   EXPECT_EQ(merged.pairs_total, whole.state.pairs_total);
+  EXPECT_EQ(merged.images_left_out, whole.state.images_left_out);
   const Metrics m = compute_metrics(merged.cm);
   EXPECT_EQ(m.miou, whole.metrics.miou);
   EXPECT_EQ(m.miou_gt_classes, whole.metrics.miou_gt_classes);
@@ -294,7 +301,8 @@ TEST_P(RunnerTest, ShardsMergeIntoExactlyTheWholeRun) {
   EXPECT_THROW(merge_states({shards[0], other_split, shards[2]}), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, RunnerTest, ::testing::Values("ade150", "ade847"));
+INSTANTIATE_TEST_SUITE_P(Layouts, RunnerTest,
+                         ::testing::Values("ade150", "ade847", "pc59", "pc459", "voc20", "custom", "custom16"));
 
 TEST(Runner, WrongClassCountAndMissingDatasetAreErrors) {
   TempDir dir("errors");
@@ -332,6 +340,7 @@ TEST(State, SaveLoadRoundTripKeepsEverything) {
   s.failed = {{"c", "c.jpg: cannot decode"}};
   s.unpaired = {{"/x/d.png", "label without image"}};
   s.pairs_total = 4;
+  s.images_left_out = 4998;
   s.timings.images = 2;
   s.timings.model.proposals_ms = 12.5;
   s.timings.model.clip_ms = 0.1 + 0.2;
@@ -354,6 +363,7 @@ TEST(State, SaveLoadRoundTripKeepsEverything) {
   ASSERT_EQ(r.unpaired.size(), 1u);
   EXPECT_EQ(r.unpaired[0].name, s.unpaired[0].name);
   EXPECT_EQ(r.pairs_total, 4);
+  EXPECT_EQ(r.images_left_out, 4998);
   EXPECT_EQ(r.timings.images, 2);
   EXPECT_EQ(r.timings.model.clip_ms, s.timings.model.clip_ms);
   EXPECT_EQ(r.timings.wall_s, 3.25);

@@ -1,4 +1,5 @@
-// `ovseg eval`: the reference's ADE20K evaluation (A-150 / A-847), resumable and shardable.
+// `ovseg eval`: the reference's evaluation on the paper's five benchmarks (A-150, A-847, PC-59,
+// PC-459, PAS-20) or a custom dataset in the same style, resumable and shardable.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "class_list.hpp"
 #include "commands.hpp"
 #include "common/fs_util.hpp"
 #include "model_flags.hpp"
@@ -27,7 +29,14 @@ struct EvalArgs {
   std::string model;
   std::string dataset;
   std::string root;
-  std::string split = "validation";
+  std::string split;  // default: the dataset's
+  // --dataset custom
+  std::string images_dir;
+  std::string labels_dir;
+  std::string classes_file;
+  std::uint32_t ignore_label = 255;
+  std::string image_ext = "jpg";
+  std::string label_ext = "png";
   long limit = -1;
   std::string shard = "0/1";
   int shards = 0;
@@ -68,16 +77,39 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   auto& log = detail::log();
 
   // 1. Everything that can be checked before the (slow) model load.
-  const eval::DatasetSpec& spec = eval::dataset_spec(a.dataset);
+  const bool custom = a.dataset == "custom";
+  const auto need = [&](bool given, const char* flag) {
+    if (!given)
+      throw Error(ErrorCode::kInvalidArgument, std::string("--dataset ") + a.dataset + " needs " + flag);
+  };
+  std::vector<std::string> classes;
+  eval::DatasetSpec spec;
+  if (custom) {
+    need(!a.images_dir.empty(), "--images DIR");
+    need(!a.labels_dir.empty(), "--labels DIR");
+    need(!a.classes_file.empty(), "--classes-file FILE");
+    if (!a.root.empty()) throw Error(ErrorCode::kInvalidArgument, "--root does not apply to --dataset custom");
+    classes = read_class_file(a.classes_file);
+    check_class_list(classes, a.classes_file);
+    spec = eval::custom_dataset_spec(a.images_dir, a.labels_dir, static_cast<int>(classes.size()), a.ignore_label,
+                                     a.image_ext, a.label_ext);
+  } else {
+    need(!a.root.empty(), "--root DIR");
+    for (const char* flag : {"--images", "--labels", "--classes-file", "--ignore-label", "--image-ext", "--label-ext"})
+      if (root.get_subcommand("eval")->count(flag))
+        throw Error(ErrorCode::kInvalidArgument, std::string(flag) + " applies to --dataset custom only");
+    spec = eval::dataset_spec(a.dataset);
+    classes = preset_classes(spec.preset, a.presets_file);
+  }
+  const std::string split = a.split.empty() ? spec.default_split : a.split;
   const eval::ShardSpec shard = eval::resolve_shard(a.shard, a.shards);
   const int shard_index = shard.index, shard_count = shard.count;
   if (shard_count > 1) log.info("shard {}/{} ({})", shard_index, shard_count, shard.source);
   const ModelOptions mo = model_options(a.model_flags);  // a bad --device fails before any work
-  const std::vector<std::string> classes = preset_classes(spec.preset, a.presets_file);
-  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, a.split);  // missing directory → exit 2
+  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, split);  // missing directory → exit 2
   std::string output = a.output;
   if (output.empty()) {
-    output = "eval-" + spec.name + "-" + a.split;
+    output = "eval-" + spec.name + "-" + split;
     if (shard_count > 1) output += "-shard" + std::to_string(shard_index) + "of" + std::to_string(shard_count);
   }
   const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
@@ -92,7 +124,16 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   SegmentOptions so;
   so.mode = parse_mode(a.mode);
   if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
-  if (a.ensemble_weight_opt->count()) so.ensemble_weight = a.ensemble_weight;
+  // The ensemble weight: -w, else the dataset's (ov-seg GETTING_STARTED: 0.6 PC, 0.45 PAS-20) on
+  // the evaluation path, else the bundle's (the config's 0.7, the A-150 / A-847 commands).
+  std::string weight_source = "bundle";
+  if (a.ensemble_weight_opt->count()) {
+    so.ensemble_weight = a.ensemble_weight;
+    weight_source = "--ensemble-weight";
+  } else if (so.mode == Mode::kEval && spec.ensemble_weight) {
+    so.ensemble_weight = *spec.ensemble_weight;
+    weight_source = "dataset default (ov-seg GETTING_STARTED)";
+  }
   so.progress = [](const char*, float) { return !g_stop.load(); };
   if (so.mode == Mode::kDemo)
     log.warn("--mode demo is not the reference's evaluation path; unlabeled pixels count as predicted nothing "
@@ -109,8 +150,9 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
 
   eval::EvalOptions o;
   o.dataset = spec.name;
+  if (custom) o.spec = spec;
   o.root = a.root;
-  o.split = a.split;
+  o.split = split;
   o.output_dir = output;
   o.class_names = classes;
   // What the numbers depend on: a resumed run and merged shards must agree on all of it.
@@ -120,7 +162,13 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                 {"mode", to_string(so.mode)},
                 {"mask_threshold", fixed6(thr)},
                 {"ensemble_weight", fixed6(w)},
+                {"ensemble_weight_source", weight_source},
                 {"precision", info.precision}};
+  if (custom) {
+    o.settings["images"] = a.images_dir;
+    o.settings["labels"] = a.labels_dir;
+    o.settings["ignore_label"] = std::to_string(spec.ignore_label);
+  }
   o.limit = a.limit;
   o.shard_index = shard_index;
   o.shard_count = shard_count;
@@ -172,9 +220,10 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   const auto problems = s.problems();
   const auto& t = s.state.timings;
   if (!quiet)
-    std::fprintf(stderr, "eval: %zu images evaluated (%ld now), %zu skipped or failed; %.3f images/s on %s (%s); "
-                         "reports in %s\n",
+    std::fprintf(stderr, "eval: %zu images evaluated (%ld now), %zu skipped or failed, %lld images without "
+                         "annotation left out; %.3f images/s on %s (%s); reports in %s\n",
                  s.state.finished.size(), s.evaluated_now, problems.size(),
+                 static_cast<long long>(s.state.images_left_out),
                  t.wall_s > 0 ? static_cast<double>(t.images) / t.wall_s : 0.0, info.device.c_str(),
                  info.precision.c_str(), output.c_str());
   if (!problems.empty()) {
@@ -212,13 +261,20 @@ Command add_eval_command(CLI::App& parent) {
   EvalArgs& a = *args;
   Command c;
   CLI::App* app = parent.add_subcommand(
-      "eval", "Evaluate on ADE20K-150 / ADE20K-847 with the reference's metrics (resumable, shardable)");
+      "eval", "Evaluate on A-150, A-847, PC-59, PC-459, PAS-20 or a custom dataset with the reference's metrics "
+              "(resumable, shardable)");
   c.app = app;
   app->footer(
-      "Layouts (as ov-seg's preparation scripts leave them):\n"
+      "Layouts (as ov-seg's preparation scripts leave them; images and labels paired by file stem, images\n"
+      "without annotation left out and counted, as detectron2's load_sem_seg does):\n"
       "  ade150: ROOT/ADEChallengeData2016/images/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.png (255 ignore)\n"
       "  ade847: ROOT/ADE20K_2021_17_01/images_detectron2/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.tif "
       "(65535 ignore)\n"
+      "  pc59:   ROOT/VOCdevkit/VOC2010/JPEGImages/*.jpg + annotations_detectron2/pc59_val/*.png (255 ignore; -w 0.6)\n"
+      "  pc459:  ROOT/VOCdevkit/VOC2010/JPEGImages/*.jpg + annotations_detectron2/pc459_val/*.tif "
+      "(16-bit, 65535 ignore; -w 0.6)\n"
+      "  voc20:  ROOT/VOCdevkit/VOC2012/JPEGImages/*.jpg + annotations_detectron2/val/*.png (255 ignore; -w 0.45)\n"
+      "  custom: --images DIR --labels DIR --classes-file F [--ignore-label N --image-ext jpg --label-ext png]\n"
       "Outputs in --output: metrics.json, per_class.csv, metrics.md, checkpoint.json (and predictions/).\n"
       "mIoU is detectron2 0.6's formula as ov-seg reports it (classes predicted but absent from the GT count);\n"
       "mIoU_gt_classes averages over the classes present in the GT (detectron2 since July 2022).\n"
@@ -227,9 +283,21 @@ Command add_eval_command(CLI::App& parent) {
       "Exit codes: 0 done; 1 done, some files failed (named); 2 usage/model error; 130 stopped by SIGINT/SIGTERM\n"
       "after writing the checkpoint (run again with --resume).");
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
-  app->add_option("--dataset", a.dataset, "ade150 or ade847")->required()->check(CLI::IsMember({"ade150", "ade847"}));
-  app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)")->required();
-  app->add_option("--split", a.split, "Split directory name")->capture_default_str();
+  app->add_option("--dataset", a.dataset, "ade150, ade847, pc59, pc459, voc20 or custom")
+      ->required()
+      ->check(CLI::IsMember({"ade150", "ade847", "pc59", "pc459", "voc20", "custom"}));
+  app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)");
+  app->add_option("--split", a.split,
+                  "Split directory name (ADE) [default: validation; PC / PAS-20 / custom: val, a label only]");
+  app->add_option("--images", a.images_dir, "custom: the images folder");
+  app->add_option("--labels", a.labels_dir, "custom: the label maps folder (one per image stem)");
+  app->add_option("--classes-file", a.classes_file, "custom: class names in label order, one per line");
+  app->add_option("--ignore-label", a.ignore_label, "custom: label value to ignore (>= the number of classes)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app->add_option("--image-ext", a.image_ext, "custom: image file extension")->capture_default_str();
+  app->add_option("--label-ext", a.label_ext, "custom: label file extension (png, or tif for 16-bit)")
+      ->capture_default_str();
   app->add_option("--limit", a.limit, "Evaluate only the first N images (of the shard)")->check(CLI::NonNegativeNumber);
   app->add_option("--shard", a.shard,
                   "I/N: evaluate images with index % N == I (over the sorted pairs); auto: I and N of the Slurm "
@@ -242,7 +310,7 @@ Command add_eval_command(CLI::App& parent) {
   app->add_flag("--resume", a.resume, "Continue from OUTPUT/checkpoint.json (same numbers as one uninterrupted run)");
   app->add_option("-o,--output", a.output, "Output directory [default: eval-DATASET-SPLIT[-shardIofN]]");
   app->add_flag("--save-predictions", a.save_predictions,
-                "Write each label map to OUTPUT/predictions/STEM.png (A-150) or .tif (A-847)");
+                "Write each label map to OUTPUT/predictions/STEM.png, or .tif for the 16-bit datasets");
   add_model_flags(*app, a.model_flags);
   app->add_option("--mode", a.mode, "eval (the reference's evaluation path) or demo")
       ->check(CLI::IsMember({"eval", "demo"}))
@@ -251,7 +319,8 @@ Command add_eval_command(CLI::App& parent) {
                                          "Mask probability threshold [default: the bundle's; 0.4 Swin-B, 0.5 R101c]")
                              ->check(CLI::Range(0.0f, 1.0f));
   a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
-                                          "Weight of the CLIP branch [default: the bundle's; 0.7 for ADE20K]")
+                                          "Weight of the CLIP branch [default: 0.6 PC-59/459, 0.45 PAS-20 (ov-seg's "
+                                          "commands); else the bundle's, 0.7]")
                               ->check(CLI::Range(0.0f, 1.0f));
   app->add_flag("--strict", a.strict,
                 "Fail the run (exit 1) at the first image that fails, and on unpaired files; without it, failed "
