@@ -148,6 +148,36 @@ std::string prediction_file_name(const DatasetSpec& spec, const std::string& ste
 void write_prediction(const DatasetSpec& spec, const std::string& path, const LabelImage& prediction);
 
 // ------------------------------------------------------------------------------------------------
+// Predictions in detectron2's format (SemSegEvaluator.encode_json_sem_seg)
+// ------------------------------------------------------------------------------------------------
+inline constexpr const char* kSemSegJsonFile = "sem_seg_predictions.json";
+inline constexpr const char* kSemSegJsonPartsDir = "sem_seg_json";  // one part per image (resumable)
+
+// COCO run-length encoding as pycocotools' mask.encode computes it: runs over the pixels in
+// column-major (Fortran) order, alternating 0s and 1s and starting with a (possibly empty) run of 0s.
+// `mask` is row-major height × width, nonzero = 1.
+std::vector<std::uint32_t> rle_encode(const std::uint8_t* mask, int width, int height);
+// pycocotools' compressed counts string (rleToString) and its inverse (rleFrString; throws
+// Error(kBadData) for a malformed string).
+std::string rle_to_string(const std::vector<std::uint32_t>& counts);
+std::vector<std::uint32_t> rle_from_string(const std::string& s);
+
+// The JSON text (Python json.dumps' separators and ASCII escaping) of a string.
+std::string python_json_string(const std::string& s);
+
+// The records of one predicted label map, comma-separated (no brackets), exactly as
+// json.dumps(encode_json_sem_seg(pred, file_name)) writes them inside its list: one record per
+// predicted class in increasing order, {"file_name", "category_id" (through spec.dataset_ids),
+// "segmentation": {"size": [h, w], "counts": compressed}}. kUnlabeled pixels (demo mode) belong to
+// no record. Empty when no pixel has a class.
+std::string sem_seg_json_records(const LabelImage& prediction, const std::string& file_name, const DatasetSpec& spec);
+
+// Writes <dir>/sem_seg_predictions.json (atomically) from the per-image parts in
+// <dir>/sem_seg_json/<stem>.json of `stems` (in the order given). Returns the stems without a part.
+std::vector<std::string> write_sem_seg_json(const std::string& dir, const std::vector<std::string>& part_dirs,
+                                            const std::vector<std::string>& stems);
+
+// ------------------------------------------------------------------------------------------------
 // Confusion matrix and metrics (SPEC §8.3, §8.4)
 // ------------------------------------------------------------------------------------------------
 // CM[pred, gt], (K+1) × (K+1), int64. Ground truth equal to the ignore label goes to column K;
@@ -289,6 +319,7 @@ struct EvalOptions {
   int shard_count = 1;
   bool resume = false;
   bool save_predictions = false;
+  bool save_json = false;                     // sem_seg_predictions.json (detectron2's format)
   int checkpoint_every = 20;
   // Stop at the first image that fails (after checkpointing it as failed); EvalSummary::aborted.
   bool strict = false;

@@ -1,10 +1,12 @@
 // The evaluation loop: listing, sharding, resuming, accumulating, checkpointing, reporting.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <set>
 #include <string>
 #include <system_error>
 
+#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 
@@ -107,8 +109,10 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
   if (o.on_start) o.on_start(static_cast<long>(todo.size()), static_cast<long>(selected.size() - todo.size()));
 
   const fs::path predictions_dir = fs::path(o.output_dir) / kPredictionsDir;
-  for (const fs::path& dir : {fs::path(o.output_dir), predictions_dir}) {
+  const fs::path json_parts_dir = fs::path(o.output_dir) / kSemSegJsonPartsDir;
+  for (const fs::path& dir : {fs::path(o.output_dir), predictions_dir, json_parts_dir}) {
     if (dir == predictions_dir && !o.save_predictions) continue;
+    if (dir == json_parts_dir && !o.save_json) continue;
     fs::create_directories(dir, ec);
     if (ec) throw Error(ErrorCode::kIo, dir.string() + ": cannot create directory (" + ec.message() + ")");
   }
@@ -144,6 +148,9 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
       }
       if (o.save_predictions)
         write_prediction(spec, (predictions_dir / prediction_file_name(spec, pair.stem)).string(), pred.labels);
+      if (o.save_json)  // detectron2's file_name is the image path as load_sem_seg joined it
+        detail::write_file_atomic((json_parts_dir / (pair.stem + ".json")).string(),
+                                  sem_seg_json_records(pred.labels, pair.image_path, spec));
       st.finished.push_back(pair.stem);
       ++summary.evaluated_now;
       TimingTotals& t = st.timings;
@@ -182,6 +189,15 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
     }
   }
   save();
+  if (o.save_json) {
+    std::vector<std::string> stems = st.finished;
+    std::sort(stems.begin(), stems.end());  // the dataset's order, as the evaluator sees it
+    const auto missing = write_sem_seg_json(o.output_dir, {json_parts_dir.string()}, stems);
+    if (!missing.empty())
+      detail::log().warn("{}: {} evaluated images have no predictions to write (evaluated by an earlier session "
+                         "without --save-json), first: {}",
+                         (fs::path(o.output_dir) / kSemSegJsonFile).string(), missing.size(), missing.front());
+  }
   summary.metrics = compute_metrics(st.cm);
   write_reports(o.output_dir, st, summary.metrics);
   return summary;

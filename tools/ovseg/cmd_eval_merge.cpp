@@ -59,6 +59,19 @@ int run_merge(const MergeArgs& a, const CLI::App& root) {
   const eval::Metrics m = eval::compute_metrics(merged.cm);
   eval::save_state((fs::path(a.output) / eval::kCheckpointFile).string(), merged);
   eval::write_reports(a.output, merged, m, problems);
+  // Shards run with --save-json: one sem_seg_predictions.json over all of them.
+  std::vector<std::string> json_parts;
+  for (const auto& dir : a.shard_dirs) {
+    const fs::path parts = (fs::is_directory(dir) ? fs::path(dir) : fs::path(dir).parent_path()) /
+                           eval::kSemSegJsonPartsDir;
+    if (fs::is_directory(parts)) json_parts.push_back(parts.string());
+  }
+  if (!json_parts.empty()) {
+    const auto missing = eval::write_sem_seg_json(a.output, json_parts, merged.finished);
+    if (!missing.empty())
+      std::fprintf(stderr, "eval-merge: %s lacks %zu evaluated images (shards without --save-json), first: %s\n",
+                   eval::kSemSegJsonFile, missing.size(), missing.front().c_str());
+  }
 
   const std::size_t skipped = merged.unpaired.size() + merged.failed.size();
   if (!quiet)
