@@ -188,6 +188,10 @@ struct ModelInfo {
   std::string precision;
 };
 
+namespace detail {
+struct ModelAccess;  // the library's internal entry points (e.g. the evaluation oracles)
+}
+
 class Model {
  public:
   // Loads and validates a bundle directory (manifest version, file checksums, modules).
@@ -213,6 +217,7 @@ class Model {
   const ModelInfo& info() const noexcept;
 
  private:
+  friend struct detail::ModelAccess;
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

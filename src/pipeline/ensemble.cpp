@@ -60,7 +60,13 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   const at::Tensor p_clip = at::softmax(in.clip_logits.narrow(1, 0, k), -1);  // [Nv,K]
 
   at::Tensor p;  // probabilities of the contributing queries
-  if (w_ens > 0) {
+  const bool override_probs = in.probs_override.defined();
+  if (override_probs && (in.mode != Mode::kEval || in.probs_override.size(0) != nv || in.probs_override.size(1) != k))
+    throw Error(ErrorCode::kInvalidArgument, "ensemble: probability override needs the eval path and [Nv,K] rows");
+  if (override_probs) {
+    p = in.probs_override.to(p_mf.device(), at::kFloat);  // [Nv,K]: only valid queries contribute
+    out.region_probs = p;
+  } else if (w_ens > 0) {
     at::Tensor clip_all = at::ones({p_mf.size(0), k}, p_mf.options());  // invalid queries: p_clip = 1
     if (nv > 0) clip_all.index_copy_(0, valid_index, p_clip);
     // [QUIRK, faithful] invalid queries stay in with p_mf^(1−w) and their sub-threshold soft masks.
@@ -77,13 +83,15 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   const int64_t rows_per_chunk = in.masks->rows_per_chunk();
   if (in.mode == Mode::kEval) {
     // Soft masks M: of every query when w > 0, of the valid ones when w = 0.
-    const at::Tensor queries = w_ens > 0 ? at::arange(p.size(0), valid_index.options()) : valid_index;
+    const bool all_queries = w_ens > 0 && !override_probs;
+    const at::Tensor queries = all_queries ? at::arange(p.size(0), valid_index.options()) : valid_index;
     z = p;
     mask_rows = [&in, queries](int64_t i0, int64_t n) { return in.masks->rows(queries.narrow(0, i0, n)); };
-    if (w_ens == 0 && nv == 0) {
+    if (!all_queries && nv == 0) {
       // The reference crashes here (SPEC §7.1); there is no sensible output: all-zero scores.
       out.degenerate = true;
-      detail::log().warn("no mask passes the threshold and the ensemble weight is 0: no class scores");
+      detail::log().warn(override_probs ? "no mask passes the threshold: no class scores"
+                                        : "no mask passes the threshold and the ensemble weight is 0: no class scores");
     }
   } else {
     // Demo (SPEC §7.2). With w > 0 the reference only works when every query is valid; using the

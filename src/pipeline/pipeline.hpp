@@ -170,8 +170,13 @@ struct Regions {
   at::Tensor images;                 // [Nv,3,R,R] float32 CLIP-normalised bicubic crops
   at::Tensor masks;                  // [Nv,1,R,R] float32 0/1 nearest-resized masks
 };
-// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and the soft masks M.
-Regions extract_regions(const at::Tensor& image, const SoftMasks& masks, float threshold, const Manifest& manifest);
+// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and the soft masks M. Without crops
+// (`with_crops` false: the oracle-labels analysis needs no CLIP) images and masks are empty.
+Regions extract_regions(const at::Tensor& image, const SoftMasks& masks, float threshold, const Manifest& manifest,
+                        bool with_crops = true);
+// The same region path (§6.2–§6.4) for given binary masks [N,h,w] bool, every one a region (the
+// oracle-masks analysis). Throws Error(kInvalidArgument) for an empty mask.
+Regions regions_from_masks(const at::Tensor& image, const at::Tensor& binary, const Manifest& manifest);
 
 // ---- region_classifier.cpp ----------------------------------------------------------------------
 // logits [N,K+1] = (temperature · x) · Tᵀ (SPEC §4.5 with x = ê_q, §6.6 with x = v_r).
@@ -200,6 +205,9 @@ struct EnsembleInput {
   int64_t out_height = 0;  // H0, W0
   int64_t out_width = 0;
   bool keep_scores = false;
+  // [Nv,K] class probabilities that replace those of the valid queries (the oracle-labels
+  // analysis): eval path, only the valid queries contribute, each with its soft mask.
+  at::Tensor probs_override;
 };
 struct EnsembleOutput {
   at::Tensor scores;             // [K,H0,W0] float32 on CPU, when keep_scores (else undefined)
@@ -210,5 +218,31 @@ struct EnsembleOutput {
   bool degenerate = false;       // eval, w = 0 and no valid region: all-zero scores
 };
 EnsembleOutput ensemble(const EnsembleInput& in);
+
+// ---- oracle.cpp ---------------------------------------------------------------------------------
+// The paper's §3 analysis: ground-truth masks as proposals (classified by CLIP), or proposals
+// labelled by the ground truth. These helpers are torch-free in their inputs where they can be.
+
+// A label map (W0×H0) at w×h as Pillow's NEAREST resize (detectron2's segmentation resize) picks
+// pixels: source index floor((i + 0.5) · W0 / w), in double.
+std::vector<uint16_t> resize_labels_nearest(const uint16_t* labels, int w0, int h0, int w, int h);
+
+struct ClassMasks {
+  std::vector<int64_t> classes;  // the ground-truth classes present at the original size, ascending
+  at::Tensor binary;             // [N,h,w] bool at the resized size, on `device`
+};
+// One mask per ground-truth class present (ignored pixels belong to none), from the original
+// labels (which classes) and their NEAREST resize (where). A class that the resize loses keeps
+// one pixel: the resized pixel nearest to its first pixel in raster order.
+ClassMasks ground_truth_masks(const uint16_t* labels, int w0, int h0, const std::vector<uint16_t>& resized, int w,
+                              int h, int64_t num_classes, uint32_t ignore_label, c10::Device device);
+
+// The ground-truth class that covers most of each region's binary mask (B[q] for q in queries,
+// against the resized labels): lowest class on ties, -1 when the mask covers only ignored pixels.
+std::vector<int64_t> majority_classes(const at::Tensor& binary, const std::vector<int64_t>& queries,
+                                      const std::vector<uint16_t>& resized, int64_t num_classes, uint32_t ignore_label);
+
+// One-hot rows [N,K] float32 of `classes` (an all-zero row for -1).
+at::Tensor one_hot_probs(const std::vector<int64_t>& classes, int64_t num_classes, c10::Device device);
 
 }  // namespace ovseg::detail

@@ -10,10 +10,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <new>
+#include <optional>
 
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "image/image_ops.hpp"
+#include "pipeline/oracle.hpp"
 #include "pipeline/pipeline.hpp"
 
 namespace fs = std::filesystem;
@@ -58,6 +60,62 @@ void write_npy(const std::string& dir, const std::string& name, const at::Tensor
   detail::write_file_atomic((fs::path(dir) / name).string(), bytes.data(), bytes.size());
 }
 
+// Oracle masks: every ground-truth region takes CLIP's best class (first maximum of the softmax
+// over the K classes, SPEC §6.6), and its pixels at the original size take that class. Pixels the
+// ground truth ignores are kUnlabeled (the evaluation leaves them out anyway).
+void label_by_ground_truth_regions(Result& result, const std::vector<std::string>& classes,
+                                   const detail::GroundTruthView& gt, const std::vector<int64_t>& region_classes,
+                                   const detail::Regions& regions, const at::Tensor& clip_logits, int w0, int h0,
+                                   int w, int h) {
+  const int64_t k = static_cast<int64_t>(classes.size());
+  const auto n = static_cast<int64_t>(region_classes.size());
+  std::vector<int64_t> winner_of_class(static_cast<std::size_t>(k), -1);
+  std::vector<float> score(static_cast<std::size_t>(n), 0.0f);
+  std::vector<int64_t> winner(static_cast<std::size_t>(n), 0);
+  if (n > 0) {
+    const at::Tensor probs = at::softmax(clip_logits.narrow(1, 0, k), -1).to(at::kCPU).contiguous();
+    const auto p = probs.accessor<float, 2>();
+    for (int64_t r = 0; r < n; ++r) {
+      int64_t best = 0;
+      for (int64_t c = 1; c < k; ++c)
+        if (p[r][c] > p[r][best]) best = c;
+      winner[static_cast<std::size_t>(r)] = best;
+      score[static_cast<std::size_t>(r)] = p[r][best];
+      winner_of_class[static_cast<std::size_t>(region_classes[static_cast<std::size_t>(r)])] = best;
+    }
+  }
+  const std::size_t pixels = static_cast<std::size_t>(w0) * static_cast<std::size_t>(h0);
+  result.labels.resize(pixels);
+  result.class_pixels.assign(classes.size(), 0);
+  for (std::size_t i = 0; i < pixels; ++i) {
+    const std::uint16_t v = gt.labels[i];
+    const int64_t label = v == gt.ignore_label || v >= k ? -1 : winner_of_class[v];
+    if (label < 0) {
+      result.labels[i] = kUnlabeled;
+      ++result.unlabeled_pixels;
+    } else {
+      result.labels[i] = static_cast<std::uint16_t>(label);
+      ++result.class_pixels[static_cast<std::size_t>(label)];
+    }
+  }
+  const double sx = static_cast<double>(w0) / w;
+  const double sy = static_cast<double>(h0) / h;
+  for (int64_t r = 0; r < n; ++r) {
+    Segment seg;
+    seg.query = static_cast<int>(r);  // the r-th ground-truth region
+    seg.class_index = static_cast<int>(winner[static_cast<std::size_t>(r)]);
+    seg.score = score[static_cast<std::size_t>(r)];
+    const auto& b = regions.boxes[static_cast<std::size_t>(r)];
+    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
+    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
+    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
+    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
+    seg.area = std::llround(static_cast<double>(regions.areas[static_cast<std::size_t>(r)]) * sx * sy);
+    seg.selected = true;
+    result.segments.push_back(seg);
+  }
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -68,8 +126,37 @@ struct Model::Impl {
   std::unique_ptr<detail::TextFeatures> text;
   ModelInfo info;
 
-  Result segment(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options) const;
+  Result segment(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options,
+                 detail::Oracle oracle = detail::Oracle::kNone, const detail::GroundTruthView* gt = nullptr) const;
 };
+
+namespace detail {
+struct ModelAccess {
+  static const Model::Impl& impl(const Model& m) { return *m.impl_; }
+};
+
+const char* to_string(Oracle o) noexcept {
+  switch (o) {
+    case Oracle::kMasks: return "masks";
+    case Oracle::kLabels: return "labels";
+    default: return "none";
+  }
+}
+
+Oracle parse_oracle(const std::string& s) {
+  if (s == "none" || s.empty()) return Oracle::kNone;
+  if (s == "masks") return Oracle::kMasks;
+  if (s == "labels") return Oracle::kLabels;
+  throw Error(ErrorCode::kInvalidArgument, "unknown oracle '" + s + "' (none, masks, labels)");
+}
+
+Result segment_with_oracle(const Model& model, const ImageView& image, const std::vector<std::string>& classes,
+                           const SegmentOptions& options, Oracle oracle, const GroundTruthView& ground_truth) {
+  return translate_errors("segment (oracle " + std::string(to_string(oracle)) + ")", [&] {
+    return ModelAccess::impl(model).segment(image, classes, options, oracle, &ground_truth);
+  });
+}
+}  // namespace detail
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::Model(Model&&) noexcept = default;
@@ -152,7 +239,8 @@ Result Model::segment_file(const std::string& path, const std::vector<std::strin
 }
 
 Result Model::Impl::segment(const ImageView& view, const std::vector<std::string>& classes,
-                            const SegmentOptions& options) const {
+                            const SegmentOptions& options, detail::Oracle oracle,
+                            const detail::GroundTruthView* gt) const {
   c10::InferenceMode guard;
   const auto t_start = Clock::now();
   const detail::Manifest& m = manifest;
@@ -178,6 +266,19 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
                          : (view.format == PixelFormat::kRgba || view.format == PixelFormat::kBgra) ? 4 : 3;
     if (view.stride != 0 && view.stride < static_cast<std::size_t>(view.width) * channels)
       throw Error(ErrorCode::kBadImage, "image: stride " + std::to_string(view.stride) + " is shorter than a row");
+  }
+
+  const bool oracle_masks = oracle == detail::Oracle::kMasks;
+  const bool oracle_labels = oracle == detail::Oracle::kLabels;
+  if (oracle != detail::Oracle::kNone) {
+    if (options.mode != Mode::kEval)
+      throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses run on the evaluation path only");
+    if (gt == nullptr || gt->labels == nullptr)
+      throw Error(ErrorCode::kInvalidArgument, "segment: an oracle needs the ground truth");
+    if (gt->width != view.width || gt->height != view.height)
+      throw Error(ErrorCode::kInvalidArgument, "segment: ground truth is " + std::to_string(gt->width) + "x" +
+                                                   std::to_string(gt->height) + " but the image is " +
+                                                   std::to_string(view.width) + "x" + std::to_string(view.height));
   }
 
   // [QUIRK] the demo path appends "others" to a single class (SPEC §7.3), internally only.
@@ -226,17 +327,31 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   // ---- proposals ----
   progress("proposals");
   t0 = Clock::now();
-  const detail::Proposals proposals = detail::run_proposals(*modules, input.padded);
-  detail::synchronize(device);
-  // The backbone's activations are gone: give their pages back before the next stage's peak.
-  detail::release_freed_memory();
-  result.timings.proposals_ms = ms_since(t0);
+  detail::Proposals proposals;
+  if (!oracle_masks) {  // the ground-truth segments replace the proposals
+    proposals = detail::run_proposals(*modules, input.padded);
+    detail::synchronize(device);
+    // The backbone's activations are gone: give their pages back before the next stage's peak.
+    detail::release_freed_memory();
+  }
+  result.timings.proposals_ms = oracle_masks ? 0.0 : ms_since(t0);
 
   // ---- masks and regions ----
   progress("regions");
   t0 = Clock::now();
-  const detail::SoftMasks masks(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
-  const detail::Regions regions = detail::extract_regions(input.image, masks, threshold, m);
+  // The oracles compare with the ground truth at the resized size (Pillow NEAREST).
+  std::vector<std::uint16_t> gt_resized;
+  if (oracle != detail::Oracle::kNone) gt_resized = detail::resize_labels_nearest(gt->labels, w0, h0, w, h);
+  std::optional<detail::SoftMasks> masks;
+  detail::Regions regions;
+  detail::ClassMasks gt_masks;
+  if (oracle_masks) {
+    gt_masks = detail::ground_truth_masks(gt->labels, w0, h0, gt_resized, w, h, k, gt->ignore_label, device);
+    if (!gt_masks.classes.empty()) regions = detail::regions_from_masks(input.image, gt_masks.binary, m);
+  } else {
+    masks.emplace(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
+    regions = detail::extract_regions(input.image, *masks, threshold, m, /*with_crops=*/!oracle_labels);
+  }
   detail::synchronize(device);
   detail::release_freed_memory();
   result.timings.regions_ms = ms_since(t0);
@@ -245,18 +360,32 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   progress("clip");
   t0 = Clock::now();
   const auto nv = static_cast<int64_t>(regions.queries.size());
-  const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
-  const at::Tensor clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
-  detail::synchronize(device);
-  detail::release_freed_memory();
+  at::Tensor clip_logits;
+  if (oracle_labels) {  // the ground truth labels the regions: no CLIP
+    clip_logits = at::zeros({nv, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
+  } else {
+    const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
+    clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
+    detail::synchronize(device);
+    detail::release_freed_memory();
+  }
   result.timings.clip_ms = ms_since(t0);
+  if (oracle_masks) {
+    result.timings.post_ms = 0;
+    t0 = Clock::now();
+    label_by_ground_truth_regions(result, classes, *gt, gt_masks.classes, regions, clip_logits, w0, h0, w, h);
+    result.timings.post_ms = ms_since(t0);
+    result.timings.total_ms = ms_since(t_start);
+    if (options.progress) options.progress("done", 1.0f);
+    return result;
+  }
 
   // ---- ensemble, score map, resize, argmax ----
   progress("post");
   t0 = Clock::now();
   detail::EnsembleInput ens;
   ens.mf_logits = detail::maskformer_logits(proposals.class_embeddings, text, m.temperature);
-  ens.masks = &masks;
+  ens.masks = &*masks;
   ens.binary = regions.binary;
   ens.valid = regions.valid;
   ens.clip_logits = clip_logits;
@@ -266,6 +395,9 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   ens.out_height = h0;
   ens.out_width = w0;
   ens.keep_scores = options.keep_scores || !dump_dir.empty();
+  if (oracle_labels)  // each valid region takes the ground-truth class covering most of it
+    ens.probs_override = detail::one_hot_probs(
+        detail::majority_classes(regions.binary, regions.queries, gt_resized, k, gt->ignore_label), k, device);
   detail::EnsembleOutput post = detail::ensemble(ens);
 
   const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);

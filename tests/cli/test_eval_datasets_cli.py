@@ -25,6 +25,12 @@ SOURCE_DIR = os.environ.get("OVSEG_SOURCE_DIR", os.path.dirname(os.path.dirname(
 SHARED = os.environ.get("OVSEG_SHARED_DIR", os.path.join(SOURCE_DIR, "..", "shared", "ovseg"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "eval"))
 from expected_metrics import metrics_from_pairs  # noqa: E402  (the eval unit tests' numpy oracle)
+import coco_rle  # noqa: E402  (COCO RLE written from the published algorithm)
+
+try:
+    from pycocotools import mask as pycocotools_mask  # not in Debian bookworm; used where installed
+except ImportError:
+    pycocotools_mask = None
 
 BIN = os.environ.get("OVSEG_BIN", "")
 BUNDLE = os.path.join(os.environ.get("OVSEG_TEST_BUNDLE_DIR", ""), "tiny_swin_vit")
@@ -155,7 +161,7 @@ class EvalDatasetsCliTest(unittest.TestCase):
     def check_dataset(self, name):
         label_dir, label_ext, k, ignore, depth, weight = self.layout(name)
         out = os.path.join(self.tmp, "out-" + name)
-        r = self.run_cli(*self.dataset_args(name), "--output", out, "--save-predictions")
+        r = self.run_cli(*self.dataset_args(name), "--output", out, "--save-predictions", "--save-json")
         self.assertEqual(r.returncode, 0, r.stderr)
         # PC-59 and PC-459 share JPEGImages: the other's images are unannotated here too.
         image_dir = self.custom_images if name == "custom" else os.path.join(self.root, LAYOUTS[name][0])
@@ -189,7 +195,39 @@ class EvalDatasetsCliTest(unittest.TestCase):
         self.assertEqual([c["gt_pixels"] for c in m["per_class"]], e["gt_pixels"])
         self.assertEqual([c["pred_pixels"] for c in m["per_class"]], e["pred_pixels"])
         self.assertEqual(m["counts"]["pixels_ignored"], e["pixels_ignored"])
+        image_dir = self.custom_images if name == "custom" else os.path.join(self.root, LAYOUTS[name][0])
+        self.check_json(out, image_dir, ".png" if name == "custom" else ".jpg", self.stems[name],
+                        [p for p, _ in pairs])
         return m
+
+    def check_json(self, out, image_dir, image_ext, stems, preds):
+        """sem_seg_predictions.json decodes back to the saved label maps exactly, in detectron2's form."""
+        path = os.path.join(out, "sem_seg_predictions.json")
+        with open(path) as f:
+            text = f.read()
+        records = json.loads(text)
+        self.assertEqual(text, json.dumps(records))  # json.dumps' own formatting, byte for byte
+        by_file = {}
+        for rec in records:
+            self.assertEqual(list(rec), ["file_name", "category_id", "segmentation"])
+            self.assertEqual(list(rec["segmentation"]), ["size", "counts"])
+            by_file.setdefault(rec["file_name"], []).append(rec)
+        self.assertEqual(list(by_file), [os.path.join(image_dir, s + image_ext) for s in stems])
+        for stem, pred in zip(stems, preds):
+            recs = by_file[os.path.join(image_dir, stem + image_ext)]
+            cats = [r["category_id"] for r in recs]
+            self.assertEqual(cats, sorted(np.unique(pred).tolist()))  # one record per predicted class, ascending
+            rebuilt = np.full(pred.shape, -1, dtype=np.int64)
+            for r in recs:
+                self.assertEqual(r["segmentation"]["size"], list(pred.shape))
+                mask = coco_rle.decode(r["segmentation"]).astype(bool)
+                self.assertFalse((rebuilt[mask] >= 0).any(), "records overlap")
+                rebuilt[mask] = r["category_id"]
+                self.assertEqual(coco_rle.encode(pred == r["category_id"])["counts"], r["segmentation"]["counts"])
+                if pycocotools_mask is not None:
+                    ref = pycocotools_mask.encode(np.asfortranarray((pred == r["category_id"]).astype(np.uint8)))
+                    self.assertEqual(ref["counts"].decode(), r["segmentation"]["counts"])
+            np.testing.assert_array_equal(rebuilt, pred)
 
     def test_ade150(self):
         self.check_dataset("ade150")
@@ -221,6 +259,67 @@ class EvalDatasetsCliTest(unittest.TestCase):
         m = self.metrics(out)
         self.assertEqual(m["settings"]["ensemble_weight"], "0.8")
         self.assertEqual(m["settings"]["ensemble_weight_source"], "--ensemble-weight")
+
+    def test_oracle_masks_on_voc20(self):
+        label_dir, label_ext, k, ignore, _, _ = self.layout("voc20")
+        out = os.path.join(self.tmp, "oracle-masks")
+        r = self.run_cli(*self.dataset_args("voc20"), "--output", out, "--oracle", "masks", "--save-predictions")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = self.metrics(out)
+        self.assertEqual(m["settings"]["oracle"], "masks")
+        self.assertEqual(m["settings"]["mask_threshold"], "unused (oracle masks)")
+        self.assertEqual(m["timing"]["mean_ms_per_image"]["proposals"], 0)  # no MaskFormer pass
+        pairs = []
+        for stem in self.stems["voc20"]:
+            pred = read_label(os.path.join(out, "predictions", stem + ".png"))
+            gt = read_label(os.path.join(label_dir, stem + label_ext))
+            # Each ground-truth region is one CLIP decision: one predicted class per GT class.
+            for c in np.unique(gt[gt != ignore]):
+                self.assertEqual(len(np.unique(pred[gt == c])), 1, c)
+            self.assertTrue((pred[gt == ignore] == ignore).all())
+            pairs.append((np.where(pred == ignore, 65535, pred), gt))  # saved as the ignore value: unlabeled
+        e = metrics_from_pairs(pairs, k, ignore)
+        for key in HEADLINE_KEYS:
+            self.assertEqual(m[key], e[key], key)
+
+    def test_oracle_masks_with_one_class_is_perfect(self):
+        classes = os.path.join(self.tmp, "one-class.txt")
+        labels = os.path.join(self.tmp, "one-class-labels")
+        with open(classes, "w") as f:
+            f.write("thing\n")
+        for stem in self.stems["custom"]:
+            gt = read_label(os.path.join(self.custom_labels, stem + ".png"))
+            save_label(os.path.join(labels, stem + ".png"), np.where(gt == CUSTOM_IGNORE, 255, 0), 8)
+        out = os.path.join(self.tmp, "oracle-one")
+        r = self.run_cli("--dataset", "custom", "--images", self.custom_images, "--labels", labels, "--classes-file",
+                         classes, "--image-ext", "png", "--oracle", "masks", "--output", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = self.metrics(out)
+        self.assertEqual(m["mIoU"], 100.0)
+        self.assertEqual(m["pACC"], 100.0)
+
+    def test_oracle_labels_on_pc59(self):
+        label_dir, label_ext, k, ignore, _, _ = self.layout("pc59")
+        out = os.path.join(self.tmp, "oracle-labels")
+        r = self.run_cli(*self.dataset_args("pc59"), "--output", out, "--oracle", "labels", "--save-predictions")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = self.metrics(out)
+        self.assertEqual(m["settings"]["oracle"], "labels")
+        self.assertEqual(m["settings"]["ensemble_weight"], "unused (oracle labels)")
+        self.assertEqual(m["settings"]["mask_threshold"], "0.4")
+        pairs = []
+        for stem in self.stems["pc59"]:
+            pred = read_label(os.path.join(out, "predictions", stem + ".png"))
+            gt = read_label(os.path.join(label_dir, stem + label_ext))
+            # Every proposal is labelled from the ground truth: only its classes can be predicted.
+            self.assertTrue(set(np.unique(pred).tolist()) <= set(np.unique(gt[gt != ignore]).tolist()))
+            pairs.append((pred, gt))
+        e = metrics_from_pairs(pairs, k, ignore)
+        for key in HEADLINE_KEYS:
+            self.assertEqual(m[key], e[key], key)
+        r = self.run_cli(*self.dataset_args("pc59"), "--output", out + "-demo", "--oracle", "labels", "--mode", "demo")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--mode demo", r.stderr)
 
     def test_usage_errors(self):
         out = os.path.join(self.tmp, "bad")

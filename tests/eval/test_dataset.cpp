@@ -131,8 +131,9 @@ TEST_P(ListingTest, MissingDirectoryIsABadDataErrorNamingIt) {
   }
   ds.add_pair("a", 4, 3);
   EXPECT_NO_THROW(list_dataset(spec, dir.str(), "validation"));
-  if (spec.image_dir.find("{split}") != std::string::npos)  // PC / VOC name one split in their paths
+  if (spec.image_dir.find("{split}") != std::string::npos) {  // PC / VOC name one split in their paths
     EXPECT_THROW(list_dataset(spec, dir.str(), "training"), Error);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ListingTest,
