@@ -118,7 +118,8 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
   // Temporaries that a killed earlier run (kill -9 during a checkpoint or report write) left.
   if (const std::size_t swept = detail::sweep_stale_temporaries(output) +
-                                detail::sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string());
+                                detail::sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
+                                detail::sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
       swept > 0)
     detail::log().info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
   if (!a.resume && fs::exists(checkpoint))
