@@ -252,6 +252,26 @@ class EvalDatasetsCliTest(unittest.TestCase):
         self.assertEqual([c["name"] for c in m["per_class"]][:2], ["sky", "road, route"])
         self.assertEqual(m["settings"]["ignore_label"], str(CUSTOM_IGNORE))
 
+    def test_shards_with_save_json_merge_into_the_single_run_file(self):
+        single = os.path.join(self.tmp, "json-single")
+        r = self.run_cli(*self.dataset_args("voc20"), "--output", single, "--save-json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shards = []
+        for i in range(2):
+            out = os.path.join(self.tmp, f"json-shard{i}")
+            r = self.run_cli(*self.dataset_args("voc20"), "--output", out, "--save-json", "--shard", f"{i}/2")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            shards.append(out)
+        merged = os.path.join(self.tmp, "json-merged")
+        r = subprocess.run([BIN, "eval-merge", "--output", merged, *shards], capture_output=True, text=True,
+                           env=self.env, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(single, "sem_seg_predictions.json")) as f:
+            want = f.read()
+        with open(os.path.join(merged, "sem_seg_predictions.json")) as f:
+            self.assertEqual(f.read(), want)
+        self.assertGreater(len(json.loads(want)), 0)
+
     def test_weight_flag_overrides_the_dataset_default(self):
         out = os.path.join(self.tmp, "voc20-w")
         r = self.run_cli(*self.dataset_args("voc20"), "--output", out, "-w", "0.8", "--limit", "1")
