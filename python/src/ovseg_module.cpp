@@ -17,7 +17,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <charconv>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -198,6 +200,15 @@ py::array vector_to_array(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
 py::array image_to_array(ovseg::Image&& img) {
   const py::ssize_t h = img.height, w = img.width;
   return vector_to_array(std::move(img.rgb), {h, w, 3});
+}
+
+// A setting stored as float (0.4f) as the Python float it was written as (0.4), not
+// 0.4000000059604645: the shortest decimal that round-trips the float.
+double decimal(float v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  *res.ptr = '\0';
+  return std::strtod(buf, nullptr);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -559,9 +570,9 @@ PYBIND11_MODULE(_ovseg, m) {
       .def_property_readonly("timings", [](const PyResult& p) { return timings_dict(p.r->timings); },
                              "Milliseconds per stage: preprocess, proposals, text, regions, clip, post, total.")
       .def_property_readonly("mode", [](const PyResult& p) { return p.mode; }, "\"eval\" or \"demo\".")
-      .def_property_readonly("mask_threshold", [](const PyResult& p) { return p.mask_threshold; },
+      .def_property_readonly("mask_threshold", [](const PyResult& p) { return decimal(p.mask_threshold); },
                              "The mask threshold used (the bundle's for the mode unless overridden).")
-      .def_property_readonly("ensemble_weight", [](const PyResult& p) { return p.ensemble_weight; },
+      .def_property_readonly("ensemble_weight", [](const PyResult& p) { return decimal(p.ensemble_weight); },
                              "The ensemble weight used (the bundle's for the mode unless overridden).")
       .def("__repr__", [](const PyResult& p) {
         return py::str("<ovseg.Result {}x{}, {} classes, {} segments, mode={}>")
@@ -578,10 +589,10 @@ PYBIND11_MODULE(_ovseg, m) {
       .def_readonly("embed_dim", &ovseg::ModelInfo::embed_dim)
       .def_readonly("min_size_test", &ovseg::ModelInfo::min_size_test)
       .def_readonly("max_size_test", &ovseg::ModelInfo::max_size_test)
-      .def_readonly("eval_mask_threshold", &ovseg::ModelInfo::eval_mask_threshold)
-      .def_readonly("eval_ensemble_weight", &ovseg::ModelInfo::eval_ensemble_weight)
-      .def_readonly("demo_mask_threshold", &ovseg::ModelInfo::demo_mask_threshold)
-      .def_readonly("demo_ensemble_weight", &ovseg::ModelInfo::demo_ensemble_weight)
+      .def_property_readonly("eval_mask_threshold", [](const ovseg::ModelInfo& i) { return decimal(i.eval_mask_threshold); })
+      .def_property_readonly("eval_ensemble_weight", [](const ovseg::ModelInfo& i) { return decimal(i.eval_ensemble_weight); })
+      .def_property_readonly("demo_mask_threshold", [](const ovseg::ModelInfo& i) { return decimal(i.demo_mask_threshold); })
+      .def_property_readonly("demo_ensemble_weight", [](const ovseg::ModelInfo& i) { return decimal(i.demo_ensemble_weight); })
       .def_readonly("template_set", &ovseg::ModelInfo::template_set)
       .def_readonly("num_templates", &ovseg::ModelInfo::num_templates)
       .def_readonly("source_sha256", &ovseg::ModelInfo::source_sha256)
