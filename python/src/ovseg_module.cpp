@@ -401,9 +401,81 @@ PyObject* new_exception(const char* name, const char* doc, PyObject* bases) {
   return t;
 }
 
+constexpr const char* kLoadDoc = R"doc(load(bundle, device="cpu", precision="fp32", threads=0, text_cache=True,
+     cache_dir=None, region_batch=0) -> Model
+
+Load and validate a model bundle directory written by ovseg-export.
+
+Parameters
+----------
+bundle : str | os.PathLike
+    The bundle directory (manifest.json and the TorchScript modules).
+device : str
+    "cpu", "cuda" or "cuda:N".
+precision : str
+    "fp32"; "bf16" (the CLIP visual tower in bfloat16, the rest fp32) or
+    "fp16" (CUDA).
+threads : int
+    Intra-op CPU threads, 0 = all cores. A process-wide setting, shared
+    with torch when it is imported too.
+text_cache : bool
+    Keep text features on disk, in cache_dir (default $OVSEG_CACHE_DIR,
+    else $XDG_CACHE_HOME/ovseg, else ~/.cache/ovseg).
+region_batch : int
+    CLIP regions per forward pass, 0 = chosen by the memory available.
+
+Raises ovseg.ModelError for a missing or corrupt bundle and
+ovseg.InvalidArgumentError (a ValueError) for a bad option.
+)doc";
+
+// help(ovseg.Model.segment): the signature by hand (pybind11's would show C++ types).
+constexpr const char* kSegmentDoc = R"doc(segment(image, classes, *, mode="eval", mask_threshold=None, ensemble_weight=None,
+        keep_scores=False, channel_order="rgb", progress=None) -> Result
+
+Label every pixel of `image` with one of `classes`.
+
+Parameters
+----------
+image : str | os.PathLike | numpy.ndarray
+    A file path (decoded like load_image: EXIF orientation, then RGB), or a
+    uint8 array of shape H×W×3 whose channels are read as RGB by default:
+    pass channel_order="bgr" for BGR arrays such as cv2.imread's. H×W×4
+    (alpha ignored) and H×W greyscale arrays are accepted too. Any strides:
+    an array whose rows are packed pixels is read in place, others are
+    copied once. Other dtypes raise TypeError, other shapes
+    ovseg.InvalidArgumentError (a ValueError).
+classes : list of str
+    The class names, e.g. ["sky", "tree", "red car"]; labels index them.
+mode : "eval" or "demo"
+    "eval": the ensemble of both branches, as in benchmarks. "demo": one
+    region per class; pixels may stay UNLABELED.
+mask_threshold, ensemble_weight : float in [0, 1], optional
+    Override the bundle's values for the mode.
+keep_scores : bool
+    Also return the C×H×W float32 score maps (Result.scores).
+channel_order : "rgb" or "bgr"
+    Channel order of an array image (default "rgb"; ignored for paths).
+progress : callable, optional
+    Called before each stage as progress(stage: str, fraction: float), then
+    with ("done", 1.0). Return False to cancel (ovseg.CancelledError); an
+    exception it raises propagates out of segment().
+
+Returns
+-------
+Result
+    labels (H×W uint16, a view without copy), scores, segments, classes,
+    timings and the effective mode, mask_threshold and ensemble_weight.
+
+The GIL is released while the model computes: other Python threads run,
+and several threads may segment with one model at the same time. Ctrl-C
+cancels between stages (KeyboardInterrupt).
+)doc";
+
 }  // namespace
 
 PYBIND11_MODULE(_ovseg, m) {
+  py::options options;
+  options.disable_function_signatures();  // every docstring starts with a Python signature
   m.doc() = "Native part of the ovseg package (import ovseg instead).";
 
   // --- errors ------------------------------------------------------------------------------------
@@ -453,7 +525,7 @@ PYBIND11_MODULE(_ovseg, m) {
   });
 
   m.attr("UNLABELED") = ovseg::kUnlabeled;
-  m.def("version", &ovseg::version, "The library's version, e.g. \"0.1.0\".");
+  m.def("version", &ovseg::version, "version() -> str\n\nThe library's version, e.g. \"0.1.0\".");
   m.def(
       "set_log_level", [](const std::string& level) { ovseg::set_log_level(parse_log_level(level)); },
       py::arg("level"),
@@ -627,15 +699,7 @@ PYBIND11_MODULE(_ovseg, m) {
           },
           py::arg("bundle"), py::arg("device") = "cpu", py::arg("precision") = "fp32", py::arg("threads") = 0,
           py::arg("text_cache") = true, py::arg("cache_dir") = py::none(), py::arg("region_batch") = 0,
-          "load(bundle, device='cpu', precision='fp32', threads=0, text_cache=True, cache_dir=None, "
-          "region_batch=0) -> Model\n\n"
-          "Loads and validates a bundle directory written by ovseg-export.\n\n"
-          "device: \"cpu\", \"cuda\" or \"cuda:N\". precision: \"fp32\", \"bf16\" (the CLIP visual tower in "
-          "bfloat16) or \"fp16\" (CUDA). threads: intra-op CPU threads, 0 = all cores (a process-wide "
-          "setting). text_cache: keep text features on disk (cache_dir, default $OVSEG_CACHE_DIR, else "
-          "~/.cache/ovseg). region_batch: CLIP regions per forward pass, 0 = chosen by memory.\n\n"
-          "Raises ovseg.ModelError for a missing or corrupt bundle, ovseg.InvalidArgumentError for a bad "
-          "option.")
+          kLoadDoc)
       .def(
           "segment",
           [](const ovseg::Model& model, py::handle image, py::handle classes, const std::string& mode,
@@ -647,23 +711,7 @@ PYBIND11_MODULE(_ovseg, m) {
           py::arg("image"), py::arg("classes"), py::kw_only(), py::arg("mode") = "eval",
           py::arg("mask_threshold") = py::none(), py::arg("ensemble_weight") = py::none(),
           py::arg("keep_scores") = false, py::arg("channel_order") = "rgb", py::arg("progress") = py::none(),
-          "segment(image, classes, *, mode='eval', mask_threshold=None, ensemble_weight=None, keep_scores=False, "
-          "channel_order='rgb', progress=None) -> Result\n\n"
-          "Labels every pixel of `image` with one of `classes`.\n\n"
-          "image: a file path (str or os.PathLike; decoded like load_image), or a uint8 numpy array of "
-          "shape H×W×3. The channels are read as RGB unless channel_order=\"bgr\" (OpenCV's cv2.imread "
-          "order); H×W×4 (RGBA/BGRA, alpha ignored) and H×W greyscale are accepted too. Any strides work: "
-          "arrays whose rows are packed pixels are read in place, others are copied once. Other dtypes "
-          "raise TypeError, other shapes ovseg.InvalidArgumentError (a ValueError).\n"
-          "classes: a list of class names, e.g. [\"sky\", \"tree\", \"red car\"].\n"
-          "mode: \"eval\" (the ensemble of both branches, as in benchmarks) or \"demo\" (one region per "
-          "class; pixels may stay UNLABELED).\n"
-          "mask_threshold, ensemble_weight: override the bundle's values for the mode (in [0, 1]).\n"
-          "keep_scores: also return the C×H×W float32 score maps (Result.scores).\n"
-          "progress: called between stages as progress(stage, fraction); return False to cancel "
-          "(ovseg.CancelledError). An exception it raises propagates out of segment().\n\n"
-          "The GIL is released while the model computes: other Python threads run, and several threads "
-          "may segment with one model. Ctrl-C cancels between stages (KeyboardInterrupt).")
+          kSegmentDoc)
       .def(
           "text_features",
           [](const ovseg::Model& model, py::handle classes) {
