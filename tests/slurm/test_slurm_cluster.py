@@ -4,9 +4,10 @@ in a temporary directory, with its own config, ports and munge socket.
 
 1. The fixture eval as a 3-task array (tools/slurm/ovseg-eval.sbatch, --shard auto) and the merge
    as a dependent job (--dependency=afterok): the merged metrics equal a single-process run's.
-2. The same array again; one task is cancelled part-way (scancel on its index) and requeued, another
-   gets the time-limit warning (USR1) part-way and requeues itself: both resume from their
-   checkpoints and the merged metrics are again identical.
+2. The same array again; part-way through, one task is cancelled (scancel on its index) and
+   requeued, one gets the time-limit warning (USR1) and requeues itself, one is requeued as a
+   preempted task is (scontrol requeue while it runs): all resume from their checkpoints and the
+   merged metrics are again identical.
 3. `ovseg segment --shard auto` as an array (tools/slurm/ovseg-segment.sbatch, --array=1-3) over a
    folder tree: every image's output exists, written by exactly one task.
 
@@ -16,6 +17,7 @@ built ovseg, the test bundle or ../shared are missing, or when the daemons canno
 
 Environment (set by ctest): OVSEG_BIN, OVSEG_TEST_BUNDLE_DIR, OVSEG_SHARED_DIR, OVSEG_SOURCE_DIR.
 """
+import ctypes
 import json
 import os
 import shutil
@@ -56,6 +58,13 @@ def log(msg):
 def check(cond, msg):
     if not cond:
         raise Failure(msg)
+
+
+def die_with_parent():
+    """In the child before exec: the kernel sends SIGTERM when this test process dies, so the
+    daemons never outlive the test, even when ctest kills it at a timeout."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_ports(n):
@@ -161,7 +170,7 @@ PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
         out = open(os.path.join(self.base, "log", name + ".out"), "w")
         try:
             self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                                start_new_session=True)
+                                                start_new_session=True, preexec_fn=die_with_parent)
         finally:
             out.close()
 
@@ -199,14 +208,20 @@ PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
         for line in r.stdout.splitlines():
             f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
             key = f.get("ArrayTaskId", f.get("JobId"))
-            states[key] = (f.get("JobState"), f.get("ExitCode"), f.get("Restarts"))
+            states[key] = (f.get("JobState"), f.get("ExitCode"), f.get("Restarts"), f.get("Reason"))
         return states
 
-    def wait_done(self, job, seconds, what):
-        """Waits until no task of `job` is pending or running; returns the final states."""
+    def wait_done(self, job, seconds, what, release=False):
+        """Waits until no task of `job` is pending or running; returns the final states. With
+        `release`, a requeued task may start at once (Slurm otherwise holds it back ~2 minutes)."""
         deadline = time.monotonic() + seconds
         while True:
             states = self.job_states(job)
+            for task, st in states.items():
+                if release and st[0] == "PENDING" and st[3] == "BeginTime":
+                    name = f"{job}_{task}" if task != job else job
+                    subprocess.run(["scontrol", "update", f"JobId={name}", "StartTime=now"], capture_output=True,
+                                   env=self.env, timeout=30)
             if states and not any(s[0] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED",
                                            "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED")
                                   for s in states.values()):
@@ -395,7 +410,7 @@ def run_tests(cluster, tmp):
     out2 = os.path.join(tmp, "eval-requeue")
     jid = cluster.sbatch(f"--array=0-{TASKS - 1}", *small, f"--output={logs}/eval-%A_%a.log", eval_script,
                          *eval_args, out2, "--checkpoint-every", "1", env=env)
-    how = {1: "scancel", 0: "time limit"}
+    how = {1: "scancel", 0: "time limit", 2: "preemption"}
     stopped_at = {}
     deadline = time.monotonic() + 600
     while len(stopped_at) < len(how):
@@ -411,26 +426,27 @@ def run_tests(cluster, tmp):
             if done >= 1:
                 if kind == "scancel":
                     cluster.run("scancel", f"{jid}_{task}")
-                else:
+                elif kind == "time limit":  # what --signal=B:USR1@300 sends 5 minutes before the limit
                     cluster.run("scancel", "--batch", "--signal=USR1", f"{jid}_{task}")
+                else:  # what Slurm does to a preempted task (PreemptMode=REQUEUE) or after a node failure
+                    cluster.run("scontrol", "requeue", f"{jid}_{task}")
                 stopped_at[task] = None
         time.sleep(0.05)
-    # Task 1: cancelled, then requeued by hand. Task 0: back to pending by itself.
+    # Task 1: cancelled, then requeued by hand. Tasks 0 and 2: back to pending by themselves.
     states = cluster.wait_done(f"{jid}_1", 120, "cancelled task")
     check(states["1"][0] == "CANCELLED", f"cancelled task: {states}")
     cluster.run("scontrol", "requeue", f"{jid}_1")
     deadline = time.monotonic() + 120
-    while cluster.job_states(f"{jid}_0").get("0", ("?", "", "0"))[2] != "1":
-        check(time.monotonic() < deadline, f"task 0 did not requeue itself: {cluster.job_states(jid)}\n" +
-              tail(os.path.join(logs, f"eval-{jid}_0.log")))
-        time.sleep(0.2)
+    for task in (0, 2):
+        while cluster.job_states(f"{jid}_{task}").get(str(task), ("?", "", "0", ""))[2] != "1":
+            check(time.monotonic() < deadline, f"task {task} was not requeued: {cluster.job_states(jid)}\n" +
+                  tail(os.path.join(logs, f"eval-{jid}_{task}.log")))
+            time.sleep(0.2)
     for task in how:
         stopped_at[task], total = checkpoint_progress(os.path.join(out2, f"task-{task}", "checkpoint.json"))
-        # A requeued job waits about two minutes before it may start again; not here.
-        cluster.run("scontrol", "update", f"JobId={jid}_{task}", "StartTime=now")
         log(f"task {task} ({how[task]}) stopped after {stopped_at[task]} of {total} images" +
             ("" if stopped_at[task] < total else " (it had just finished: the requeue checks a finished resume)"))
-    states = cluster.wait_done(jid, 600, "requeued array")
+    states = cluster.wait_done(jid, 600, "requeued array", release=True)
     check(all(st[0] == "COMPLETED" for st in states.values()), f"after the requeues: {states}")
     for task, kind in how.items():
         with open(os.path.join(logs, f"eval-{jid}_{task}.log")) as f:
@@ -452,7 +468,7 @@ def run_tests(cluster, tmp):
     merged2 = os.path.join(out2, "merged")
     check(numbers(merged2) == numbers(single), "cancel + requeue: metrics differ from the single run")
     check(confusion(merged2) == confusion(single), "cancel + requeue: confusion matrix differs")
-    log("cancelled and self-requeued tasks resumed; merged metrics == single run")
+    log("cancelled, self-requeued and preempted tasks resumed; merged metrics == single run")
 
     # 3. segment --shard auto as an array (--array=1-3: SLURM_ARRAY_TASK_MIN = 1).
     photos = os.path.join(tmp, "photos")
@@ -490,6 +506,9 @@ def main():
         if not path or not os.path.isfile(path):
             print(f"SKIPPED: missing {what}: {path or '(unset)'}")
             return SKIP
+    def terminated(signum, frame):
+        raise Failure(f"the test got signal {signum}")
+    signal.signal(signal.SIGTERM, terminated)
     tmp = tempfile.mkdtemp(prefix="ovseg-slurm-")
     cluster = Cluster(tmp)
     rc = 0
