@@ -57,7 +57,9 @@ std::vector<std::string> check_shards(const std::vector<EvalState>& shards, cons
                              vb);
       }
     }
-    if (!s.all_attempted())  // failed images are merged as failed (metrics.json then says incomplete)
+    // Failed images count as attempted: the merge lists them (exit 1; metrics.json says incomplete)
+    // but they do not block it.
+    if (!s.all_attempted())
       problems.push_back(who + " is unfinished: " + std::to_string(s.finished.size() + s.failed.size()) + " of " +
                          std::to_string(s.pairs_total) + " images done (run it again with --resume)");
   }

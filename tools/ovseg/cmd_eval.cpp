@@ -14,7 +14,6 @@
 #include "commands.hpp"
 #include "common/fs_util.hpp"
 #include "model_flags.hpp"
-#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
