@@ -1,0 +1,102 @@
+// segment-anything's automatic mask generator (SamAutomaticMaskGenerator of
+// facebookresearch/segment-anything), natively: the proposals of ov-seg's online demo.
+// Public API, no torch.
+//
+//   auto sam = ovseg::SamModel::load("bundles/sam-vit-h");        // tools/ovseg-export-sam
+//   ovseg::SamResult r = sam.generate(img.view());                  // official defaults
+//   for (const ovseg::SamMask& m : r.masks) ...                     // the generator's order
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ovseg/ovseg.hpp"
+
+namespace ovseg {
+
+// The generator's parameters, with the official names and defaults (point_grids and
+// output_mode are not options: the grids follow points_per_side, and masks are binary here).
+struct SamGeneratorOptions {
+  int points_per_side = 32;
+  int points_per_batch = 64;             // points per decoder call (memory only; same results)
+  double pred_iou_thresh = 0.88;         // keep iou_pred > this (compared in float32); 0 = off
+  double stability_score_thresh = 0.95;  // keep stability >= this (float32); 0 = off
+  double stability_score_offset = 1.0;
+  double box_nms_thresh = 0.7;
+  int crop_n_layers = 0;
+  double crop_nms_thresh = 0.7;
+  double crop_overlap_ratio = 512.0 / 1500.0;
+  int crop_n_points_downscale_factor = 1;
+  int min_mask_region_area = 0;          // > 0: fill small holes, drop small islands, NMS again
+};
+// Throws Error(kInvalidArgument) naming the first bad parameter.
+void validate(const SamGeneratorOptions& options);
+
+// One generated mask, as SamAutomaticMaskGenerator.generate() returns it.
+struct SamMask {
+  std::vector<std::uint8_t> segmentation;  // height * width, 0/1
+  std::int64_t area = 0;                   // pixels of `segmentation`
+  std::array<std::int64_t, 4> bbox{};      // XYWH; x0,y0 = first pixel, w,h = last − first (official)
+  double point_x = 0, point_y = 0;         // the prompt point (input pixels)
+  float predicted_iou = 0;
+  float stability_score = 0;
+  std::array<std::int64_t, 4> crop_box{};  // XYWH of the crop that produced the mask
+};
+
+// Where the time of one generate() call went, in milliseconds.
+struct SamTimings {
+  double preprocess_ms = 0;    // crops, ResizeLongestSide (Pillow bilinear)
+  double encoder_ms = 0;       // image encoder, once per crop
+  double decoder_ms = 0;       // prompt encoder + mask decoder over all point batches
+  double postprocess_ms = 0;   // mask upsampling, thresholds, stability scores, boxes
+  double nms_ms = 0;           // box NMS within and across crops
+  double small_regions_ms = 0; // min_mask_region_area postprocessing
+  double total_ms = 0;
+};
+
+struct SamResult {
+  int width = 0;   // the input image's size
+  int height = 0;
+  std::vector<SamMask> masks;  // the generator's output order
+  int crops = 0;               // crop boxes processed
+  SamTimings timings;
+};
+
+struct SamModelInfo {
+  std::string name;
+  std::string bundle_dir;
+  int img_size = 0;            // the encoder's square input (1024)
+  int embed_dim = 0;           // ViT width
+  int depth = 0;
+  int prompt_embed_dim = 0;
+  std::string manifest_json;   // the whole manifest, pretty-printed
+  std::string device;
+};
+
+// A SAM bundle written by tools/ovseg-export-sam (models/SAM_BUNDLE_FORMAT.md), loaded once.
+class SamModel {
+ public:
+  // Uses options.device and options.threads; SAM always runs in float32.
+  static SamModel load(const std::string& bundle_dir, const ModelOptions& options = {});
+
+  SamModel(SamModel&&) noexcept;
+  SamModel& operator=(SamModel&&) noexcept;
+  SamModel(const SamModel&) = delete;
+  SamModel& operator=(const SamModel&) = delete;
+  ~SamModel();
+
+  // The automatic mask generator on one image. Safe to call from several threads.
+  SamResult generate(const ImageView& image, const SamGeneratorOptions& options = {}) const;
+
+  const SamModelInfo& info() const noexcept;
+
+ private:
+  struct Impl;
+  explicit SamModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ovseg

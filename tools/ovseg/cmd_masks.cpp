@@ -1,0 +1,123 @@
+// `ovseg masks`: segment-anything's automatic mask generator alone, writing what the official
+// scripts/amg.py writes: OUT/STEM/N.png (one 0/255 mask per file, in the generator's order) and
+// OUT/STEM/metadata.csv, or with --convert-to-rle OUT/STEM.json (COCO RLE, amg.py's keys).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "commands.hpp"
+#include "common/fs_util.hpp"
+#include "common/log.hpp"
+#include "image/image_ops.hpp"
+#include "inputs.hpp"
+#include "model_flags.hpp"
+#include "ovseg/sam.hpp"
+#include "sam_flags.hpp"
+#include "sam_output.hpp"
+
+namespace fs = std::filesystem;
+
+namespace ovseg::cli {
+namespace {
+
+struct MasksArgs {
+  std::string sam_model;
+  std::string output = ".";
+  bool rle = false;
+  bool recursive = false;
+  ModelFlags model_flags;
+  SamGeneratorOptions gen;
+  std::vector<std::string> inputs;
+};
+
+// Writes DIR atomically: a temporary sibling, renamed into place (a previous DIR is replaced).
+void write_mask_folder(const std::string& dir, const SamResult& r) {
+  const fs::path target(dir);
+  fs::create_directories(target.parent_path().empty() ? fs::path(".") : target.parent_path());
+  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  try {
+    for (std::size_t i = 0; i < r.masks.size(); ++i) {
+      detail::LabelMap map;
+      map.width = r.width;
+      map.height = r.height;
+      map.bit_depth = 8;
+      map.values.resize(r.masks[i].segmentation.size());
+      for (std::size_t p = 0; p < map.values.size(); ++p) map.values[p] = r.masks[i].segmentation[p] ? 255 : 0;
+      detail::write_label_map((tmp / (std::to_string(i) + ".png")).string(), map);
+    }
+    detail::write_file_atomic((tmp / "metadata.csv").string(), amg_metadata_csv(r));
+    const fs::path old = target.parent_path() / (target.filename().string() + ".old-" + std::to_string(::getpid()));
+    const bool had = fs::exists(target);
+    if (had) fs::rename(target, old);
+    fs::rename(tmp, target);
+    if (had) fs::remove_all(old, ec);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+int run_masks(const MasksArgs& a) {
+  check_device(a.model_flags.device);
+  validate(a.gen);
+  const auto images = expand_inputs(a.inputs, a.recursive, std::cin, a.output);
+  if (images.empty()) throw Error(ErrorCode::kInvalidArgument, "masks: no input images");
+  const SamModel sam = SamModel::load(a.sam_model, model_options(a.model_flags));
+  std::vector<std::string> failed;
+  for (const auto& in : images) {
+    try {
+      const Image img = load_image(in.path);
+      const SamResult r = sam.generate(img.view(), a.gen);
+      const std::string base = (fs::path(a.output) / in.out_stem).string();
+      if (a.rle) {
+        fs::create_directories(fs::path(base).parent_path());
+        detail::write_file_atomic(base + ".json", amg_rle_json(r));
+      } else {
+        write_mask_folder(base, r);
+      }
+      detail::log().info("{}: {} masks in {:.2f} s ({} crop{})", in.path, r.masks.size(), r.timings.total_ms / 1000.0,
+                         r.crops, r.crops == 1 ? "" : "s");
+    } catch (const Error& e) {
+      detail::log().error("{}: {}", in.path, e.what());
+      failed.push_back(in.path);
+    } catch (const std::exception& e) {
+      detail::log().error("{}: {}", in.path, e.what());
+      failed.push_back(in.path);
+    }
+  }
+  if (!failed.empty()) {
+    std::fprintf(stderr, "ovseg masks: %zu of %zu images failed:\n", failed.size(), images.size());
+    for (const auto& f : failed) std::fprintf(stderr, "  %s\n", f.c_str());
+    return kExitSomeFailed;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_masks_command(CLI::App& parent) {
+  auto args = std::make_shared<MasksArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "masks", "segment-anything's automatic mask generator alone; writes scripts/amg.py's layout "
+               "(OUT/STEM/N.png + metadata.csv, or OUT/STEM.json with --convert-to-rle)");
+  app->add_option("--sam-model", args->sam_model, "SAM bundle directory (tools/ovseg-export-sam)")->required();
+  app->add_option("-o,--output", args->output, "Output directory")->capture_default_str();
+  app->add_flag("--convert-to-rle", args->rle, "Write COCO RLE JSON (amg.py --convert-to-rle) instead of PNGs");
+  app->add_flag("-r,--recursive", args->recursive, "Descend into subdirectories of directory inputs");
+  add_model_flags(*app, args->model_flags);
+  add_sam_generator_flags(*app, args->gen);
+  app->add_option("inputs", args->inputs, "Images, directories, or - for a list on stdin")->required();
+  return Command{app, [args] { return run_masks(*args); }};
+}
+
+}  // namespace ovseg::cli
