@@ -99,4 +99,77 @@ class SamModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// ------------------------------------------------------------------------------------------------
+// SAM proposals classified with an ov-seg bundle's CLIP: ov-seg's online demo
+// (SAMVisualizationDemo.run_on_image).
+// ------------------------------------------------------------------------------------------------
+enum class SamClassifier {
+  // The online demo: long side resized to 1280 (OpenCV bilinear), mean-filled box crops resized
+  // bicubic to 224 THEN normalised, CLIP without mask prompt, the single template "a photo of {}",
+  // softmax(100·img·txtᵀ), granularity selection, einsum, channel 0 exactly 0 → unlabelled.
+  kDemo,
+  // The ov-seg way on the same masks: crops normalised then resized (as the MaskFormer path), the
+  // bundle's mask prompts and prompt templates; selection and map as kDemo.
+  kOvseg,
+};
+const char* to_string(SamClassifier c) noexcept;
+SamClassifier parse_sam_classifier(const std::string& s);  // "demo" | "ovseg"
+
+struct SamSegmentOptions {
+  SamGeneratorOptions generator = demo_generator_options();
+  double granularity = 1.0;  // < 1: every region whose score exceeds g × the class's best
+  SamClassifier classifier = SamClassifier::kDemo;
+  int long_side = 1280;      // the demo's resize before SAM (0 = none)
+  bool keep_scores = false;  // fill Result::scores (the demo's einsum map, nearest-resized)
+
+  // The generator as the demo builds it: official defaults with points_per_batch = 16.
+  static SamGeneratorOptions demo_generator_options() {
+    SamGeneratorOptions o;
+    o.points_per_batch = 16;
+    return o;
+  }
+};
+
+// One SAM mask with its classification.
+struct SamRegion {
+  int index = 0;              // position in the generator's output
+  int class_index = 0;        // argmax of its class probabilities (into Result::score_classes)
+  float score = 0;            // that probability
+  std::vector<float> probs;   // softmax(100·img·txtᵀ) row (score_classes.size())
+  bool selected = false;      // chosen by at least one class
+  std::int64_t area = 0;      // pixels at the SAM input size
+  Box box;                    // exclusive ends, at the SAM input size
+  float predicted_iou = 0;
+  float stability_score = 0;
+};
+
+struct SamSegmentation {
+  Result result;                  // label map etc. at the original size (segments left empty)
+  std::vector<SamRegion> regions; // the generator's order
+  int sam_width = 0, sam_height = 0;  // the demo resize
+  SamTimings sam_timings;
+  double classify_ms = 0;         // crops + CLIP + text + map
+  std::string message;            // non-empty when no mask survived (all-unlabelled map)
+};
+
+// An ov-seg bundle's CLIP (and tokenizer) with a SAM bundle.
+class SamSegmenter {
+ public:
+  static SamSegmenter load(const std::string& ovseg_bundle, const std::string& sam_bundle,
+                           const ModelOptions& options = {});
+  SamSegmenter(SamSegmenter&&) noexcept;
+  SamSegmenter& operator=(SamSegmenter&&) noexcept;
+  ~SamSegmenter();
+
+  SamSegmentation segment(const ImageView& image, const std::vector<std::string>& classes,
+                          const SamSegmentOptions& options = {}) const;
+  const SamModel& sam() const noexcept;
+  const ModelInfo& info() const noexcept;  // the ov-seg bundle
+
+ private:
+  struct Impl;
+  explicit SamSegmenter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace ovseg

@@ -26,11 +26,8 @@ FIXTURES = sf.sam_fixtures()
 
 def run_masks(d, meta, out, extra=()):
     image = sf.amg_input(d, meta)
-    flags = sf.generator_flags(meta)
-    given = {f for f in extra if f.startswith("--")}
-    flags = [x for i, x in enumerate(flags) if not (x in given or (i > 0 and flags[i - 1] in given))]
     cmd = [BIN, "-q", "masks", "--sam-model", os.path.join(BUNDLES, os.path.basename(d)),
-           "-o", out] + flags + list(extra) + [image]
+           "-o", out] + sf.generator_flags(meta, extra) + [image]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr}")

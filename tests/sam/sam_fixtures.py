@@ -47,13 +47,16 @@ def amg_input(d: str, meta: Dict[str, Any]) -> str:
     return os.path.join(d, name)
 
 
-def generator_flags(meta: Dict[str, Any]) -> List[str]:
+def generator_flags(meta: Dict[str, Any], extra=()) -> List[str]:
+    """The fixture's generator parameters as flags, then `extra` (whose flags replace them)."""
     p = meta["amg_params"]
+    given = {f for f in extra if str(f).startswith("--")}
     flags = []
     for k in FLAG_NAMES:
-        if k in p and p[k] is not None:
-            flags += ["--" + k.replace("_", "-"), repr(p[k])]
-    return flags
+        flag = "--" + k.replace("_", "-")
+        if k in p and p[k] is not None and flag not in given:
+            flags += [flag, repr(p[k])]
+    return flags + list(extra)
 
 
 def segmentations(d: str, meta: Dict[str, Any]) -> np.ndarray:

@@ -19,6 +19,7 @@
 #include "commands.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
+#include "sam_flags.hpp"
 
 namespace ovseg::cli {
 namespace {
@@ -39,6 +40,8 @@ struct BenchOptions {
   bool quick = false;
   bool text_only = false;
   std::string labels_out;
+  std::string sam_model;  // --sam-model: the SAM generator's stages instead
+  SamGeneratorOptions sam;
 };
 
 double now_ms() {
@@ -265,7 +268,9 @@ Command add_bench_command(CLI::App& parent) {
   Command c;
   c.app = parent.add_subcommand("bench", "Per-stage timings of one image (median of --repeat runs)");
   auto* app = c.app;
-  app->add_option("-m,--model", o->model, "Bundle directory")->required();
+  app->add_option("-m,--model", o->model, "Bundle directory (required unless --sam-model)");
+  app->add_option("--sam-model", o->sam_model, "SAM bundle: time the automatic mask generator's stages instead");
+  add_sam_generator_flags(*app, o->sam);
   app->add_option("-i,--image", o->image, "Image file (required unless --text-only)");
   app->add_option("-c,--classes", o->classes, "Comma-separated class names");
   app->add_option("--classes-file", o->classes_file, "File with one class name per line");
@@ -282,7 +287,13 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--labels-out", o->labels_out, "Write the last run's label map to this .npy file (uint16)");
   app->add_flag("--text-only", o->text_only,
                 "Only the text features of the class list: cold, warm and from a fresh disk cache");
-  c.run = [o] { return run_bench(*o); };
+  c.run = [o] {
+    if (!o->sam_model.empty())
+      return run_sam_bench(o->sam_model, o->image, o->sam, o->device, o->threads, o->quick ? 1 : o->repeat,
+                           o->quick ? 0 : o->warmup, o->json);
+    if (o->model.empty()) throw Error(ErrorCode::kInvalidArgument, "bench: --model is required (or --sam-model)");
+    return run_bench(*o);
+  };
   return c;
 }
 

@@ -10,6 +10,7 @@
 #include <set>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,8 +26,10 @@
 #include "inputs.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
+#include "ovseg/sam.hpp"
 #include "overlay.hpp"
 #include "progress.hpp"
+#include "sam_flags.hpp"
 
 namespace fs = std::filesystem;
 
@@ -51,6 +54,12 @@ struct SegmentArgs {
   std::string shard;  // empty: every image
   int shards = 0;
   std::vector<std::string> inputs;
+  // --proposals sam (ov-seg's online demo): SAM masks classified with the bundle's CLIP.
+  std::string proposals = "maskformer";
+  std::string sam_model;
+  double granularity = 1.0;
+  std::string sam_classifier = "demo";
+  SamGeneratorOptions sam_generator = SamSegmentOptions::demo_generator_options();
   // The options themselves, to ask after parsing whether they were given.
   CLI::Option* mask_threshold_opt = nullptr;
   CLI::Option* ensemble_weight_opt = nullptr;
@@ -99,15 +108,19 @@ struct Decoded {
 struct Job {
   const SegmentArgs* args = nullptr;
   const Model* model = nullptr;
+  const ModelInfo* info = nullptr;
+  const SamSegmenter* sam = nullptr;  // --proposals sam
+  SamSegmentOptions sam_options;
   SegmentOptions options;
   float mask_threshold = 0;
   float ensemble_weight = 0;
 };
 
 nlohmann::json make_report(const Job& job, const InputImage& in, const std::vector<std::string>& paths,
-                           const Result& r, int bit_depth, double decode_ms) {
+                           const Result& r, int bit_depth, double decode_ms,
+                           const std::vector<SamRegion>* regions = nullptr) {
   using nlohmann::json;
-  const auto& info = job.model->info();
+  const auto& info = *job.info;
   const double total = static_cast<double>(r.width) * r.height;
   json j;
   j["input"] = in.path;
@@ -158,6 +171,24 @@ nlohmann::json make_report(const Job& job, const InputImage& in, const std::vect
   j["segments"] = segs;
   j["resized"] = {{"width", r.resized_width}, {"height", r.resized_height}};
   const auto& t = r.timings;
+  if (job.sam) {
+    j["proposals"] = "sam";
+    j["sam_model"] = job.sam->sam().info().bundle_dir;
+    j["sam_classifier"] = to_string(job.sam_options.classifier);
+    j["granularity"] = job.sam_options.granularity;
+    json regs = json::array();
+    for (const auto& g : regions ? *regions : std::vector<SamRegion>{})
+      regs.push_back({{"index", g.index},
+                      {"class_index", g.class_index},
+                      {"score", g.score},
+                      {"probs", g.probs},
+                      {"selected", g.selected},
+                      {"area", g.area},
+                      {"box", {g.box.x0, g.box.y0, g.box.x1, g.box.y1}},
+                      {"predicted_iou", g.predicted_iou},
+                      {"stability_score", g.stability_score}});
+    j["sam_regions"] = regs;  // boxes and areas at the SAM input size (the demo's 1280 resize)
+  }
   j["timings_ms"] = {{"decode", round_to(decode_ms, 1e-3)},         {"preprocess", round_to(t.preprocess_ms, 1e-3)},
                      {"proposals", round_to(t.proposals_ms, 1e-3)}, {"text", round_to(t.text_ms, 1e-3)},
                      {"regions", round_to(t.regions_ms, 1e-3)},     {"clip", round_to(t.clip_ms, 1e-3)},
@@ -167,7 +198,8 @@ nlohmann::json make_report(const Job& job, const InputImage& in, const std::vect
 
 // Writes every output of one image; the label map last, so that --skip-existing never skips an
 // image whose other outputs a crash left unwritten.
-void write_outputs(const Job& job, const InputImage& in, const Image& image, const Result& r, double decode_ms) {
+void write_outputs(const Job& job, const InputImage& in, const Image& image, const Result& r, double decode_ms,
+                   const std::vector<SamRegion>* regions = nullptr) {
   const SegmentArgs& a = *job.args;
   const auto paths = output_paths(a.output, in.out_stem, a.overlay, a.json, a.save_scores);
   const int bit_depth = r.classes.size() <= 255 ? 8 : 16;
@@ -176,7 +208,7 @@ void write_outputs(const Job& job, const InputImage& in, const Image& image, con
   if (a.json) {
     // Paths are bytes on Linux: a name that is not UTF-8 is written with U+FFFD in place of each
     // invalid byte (README, "JSON reports"); the name itself is kept in "input_bytes" (hex).
-    nlohmann::json report = make_report(job, in, paths, r, bit_depth, decode_ms);
+    nlohmann::json report = make_report(job, in, paths, r, bit_depth, decode_ms, regions);
     if (!is_valid_utf8(in.path)) report["input_bytes"] = hex_bytes(in.path);
     const std::string text = report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     detail::write_file_atomic(paths[next++], text);
@@ -307,12 +339,28 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   }
 
   // 4. Model and text features (once for the whole run).
-  const Model model = load_model(a.model, mo, classes);
-  const auto& info = model.info();
-
+  const bool use_sam = a.proposals == "sam";
+  std::optional<Model> model_storage;
+  std::optional<SamSegmenter> sam_storage;
   Job job;
   job.args = &a;
-  job.model = &model;
+  if (use_sam) {
+    if (a.sam_model.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: --proposals sam needs --sam-model DIR");
+    job.sam_options.generator = a.sam_generator;
+    job.sam_options.granularity = a.granularity;
+    job.sam_options.classifier = parse_sam_classifier(a.sam_classifier);
+    job.sam_options.keep_scores = a.save_scores;
+    validate(job.sam_options.generator);
+    sam_storage.emplace(SamSegmenter::load(a.model, a.sam_model, mo));
+    job.sam = &*sam_storage;
+    job.info = &sam_storage->info();
+    so.mode = Mode::kDemo;
+  } else {
+    model_storage.emplace(load_model(a.model, mo, classes));
+    job.model = &*model_storage;
+    job.info = &model_storage->info();
+  }
+  const auto& info = *job.info;
   job.options = so;
   const bool demo = so.mode == Mode::kDemo;
   job.mask_threshold = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
@@ -371,8 +419,16 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
       continue;
     }
     auto result = std::make_shared<Result>();
+    auto regions = std::make_shared<std::vector<SamRegion>>();
     try {
-      *result = model.segment(d.image.view(), classes, so);
+      if (job.sam) {
+        SamSegmentation ss = job.sam->segment(d.image.view(), classes, job.sam_options);
+        if (!ss.message.empty()) log.warn("{}: {}", images[i].path, ss.message);
+        *result = std::move(ss.result);
+        *regions = std::move(ss.regions);
+      } else {
+        *result = job.model->segment(d.image.view(), classes, so);
+      }
     } catch (const Error& e) {
       if (e.code() == ErrorCode::kCancelled) {
         started = k;
@@ -388,9 +444,9 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     auto image = std::make_shared<Image>(std::move(d.image));
     pending = std::make_unique<PendingWrite>();
     pending->index = i;
-    pending->result = std::async(std::launch::async, [&job, &images, i, image, result, ms = d.decode_ms] {
+    pending->result = std::async(std::launch::async, [&job, &images, i, image, result, regions, ms = d.decode_ms] {
       try {
-        write_outputs(job, images[i], *image, *result, ms);
+        write_outputs(job, images[i], *image, *result, ms, job.sam ? regions.get() : nullptr);
         return std::string();
       } catch (const std::exception& e) {
         return std::string(e.what());
@@ -453,6 +509,23 @@ Command add_segment_command(CLI::App& parent) {
                                           "0.7 eval / 0 demo for the released models]")
                               ->check(CLI::Range(0.0f, 1.0f));
   add_model_flags(*app, a.model_flags);
+  app->add_option("--proposals", a.proposals,
+                  "maskformer: the bundle's proposals; sam: segment-anything masks classified as ov-seg's online "
+                  "demo does (needs --sam-model)")
+      ->check(CLI::IsMember({"maskformer", "sam"}))
+      ->capture_default_str();
+  app->add_option("--sam-model", a.sam_model, "SAM bundle directory (tools/ovseg-export-sam), with --proposals sam");
+  app->add_option("--granularity", a.granularity,
+                  "--proposals sam: 1 = the best region per class; g < 1 = every region scoring above g x the "
+                  "class's best")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app->add_option("--sam-classifier", a.sam_classifier,
+                  "--proposals sam: demo (the online demo: no mask prompt, \"a photo of {}\") or ovseg (mask "
+                  "prompts and the bundle's templates)")
+      ->check(CLI::IsMember({"demo", "ovseg"}))
+      ->capture_default_str();
+  add_sam_generator_flags(*app, a.sam_generator);
   app->add_option("-o,--output", a.output, "Output directory (created if missing)")->capture_default_str();
   app->add_flag("--overlay", a.overlay, "Also write STEM.overlay.png: image, class colours, names and a legend");
   app->add_flag("--json", a.json, "Also write STEM.json: classes, pixel shares, segments, timings");

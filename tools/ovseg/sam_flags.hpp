@@ -14,3 +14,12 @@ namespace ovseg::cli {
 void add_sam_generator_flags(CLI::App& app, SamGeneratorOptions& options);
 
 }  // namespace ovseg::cli
+
+namespace ovseg::cli {
+
+// `ovseg bench --sam-model DIR -i IMAGE`: the generator's stages (median of `repeat` runs after
+// `warmup`), as a table or JSON.
+int run_sam_bench(const std::string& sam_model, const std::string& image, const SamGeneratorOptions& options,
+                  const std::string& device, int threads, int repeat, int warmup, bool json);
+
+}  // namespace ovseg::cli
