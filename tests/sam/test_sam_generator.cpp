@@ -49,7 +49,13 @@ std::vector<Fx>& fixtures() {
       f.name = d.filename().string();
       ModelOptions mo;
       f.model = std::make_unique<SamModel>(SamModel::load(bundle.string(), mo));
-      const Image img = load_image((d / "image.png").string());
+      // The original image, else the generator's input (meta.json "amg_input", first word).
+      std::string image = (d / "image.png").string();
+      if (!fs::is_regular_file(image)) {
+        const std::string in = meta.value("amg_input", std::string("image.png"));
+        image = (d / in.substr(0, in.find(' '))).string();
+      }
+      const Image img = load_image(image);
       const double s = 320.0 / std::max(img.width, img.height);
       f.small = detail::resize_pillow_bilinear(img, std::max(1, static_cast<int>(img.width * s)),
                                                std::max(1, static_cast<int>(img.height * s)));
