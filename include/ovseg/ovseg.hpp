@@ -126,6 +126,10 @@ struct SegmentOptions {
   Mode mode = Mode::kEval;
   std::optional<float> mask_threshold;   // default: the bundle's value for the mode
   std::optional<float> ensemble_weight;  // default: the bundle's value for the mode
+  // false = MaskFormer only (the config's CLIP_ENSEMBLE False, the paper's Table 6 ablation):
+  // no regions, no CLIP; scores = Σ_q softmax(MaskFormer logits)[q,:K] · sigmoid(mask q) over all
+  // queries, and Result::segments stays empty. Eval mode only. Default: the bundle's value.
+  std::optional<bool> clip_ensemble;
   bool keep_scores = false;              // fill Result::scores
   // Called between stages with a stage name and a fraction in [0, 1]; return false to cancel
   // (segment() then throws Error(kCancelled)).
@@ -180,6 +184,7 @@ struct ModelInfo {
   int max_size_test = 0;
   float eval_mask_threshold = 0, eval_ensemble_weight = 0;
   float demo_mask_threshold = 0, demo_ensemble_weight = 0;
+  bool eval_clip_ensemble = true;  // false: the bundle's eval path is MaskFormer-only
   std::string template_set;
   std::size_t num_templates = 0;
   std::string source_sha256;

@@ -3,7 +3,9 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <caffe2/serialize/versions.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/version.h>
 
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
@@ -22,6 +24,22 @@ void cast_floating_state(torch::jit::Module& module, c10::ScalarType dtype) {
     at::Tensor t = attr.value.toTensor();
     if (t.defined() && t.is_floating_point() && t.scalar_type() != dtype) t.set_data(t.to(dtype));
   }
+}
+
+// A bundle written by a newer torch than this build's libtorch can read: refused up front, naming
+// both versions, instead of failing deep inside torch::jit::load.
+void check_file_format(const Manifest& manifest) {
+  const auto max_supported = static_cast<int>(caffe2::serialize::kMaxSupportedFileFormatVersion);
+  if (manifest.torchscript_file_format_version <= max_supported) return;
+  const std::string runtime = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
+                              "." + std::to_string(TORCH_VERSION_PATCH);
+  const std::string exporter = manifest.torch_version.empty() ? "an unknown torch" : "torch " + manifest.torch_version;
+  throw Error(ErrorCode::kBadModel,
+              manifest.manifest_path + ": the bundle's TorchScript modules were written by " + exporter +
+                  " in file-format version " + std::to_string(manifest.torchscript_file_format_version) +
+                  ", but this ovseg's libtorch " + runtime + " reads file-format versions up to " +
+                  std::to_string(max_supported) + ". Re-export the bundle with tools/ovseg-export under a torch no newer "
+                  "than " + runtime + ", or rebuild ovseg against a newer libtorch (-DCMAKE_PREFIX_PATH=/path/to/libtorch).");
 }
 
 torch::jit::Module load_module(const std::string& path, c10::Device device) {
@@ -101,6 +119,7 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
     throw Error(ErrorCode::kInvalidArgument,
                 "precision fp16 is not supported on the CPU (LibTorch 1.13 has no half-precision CPU kernels "
                 "for these layers); use bf16 or fp32");
+  check_file_format(manifest);
   auto impl = std::make_unique<Impl>();
   impl->device = device;
   impl->dtype = dtype;

@@ -63,9 +63,15 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   const bool override_probs = in.probs_override.defined();
   if (override_probs && (in.mode != Mode::kEval || in.probs_override.size(0) != nv || in.probs_override.size(1) != k))
     throw Error(ErrorCode::kInvalidArgument, "ensemble: probability override needs the eval path and [Nv,K] rows");
+  // Every query contributes its soft mask (ensemble, or MaskFormer-only); else the valid ones.
+  const bool all_queries = (w_ens > 0 || !in.clip_branch) && !override_probs;
   if (override_probs) {
     p = in.probs_override.to(p_mf.device(), at::kFloat);  // [Nv,K]: only valid queries contribute
     out.region_probs = p;
+  } else if (!in.clip_branch) {
+    // OVSeg.semantic_inference with CLIP_ENSEMBLE False: MaskFormer's probabilities as they are.
+    p = p_mf;  // [Q,K]
+    out.region_probs = at::zeros({0, k}, p_mf.options());
   } else if (w_ens > 0) {
     at::Tensor clip_all = at::ones({p_mf.size(0), k}, p_mf.options());  // invalid queries: p_clip = 1
     if (nv > 0) clip_all.index_copy_(0, valid_index, p_clip);
@@ -83,7 +89,6 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   const int64_t rows_per_chunk = in.masks->rows_per_chunk();
   if (in.mode == Mode::kEval) {
     // Soft masks M: of every query when w > 0, of the valid ones when w = 0.
-    const bool all_queries = w_ens > 0 && !override_probs;
     const at::Tensor queries = all_queries ? at::arange(p.size(0), valid_index.options()) : valid_index;
     z = p;
     mask_rows = [&in, queries](int64_t i0, int64_t n) { return in.masks->rows(queries.narrow(0, i0, n)); };

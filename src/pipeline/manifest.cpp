@@ -118,6 +118,12 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
   m.json_pretty = root.dump(2);
 
   m.name = r.str("name");
+  if (r.has("torch.version") && r.at("torch.version").is_string()) m.torch_version = r.str("torch.version");
+  if (r.has("torch.torchscript_file_format_version") && !r.at("torch.torchscript_file_format_version").is_null()) {
+    m.torchscript_file_format_version = r.integer("torch.torchscript_file_format_version");
+    if (m.torchscript_file_format_version <= 0)
+      bad(m.manifest_path, "\"torch.torchscript_file_format_version\" must be a positive integer");
+  }
   m.backbone = r.str("architecture.backbone");
   m.num_queries = r.integer("architecture.num_queries");
   m.embed_dim = r.integer("architecture.embed_dim");
@@ -148,6 +154,10 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
   m.eval.ensemble_weight = r.number("inference.eval.ensemble_weight");
   m.demo.mask_threshold = r.number("inference.demo.mask_threshold");
   m.demo.ensemble_weight = r.number("inference.demo.ensemble_weight");
+  if (r.has("inference.eval.clip_ensemble")) m.eval.clip_ensemble = r.boolean("inference.eval.clip_ensemble");
+  if (r.has("inference.demo.clip_ensemble")) m.demo.clip_ensemble = r.boolean("inference.demo.clip_ensemble");
+  if (!m.demo.clip_ensemble)
+    bad(m.manifest_path, "inference.demo.clip_ensemble false is not supported (the demo path needs the CLIP branch)");
 
   m.template_set = r.str("text.template_set");
   const json& templates = r.at("text.templates");

@@ -14,6 +14,8 @@ inline constexpr int kBundleFormatVersion = 1;
 struct PathDefaults {
   double mask_threshold = 0;
   double ensemble_weight = 0;
+  // false: the config's CLIP_ENSEMBLE False, MaskFormer-only (no regions, no CLIP visual tower).
+  bool clip_ensemble = true;
 };
 
 struct Manifest {
@@ -23,6 +25,10 @@ struct Manifest {
 
   std::string name;
   int format_version = 0;
+  // "torch": the exporting torch and the TorchScript file-format version of its modules (absent in
+  // bundles of exporters before 0.2: then 0 / empty, and no up-front check is possible).
+  std::string torch_version;
+  int torchscript_file_format_version = 0;
   std::string backbone;        // "swin" | "resnet"
   std::string clip_model;      // "ViT-L/14"
   int num_queries = 0;

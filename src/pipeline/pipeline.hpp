@@ -199,6 +199,8 @@ struct EnsembleInput {
   at::Tensor valid;        // [Q] bool
   at::Tensor clip_logits;  // [Nv,K+1] (Nv may be 0)
   double ensemble_weight = 0;
+  // false: MaskFormer-only (eval): p = softmax(mf_logits)[:, :K] over all queries, no CLIP term.
+  bool clip_branch = true;
   Mode mode = Mode::kEval;
   // Demo: the class list the model used is (x, "others"): "others" selects no region (SPEC §7.2).
   bool skip_last_selection = false;

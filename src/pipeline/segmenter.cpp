@@ -195,6 +195,7 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     info.eval_ensemble_weight = static_cast<float>(m.eval.ensemble_weight);
     info.demo_mask_threshold = static_cast<float>(m.demo.mask_threshold);
     info.demo_ensemble_weight = static_cast<float>(m.demo.ensemble_weight);
+  info.eval_clip_ensemble = m.eval.clip_ensemble;
     info.template_set = m.template_set;
     info.num_templates = m.templates.size();
     info.source_sha256 = m.source_sha256;
@@ -259,6 +260,11 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     throw Error(ErrorCode::kInvalidArgument, "segment: mask_threshold must be in [0, 1]");
   if (!(weight >= 0.0 && weight <= 1.0))
     throw Error(ErrorCode::kInvalidArgument, "segment: ensemble_weight must be in [0, 1]");
+  const bool clip_branch = options.clip_ensemble.value_or(defaults.clip_ensemble);
+  if (!clip_branch && options.mode != Mode::kEval)
+    throw Error(ErrorCode::kInvalidArgument,
+                "segment: MaskFormer-only (clip_ensemble false) needs eval mode: the reference's demo path "
+                "uses the CLIP branch's regions");
   if (view.data == nullptr || view.width <= 0 || view.height <= 0)
     throw Error(ErrorCode::kBadImage, "image: empty image (no pixel data or a zero size)");
   {
@@ -273,6 +279,8 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   if (oracle != detail::Oracle::kNone) {
     if (options.mode != Mode::kEval)
       throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses run on the evaluation path only");
+    if (!clip_branch)
+      throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses need the CLIP branch (not MaskFormer-only)");
     if (gt == nullptr || gt->labels == nullptr)
       throw Error(ErrorCode::kInvalidArgument, "segment: an oracle needs the ground truth");
     if (gt->width != view.width || gt->height != view.height)
@@ -350,7 +358,12 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     if (!gt_masks.classes.empty()) regions = detail::regions_from_masks(input.image, gt_masks.binary, m);
   } else {
     masks.emplace(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
-    regions = detail::extract_regions(input.image, *masks, threshold, m, /*with_crops=*/!oracle_labels);
+    if (clip_branch) {
+      regions = detail::extract_regions(input.image, *masks, threshold, m, /*with_crops=*/!oracle_labels);
+    } else {
+      // MaskFormer-only: no region is extracted (the threshold plays no part, as in the reference).
+      regions.valid = at::zeros({masks->num_queries()}, at::TensorOptions().dtype(at::kBool).device(device));
+    }
   }
   detail::synchronize(device);
   detail::release_freed_memory();
@@ -363,6 +376,8 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   at::Tensor clip_logits;
   if (oracle_labels) {  // the ground truth labels the regions: no CLIP
     clip_logits = at::zeros({nv, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
+  } else if (!clip_branch) {  // MaskFormer-only: no CLIP
+    clip_logits = at::zeros({0, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
   } else {
     const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
     clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
@@ -390,6 +405,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   ens.valid = regions.valid;
   ens.clip_logits = clip_logits;
   ens.ensemble_weight = weight;
+  ens.clip_branch = clip_branch;
   ens.mode = options.mode;
   ens.skip_last_selection = options.mode == Mode::kDemo && k == 2 && used.back() == "others";
   ens.out_height = h0;

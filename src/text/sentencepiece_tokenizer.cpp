@@ -37,6 +37,14 @@ struct SentencePieceLib {
 const SentencePieceLib& sentencepiece_lib() {
   static const SentencePieceLib lib = [] {
     SentencePieceLib l;
+#if defined(_GLIBCXX_USE_CXX11_ABI) && _GLIBCXX_USE_CXX11_ABI == 0
+    // A build against a pre-C++11-ABI libtorch compiles this file with the old std::string,
+    // while the distribution's libsentencepiece passes the C++11 one through the virtual calls
+    // below: the symbols still resolve, but every string argument would be misread. Refuse.
+    l.error = "this ovseg is built with the pre-C++11 libstdc++ ABI (_GLIBCXX_USE_CXX11_ABI=0, from its "
+              "libtorch), the system libsentencepiece with the C++11 ABI; rebuild ovseg against the cxx11-ABI libtorch";
+    return l;
+#endif
     for (const char* name : {"libsentencepiece.so.0", "libsentencepiece.so"}) {
       l.handle = ::dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
       if (l.handle) break;

@@ -125,11 +125,11 @@ class _CrossParity:
     cls.label (a name for the report)."""
 
     def check(self, case: str, classes, mode: str, stems=("wide", "tall"), threshold=None,
-              ensemble_weight=None):
+              ensemble_weight=None, maskformer_only=False):
         from ovseg_export import pipeline
         extra = []
         backend = self.backend
-        if threshold is not None or ensemble_weight is not None:
+        if threshold is not None or ensemble_weight is not None or maskformer_only:
             manifest = json.loads(json.dumps(backend.manifest))
             if threshold is not None:
                 extra += ["--mask-threshold", repr(float(threshold))]
@@ -137,6 +137,9 @@ class _CrossParity:
             if ensemble_weight is not None:
                 extra += ["--ensemble-weight", repr(float(ensemble_weight))]
                 manifest["inference"][mode]["ensemble_weight"] = float(ensemble_weight)
+            if maskformer_only:
+                extra += ["--maskformer-only"]
+                manifest["inference"][mode]["clip_ensemble"] = False
             backend = pipeline.Backend(backend.proposals, backend.clip_visual, backend.clip_text,
                                        backend.non_object_embedding, manifest, backend.tokenizer)
         thr = float(backend.manifest["inference"][mode]["mask_threshold"])
@@ -272,6 +275,109 @@ class _SharedFixture(_CrossParity):
 
 
 fixture_classes(_SharedFixture, globals())
+
+
+class MaskFormerOnlyTest(_CrossParity, unittest.TestCase):
+    """CLIP_ENSEMBLE False (OVSeg.semantic_inference without the CLIP branch): a config that sets
+    it over the primary fixture's (through _BASE_), exported with the fixture's checkpoint; C++
+    against the Python reference, and the reference against the official formula."""
+
+    @classmethod
+    def setUpClass(cls):
+        from ovseg_export import pipeline
+        fx = fixture_util.primary_fixture()
+        cls.fx = fx
+        d = os.path.join(_TMP, "maskformer-only")
+        os.makedirs(d, exist_ok=True)
+        cls.config = os.path.join(d, "config_maskformer_only.yaml")
+        with open(cls.config, "w", encoding="utf-8") as f:
+            f.write(f"_BASE_: {fx.config_eval}\nMODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE: False\n")
+        cls.bundle = export_bundle(fx.checkpoint, cls.config, os.path.join(d, "bundle"))
+        cls.backend = pipeline.load_bundle(cls.bundle)
+        cls.label = fx.name + " maskformer-only"
+        cls.classes = fx.input_classes("eval")
+
+    def test_manifest_says_no_clip_branch(self):
+        inf = self.backend.manifest["inference"]
+        self.assertIs(inf["eval"]["clip_ensemble"], False)
+        self.assertNotIn("clip_ensemble", inf["demo"])
+        r = subprocess.run([BIN, "info", "--model", self.bundle], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("MaskFormer only", r.stdout)
+
+    def test_eval(self):
+        self.check("eval", self.classes, "eval")
+
+    def test_reference_is_semantic_inference(self):
+        """einsum(softmax(mask_cls)[..., :-1], sigmoid(mask_pred)) over all Q queries, resized;
+        the CLIP visual tower is never called."""
+        import torch.nn.functional as F
+        from ovseg_export import pipeline
+
+        def no_clip(*_):
+            raise AssertionError("the CLIP visual tower ran in MaskFormer-only mode")
+        b = self.backend
+        backend = pipeline.Backend(b.proposals, no_clip, b.clip_text, b.non_object_embedding,
+                                   b.manifest, b.tokenizer)
+        py = pipeline.run(backend, _IMAGES["wide"], self.classes, "eval")
+        self.assertEqual(py["num_valid_regions"], 0)
+        h, w = py["resized_size_hw"]
+        logits = py["pred_masks_lowres"]
+        q = logits.shape[0]
+        up = F.interpolate(logits[None], size=(logits.shape[1] * 4, logits.shape[2] * 4),
+                           mode="bilinear", align_corners=False)[0, :, :h, :w].sigmoid()
+        e = py["pred_embeddings"]
+        e = e / e.norm(dim=-1, keepdim=True)
+        mask_cls = torch.softmax(100.0 * e @ py["text_features"].t(), dim=-1)[..., :-1]
+        self.assertEqual(tuple(mask_cls.shape), (q, len(self.classes)))
+        semseg = torch.einsum("qc,qhw->chw", mask_cls, up)
+        h0, w0 = py["original_size_hw"]
+        expect = F.interpolate(semseg[None], size=(h0, w0), mode="bilinear", align_corners=False)[0]
+        self.assertLessEqual(float((expect - py["sem_seg"]).abs().max()), 1e-6)
+        # and it is neither the ensemble nor the CLIP-only ablation (weight 0)
+        for weight in (0.7, 0.0):
+            manifest = json.loads(json.dumps(b.manifest))
+            del manifest["inference"]["eval"]["clip_ensemble"]
+            manifest["inference"]["eval"]["ensemble_weight"] = weight
+            other = pipeline.run(pipeline.Backend(b.proposals, b.clip_visual, b.clip_text,
+                                                  b.non_object_embedding, manifest, b.tokenizer),
+                                 _IMAGES["wide"], self.classes, "eval")
+            self.assertGreater(float((other["sem_seg"] - py["sem_seg"]).abs().max()), 1e-3)
+
+    def test_flag_on_an_ensemble_bundle(self):
+        """--maskformer-only on the fixture's ordinary bundle = the CLIP_ENSEMBLE False bundle."""
+        from ovseg_export import pipeline
+        fx = self.fx
+        bundle = fx.bundle() or export_bundle(fx.checkpoint, fx.config_eval,
+                                              os.path.join(_TMP, "maskformer-only", "ensemble-bundle"))
+        backend = pipeline.load_bundle(bundle)
+        self.assertNotIn("clip_ensemble", backend.manifest["inference"]["eval"])
+        saved = (self.bundle, self.backend)
+        try:
+            type(self).bundle, type(self).backend = bundle, backend
+            self.check("flag", self.classes, "eval", stems=("tall",), maskformer_only=True)
+        finally:
+            type(self).bundle, type(self).backend = saved
+        flag = run_cli(bundle, self.classes, "eval", ("tall",), ["--maskformer-only"])["tall"]
+        own = run_cli(self.bundle, self.classes, "eval", ("tall",))["tall"]
+        np.testing.assert_array_equal(flag[0], own[0])
+
+    def test_json_report_and_demo_refusal(self):
+        out = os.path.join(_TMP, "maskformer-only", "json")
+        env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(out, "cache"), OMP_WAIT_POLICY="PASSIVE")
+        r = subprocess.run([BIN, "segment", "--model", self.bundle, "--classes", ",".join(self.classes),
+                            "--json", "-o", out, _IMAGES["tall"]], capture_output=True, text=True,
+                           env=env, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "tall.json"), "r", encoding="utf-8") as f:
+            rep = json.load(f)
+        self.assertIs(rep["clip_ensemble"], False)
+        self.assertEqual(rep["segments"], [])
+        r = subprocess.run([BIN, "segment", "--model", self.bundle, "--classes", "a,b", "--mode", "demo",
+                            "--maskformer-only", "-o", out, _IMAGES["tall"]], capture_output=True,
+                           text=True, env=env, timeout=600)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--maskformer-only", r.stderr)
 
 
 if __name__ == "__main__":

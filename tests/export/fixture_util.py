@@ -126,10 +126,13 @@ class Fixture:
 
     # ---- settings ---------------------------------------------------------------------
     def settings(self, mode: str) -> Dict[str, float]:
-        """{"mask_threshold", "ensemble_weight"} the reference used on `mode`'s path."""
+        """{"mask_threshold", "ensemble_weight"[, "clip_ensemble": False]} the reference used
+        on `mode`'s path (as the manifest writes them)."""
         ca = self.config(mode)["MODEL"]["CLIP_ADAPTER"]
-        w = float(ca["CLIP_ENSEMBLE_WEIGHT"]) if ca.get("CLIP_ENSEMBLE", True) else 0.0
-        return {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": w}
+        out = {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])}
+        if not ca.get("CLIP_ENSEMBLE", True):
+            out["clip_ensemble"] = False
+        return out
 
     def test_sizes(self, mode: str):
         inp = self.config(mode)["INPUT"]

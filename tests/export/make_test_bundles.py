@@ -50,8 +50,10 @@ def demo_settings(config_demo: str) -> dict:
     from ovseg_export import config as config_mod
     cfg = config_mod.load_config(config_demo)
     ca = cfg["MODEL"]["CLIP_ADAPTER"]
-    w = float(ca["CLIP_ENSEMBLE_WEIGHT"]) if ca.get("CLIP_ENSEMBLE", True) else 0.0
-    return {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": w}
+    out = {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])}
+    if not ca.get("CLIP_ENSEMBLE", True):
+        out["clip_ensemble"] = False
+    return out
 
 
 def apply_demo_config(bundle: str, config_demo: str) -> dict:

@@ -235,6 +235,13 @@ class OfficialExportTest(unittest.TestCase):
         self.assertEqual(m["inference"]["demo"], {"mask_threshold": 0.35, "ensemble_weight": 0.0})
         self.assertEqual(m["inference"]["eval"], {"mask_threshold": 0.4, "ensemble_weight": 0.7})
         self.assertEqual((m["preprocess"]["min_size_test"], m["preprocess"]["max_size_test"]), (640, 2560))
+        # what wrote the modules (the C++ side refuses a file format its libtorch cannot read)
+        from ovseg_export.export import torchscript_file_format_version
+        self.assertEqual(m["torch"]["version"], str(torch.__version__))
+        fmt = [torchscript_file_format_version(os.path.join(out, f))
+               for f in ("proposals.pt", "clip_visual.pt", "clip_text.pt")]
+        self.assertGreater(min(fmt), 0)
+        self.assertEqual(m["torch"]["torchscript_file_format_version"], max(fmt))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 #include <fstream>
 #include <functional>
 
+#include <caffe2/serialize/versions.h>
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
 #include "common/fs_util.hpp"
 #include "pipeline_test_util.hpp"
@@ -116,6 +118,28 @@ TEST_F(BundleTest, WrongFormatVersion) {
   const std::string dir = copy_bundle("version");
   edit_manifest(dir, [](nlohmann::json& m) { m["format_version"] = 2; });
   expect_bad_model(dir, "manifest.json", "format_version 2");
+}
+
+TEST_F(BundleTest, NewerTorchScriptFileFormatIsRefusedNamingBothVersions) {
+  const std::string dir = copy_bundle("torch-format");
+  const int newer = static_cast<int>(caffe2::serialize::kMaxSupportedFileFormatVersion) + 1;
+  edit_manifest(dir, [&](nlohmann::json& m) {
+    m["torch"] = {{"version", "9.8.7"}, {"torchscript_file_format_version", newer}};
+  });
+  const std::string runtime = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+                              std::to_string(TORCH_VERSION_PATCH);
+  expect_bad_model(dir, "torch 9.8.7", "file-format version " + std::to_string(newer));
+  expect_bad_model(dir, "libtorch " + runtime,
+                   "up to " + std::to_string(caffe2::serialize::kMaxSupportedFileFormatVersion));
+  expect_bad_model(dir, "manifest.json", "Re-export");
+  // the version this libtorch reads (what the exporter writes here) loads
+  const std::string same = copy_bundle("torch-format-ok");
+  edit_manifest(same, [](nlohmann::json& m) {
+    m["torch"]["torchscript_file_format_version"] = static_cast<int>(caffe2::serialize::kMaxSupportedFileFormatVersion);
+  });
+  ModelOptions mo;
+  mo.text_disk_cache = false;
+  EXPECT_NO_THROW(Model::load(same, mo));
 }
 
 TEST_F(BundleTest, WrongFormatName) {

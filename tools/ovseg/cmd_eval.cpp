@@ -49,6 +49,7 @@ struct EvalArgs {
   std::string oracle = "none";
   float mask_threshold = 0;
   float ensemble_weight = 0;
+  bool maskformer_only = false;
   int checkpoint_every = 20;
   bool strict = false;
   std::string presets_file;
@@ -140,6 +141,11 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     so.ensemble_weight = *spec.ensemble_weight;
     weight_source = "dataset default (ov-seg GETTING_STARTED)";
   }
+  if (a.maskformer_only) so.clip_ensemble = false;
+  if (a.maskformer_only && so.mode != Mode::kEval)
+    throw Error(ErrorCode::kInvalidArgument, "eval: --maskformer-only needs --mode eval");
+  if (a.maskformer_only && oracle != detail::Oracle::kNone)
+    throw Error(ErrorCode::kInvalidArgument, "eval: --oracle needs the CLIP branch; it cannot be combined with --maskformer-only");
   so.progress = [](const char*, float) { return !g_stop.load(); };
   if (so.mode == Mode::kDemo)
     log.warn("--mode demo is not the reference's evaluation path; unlabeled pixels count as predicted nothing "
@@ -182,6 +188,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     o.settings["labels"] = a.labels_dir;
     o.settings["ignore_label"] = std::to_string(spec.ignore_label);
   }
+  if (!so.clip_ensemble.value_or(demo || info.eval_clip_ensemble)) o.settings["clip_ensemble"] = "false";
   o.limit = a.limit;
   o.shard_index = shard_index;
   o.shard_count = shard_count;
@@ -354,6 +361,8 @@ Command add_eval_command(CLI::App& parent) {
                                           "Weight of the CLIP branch [default: 0.6 PC-59/459, 0.45 PAS-20 (ov-seg's "
                                           "commands); else the bundle's, 0.7]")
                               ->check(CLI::Range(0.0f, 1.0f));
+  app->add_flag("--maskformer-only", a.maskformer_only,
+                "No CLIP branch (CLIP_ENSEMBLE False, the paper's Table 6 ablation): MaskFormer's class scores only");
   app->add_flag("--strict", a.strict,
                 "Fail the run (exit 1) at the first image that fails, and on unpaired files; without it, failed "
                 "images are listed and metrics.json says \"complete\": false");

@@ -111,8 +111,11 @@ std::string describe(const ModelInfo& info) {
   const json& inf = at(m, "inference");
   line(o, "temperature", str(at(inf, "temperature")));
   char buf[160];
-  std::snprintf(buf, sizeof buf, "mask threshold %g, ensemble weight %g", info.eval_mask_threshold,
-                info.eval_ensemble_weight);
+  if (info.eval_clip_ensemble)
+    std::snprintf(buf, sizeof buf, "mask threshold %g, ensemble weight %g", info.eval_mask_threshold,
+                  info.eval_ensemble_weight);
+  else
+    std::snprintf(buf, sizeof buf, "MaskFormer only (no CLIP branch)");
   line(o, "eval mode", buf);
   std::snprintf(buf, sizeof buf, "mask threshold %g, ensemble weight %g", info.demo_mask_threshold,
                 info.demo_ensemble_weight);

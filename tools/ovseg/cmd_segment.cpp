@@ -44,6 +44,7 @@ struct SegmentArgs {
   std::string mode = "eval";
   float mask_threshold = 0;
   float ensemble_weight = 0;
+  bool maskformer_only = false;
   ModelFlags model_flags;
   std::string output = ".";
   bool save_scores = false;
@@ -114,6 +115,7 @@ struct Job {
   SegmentOptions options;
   float mask_threshold = 0;
   float ensemble_weight = 0;
+  bool clip_ensemble = true;
 };
 
 nlohmann::json make_report(const Job& job, const InputImage& in, const std::vector<std::string>& paths,
@@ -132,6 +134,7 @@ nlohmann::json make_report(const Job& job, const InputImage& in, const std::vect
   j["precision"] = info.precision;
   j["mask_threshold"] = round_to(job.mask_threshold, 1e-6);
   j["ensemble_weight"] = round_to(job.ensemble_weight, 1e-6);
+  j["clip_ensemble"] = job.clip_ensemble;
   j["classes"] = r.classes;
   if (r.score_classes != r.classes) j["score_classes"] = r.score_classes;
   j["label_map"] = {{"path", paths[0]},
@@ -261,6 +264,10 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   so.mode = parse_mode(a.mode);
   if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
   if (a.ensemble_weight_opt->count()) so.ensemble_weight = a.ensemble_weight;
+  if (a.maskformer_only) so.clip_ensemble = false;
+  if (a.maskformer_only && so.mode != Mode::kEval)
+    throw Error(ErrorCode::kInvalidArgument, "segment: --maskformer-only needs --mode eval (the reference's demo "
+                                             "path uses the CLIP branch's regions)");
   so.keep_scores = a.save_scores;
   so.progress = [](const char*, float) { return !g_interrupted.load(); };
 
@@ -365,6 +372,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   const bool demo = so.mode == Mode::kDemo;
   job.mask_threshold = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
   job.ensemble_weight = so.ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
+  job.clip_ensemble = so.clip_ensemble.value_or(demo || info.eval_clip_ensemble);
 
   // 5. The loop: decoding the next image and writing the previous one overlap the model.
   g_interrupted.store(false);
@@ -508,6 +516,9 @@ Command add_segment_command(CLI::App& parent) {
                                           "Weight of the CLIP branch in the ensemble [default: the bundle's, "
                                           "0.7 eval / 0 demo for the released models]")
                               ->check(CLI::Range(0.0f, 1.0f));
+  app->add_flag("--maskformer-only", a.maskformer_only,
+                "No CLIP branch (CLIP_ENSEMBLE False): MaskFormer's own class scores over all queries; no regions, "
+                "much faster; eval mode only");
   add_model_flags(*app, a.model_flags);
   app->add_option("--proposals", a.proposals,
                   "maskformer: the bundle's proposals; sam: segment-anything masks classified as ov-seg's online "

@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                         "vision_patch_size, context_length, vocab_size, transformer_width, "
                         "transformer_layers[, prompt_depth]); default: the released CLIP of "
                         "CLIP_MODEL_NAME")
+    p.add_argument("--clip-weights", metavar="FILE",
+                   help="OpenAI's CLIP file (ViT-L-14.pt / ViT-B-16.pt, a TorchScript archive) or a "
+                        "plain CLIP state dict: fills every clip_adapter.clip_model.* tensor the "
+                        "checkpoint lacks, as the official loader starts from clip.load()")
     p.add_argument("--allow-partial", action="store_true",
                    help="write the bundle even if tensors are missing or have another shape "
                         "(they keep their constructor values)")
@@ -92,6 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if not args.random_init and not args.checkpoint:
             raise UsageError("--checkpoint is required unless --random-init is given")
+        if args.clip_weights and args.random_init:
+            raise UsageError("--clip-weights needs --checkpoint (it fills the CLIP tensors a "
+                             "checkpoint lacks); --random-init has no checkpoint")
         if args.clip_arch and not args.random_init:
             raise UsageError("--clip-arch only applies to --random-init (a checkpoint defines "
                               "its own CLIP dimensions)")
@@ -107,7 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.out, args.bpe_vocab, cfg, label, checkpoint=args.checkpoint,
             random_init=args.random_init, seed=args.seed, clip_arch=clip_arch,
             allow_partial=args.allow_partial, name=args.name, template_set=template_set,
-            templates_file=args.templates_file, verbose=args.verbose, quiet=args.quiet, stream=err)
+            templates_file=args.templates_file, verbose=args.verbose, quiet=args.quiet, stream=err,
+            clip_weights=args.clip_weights)
     except config_mod.ConfigError as e:
         print(f"ovseg-export: error: {e}", file=err)
         return EXIT_USAGE

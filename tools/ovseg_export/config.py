@@ -228,8 +228,18 @@ def inference_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
     ca = cfg["MODEL"]["CLIP_ADAPTER"]
     kind = backbone_kind(cfg)
     meta = str(cfg["MODEL"].get("META_ARCHITECTURE", "OVSeg"))
-    own = {"mask_threshold": float(ca["MASK_THR"]),
-           "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"]) if ca.get("CLIP_ENSEMBLE", True) else 0.0}
+    own = {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])}
+    clip_ensemble = ca.get("CLIP_ENSEMBLE", True)
+    if not isinstance(clip_ensemble, bool):
+        raise ConfigError(f"MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE {clip_ensemble!r} must be true or false")
+    if not clip_ensemble:
+        # OVSeg.semantic_inference without the CLIP branch: MaskFormer's own classification of
+        # all queries (the Table 6 ablation), not the CLIP-only ensemble weight 0.
+        if meta == "OVSegDEMO":
+            raise ConfigError("MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE False is not supported with "
+                              "OVSegDEMO: the official demo_inference needs the CLIP branch's "
+                              "valid regions (it fails with a NameError without them)")
+        own["clip_ensemble"] = False
     if meta == "OVSegDEMO":
         eval_s, demo_s = dict(RELEASED_EVAL[kind]), own
     elif meta == "OVSeg":

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import config as config_mod
 from .load import (CheckpointReadError, ExportError, IncompatibleCheckpoint, MatchReport,
-                   UsageError, match_state, read_checkpoint)
+                   UsageError, match_state, read_checkpoint, read_clip_weights)
 from .modules.clip import (RELEASED_CLIP, build_clip_text, build_clip_visual,
                            clip_arch_from_state_dict, clip_state_keys)
 from .templates import load_templates
@@ -92,12 +92,26 @@ def checkpoint_key_map(modules: Dict[str, nn.Module]) -> "collections.OrderedDic
     return out
 
 
-def load_weights(modules: Dict[str, nn.Module], sd: Dict[str, torch.Tensor]) -> MatchReport:
-    """Copy every matching tensor; missing or mismatched ones keep their constructor values."""
+def load_weights(modules: Dict[str, nn.Module], sd: Dict[str, torch.Tensor],
+                 fill: Optional[Dict[str, torch.Tensor]] = None, fill_source: str = "") -> MatchReport:
+    """Copy every matching tensor; missing or mismatched ones keep their constructor values.
+    `fill` (checkpoint-named CLIP tensors of --clip-weights) supplies the expected keys that `sd`
+    lacks, as the official model starts from clip.load() before the checkpoint is laid over it."""
     key_map = checkpoint_key_map(modules)
     states = {name: m.state_dict() for name, m in modules.items()}
     expected = collections.OrderedDict((ck, states[m][local]) for ck, (m, local) in key_map.items())
+    filled = []
+    if fill:
+        sd = collections.OrderedDict(sd)
+        for ck in expected:
+            if ck not in sd and ck in fill:
+                sd[ck] = fill[ck]
+                filled.append(ck)
     report = match_state(expected, sd)
+    loaded = set(report.loaded)
+    for ck in filled:
+        if ck in loaded:
+            report.filled[ck] = fill_source
     new_states = {name: collections.OrderedDict(s) for name, s in states.items()}
     for ck in report.loaded:
         m, local = key_map[ck]
@@ -110,30 +124,46 @@ def load_weights(modules: Dict[str, nn.Module], sd: Dict[str, torch.Tensor]) -> 
 
 
 def load_eager(checkpoint: str, cfg: Dict[str, Any], allow_partial: bool = False,
-               verbose: bool = False, quiet: bool = False, stream=sys.stderr
+               verbose: bool = False, quiet: bool = False, stream=sys.stderr,
+               clip_weights: Optional[str] = None
                ) -> Tuple[Dict[str, nn.Module], Dict[str, int], MatchReport, Dict[str, torch.Tensor]]:
-    """Read a checkpoint, build the modules with its CLIP dimensions and load the weights."""
+    """Read a checkpoint, build the modules with its CLIP dimensions and load the weights.
+    With `clip_weights` (OpenAI's CLIP file or a CLIP state dict) the CLIP tensors the checkpoint
+    lacks come from there (the official loader's clip.load() base under the checkpoint)."""
     sd = read_checkpoint(checkpoint)
+    fill: Dict[str, torch.Tensor] = {}
+    fill_source = ""
+    if clip_weights is not None:
+        fill = collections.OrderedDict((CLIP_PREFIX + k, v) for k, v in read_clip_weights(clip_weights).items())
+        fill_source = f"--clip-weights {os.path.basename(clip_weights)}"
     try:
-        arch = clip_arch_from_state_dict(sd, CLIP_PREFIX)
+        # the checkpoint's CLIP tensors win over the base ones, as they do when loaded over them
+        arch = clip_arch_from_state_dict({**fill, **sd}, CLIP_PREFIX)
     except KeyError as e:
         if not allow_partial:
-            raise IncompatibleCheckpoint(f"{checkpoint}: CLIP tensor {e.args[0]} is missing; cannot "
-                                         "read the CLIP architecture (use --allow-partial to fall "
-                                         "back to the released one)") from None
+            raise IncompatibleCheckpoint(
+                f"{checkpoint}: CLIP tensor {e.args[0]} is missing; cannot read the CLIP "
+                "architecture. The official model starts from OpenAI's CLIP and lays the checkpoint "
+                "over it: pass that CLIP file with --clip-weights (e.g. ViT-L-14.pt / ViT-B-16.pt), "
+                "or --allow-partial to keep random CLIP weights") from None
         arch = released_clip_arch(cfg)
     cfg_depth = int(cfg["MODEL"]["CLIP_ADAPTER"]["MASK_PROMPT_DEPTH"])
     if arch["prompt_depth"] != cfg_depth and not quiet:
         print(f"warning: {checkpoint}: mask_embedding depth {arch['prompt_depth']} differs from "
               f"MASK_PROMPT_DEPTH {cfg_depth}; using the checkpoint's", file=stream)
     modules = build_modules(cfg, arch)
-    report = load_weights(modules, sd)
+    report = load_weights(modules, sd, fill, fill_source)
     report.print(stream=stream, verbose=verbose, quiet=quiet)
     if not report.complete and not allow_partial:
+        clip_missing = [k for k, _ in report.missing if k.startswith(CLIP_PREFIX)]
+        hint = ""
+        if clip_missing and clip_weights is None:
+            hint = (f"; {len(clip_missing)} of the missing are CLIP tensors: pass OpenAI's CLIP file "
+                    "with --clip-weights to start from it as the official loader does")
         raise IncompatibleCheckpoint(
             f"{checkpoint}: {len(report.missing)} model tensor(s) missing and "
             f"{len(report.mismatched)} with a different shape; refusing to write a bundle "
-            "(--allow-partial keeps the constructor values)")
+            f"(--allow-partial keeps the constructor values){hint}")
     return modules, arch, report, sd
 
 
@@ -158,9 +188,22 @@ def _backbone_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {k: section[k] for k in keys if k in section}
 
 
+def torchscript_file_format_version(path: str) -> int:
+    """The "version" record of a TorchScript archive: the file-format version a libtorch must
+    support to read it (caffe2::serialize::kMaxSupportedFileFormatVersion on the reading side)."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        for n in z.namelist():
+            # "<archive>/.data/version" since torch 1.11 (kProducedFileFormatVersion 10), else
+            # "<archive>/version"
+            if n.split("/")[1:] in (["version"], [".data", "version"]):
+                return int(z.read(n).decode("ascii").strip())
+    raise ExportError(f"{path}: no version record in the TorchScript archive")
+
+
 def build_manifest(cfg: Dict[str, Any], arch: Dict[str, int], name: str, source: Dict[str, Any],
-                   template_set: str, templates: List[str], files: Dict[str, Dict[str, Any]]
-                   ) -> Dict[str, Any]:
+                   template_set: str, templates: List[str], files: Dict[str, Dict[str, Any]],
+                   file_format_version: Optional[int] = None) -> Dict[str, Any]:
     settings = config_mod.inference_settings(cfg)
     settings["preprocess"]["region_resolution"] = int(arch["image_resolution"])
     ca = cfg["MODEL"]["CLIP_ADAPTER"]
@@ -173,6 +216,12 @@ def build_manifest(cfg: Dict[str, Any], arch: Dict[str, int], name: str, source:
         ("name", name),
         ("created_by", f"ovseg-export {EXPORTER_VERSION}"),
         ("created_at", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        # What wrote the TorchScript modules: a runtime whose libtorch reads a lower file-format
+        # version refuses the bundle up front, naming both (src/pipeline/bundle.cpp).
+        ("torch", collections.OrderedDict([
+            ("version", str(torch.__version__)),
+            ("torchscript_file_format_version", file_format_version),
+        ])),
         ("source", source),
         ("architecture", collections.OrderedDict([
             ("meta_architecture", "OVSeg"),
@@ -248,7 +297,8 @@ def write_bundle(out_dir: str, scripted: Dict[str, torch.jit.ScriptModule], voca
         for fname in list(MODULE_FILES.values()) + [VOCAB_NAME]:
             p = os.path.join(tmp, fname)
             files[fname] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
-        manifest = manifest_fn(files)
+        fmt = max(torchscript_file_format_version(os.path.join(tmp, f)) for f in MODULE_FILES.values())
+        manifest = manifest_fn(files, fmt)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
@@ -276,7 +326,8 @@ def export_bundle(out_dir: str, bpe_vocab: str, cfg: Dict[str, Any], config_labe
                   clip_arch: Optional[Dict[str, int]] = None, allow_partial: bool = False,
                   name: Optional[str] = None, template_set: str = "vild",
                   templates_file: Optional[str] = None, verbose: bool = False,
-                  quiet: bool = False, stream=sys.stderr) -> Dict[str, Any]:
+                  quiet: bool = False, stream=sys.stderr,
+                  clip_weights: Optional[str] = None) -> Dict[str, Any]:
     t0 = time.perf_counter()
     if template_set == "predefined" and templates_file is None:
         templates = [str(t) for t in cfg["MODEL"]["CLIP_ADAPTER"]["PREDEFINED_PROMPT_TEMPLATES"]]
@@ -291,11 +342,16 @@ def export_bundle(out_dir: str, bpe_vocab: str, cfg: Dict[str, Any], config_labe
     else:
         if checkpoint is None:
             raise UsageError("--checkpoint is required unless --random-init is given")
-        modules, arch, _, _ = load_eager(checkpoint, cfg, allow_partial=allow_partial,
-                                         verbose=verbose, quiet=quiet, stream=stream)
+        modules, arch, report, _ = load_eager(checkpoint, cfg, allow_partial=allow_partial,
+                                              verbose=verbose, quiet=quiet, stream=stream,
+                                              clip_weights=clip_weights)
         source = collections.OrderedDict([("checkpoint", os.path.basename(checkpoint)),
                                           ("sha256", sha256_file(checkpoint)),
                                           ("config", config_label)])
+        if clip_weights is not None:
+            source["clip_weights"] = collections.OrderedDict([
+                ("file", os.path.basename(clip_weights)), ("sha256", sha256_file(clip_weights)),
+                ("tensors_used", len(report.filled))])
     embed = int(cfg["MODEL"]["SEM_SEG_HEAD"]["EMBEDDING_DIM"])
     if embed != arch["embed_dim"]:
         raise IncompatibleCheckpoint(f"SEM_SEG_HEAD.EMBEDDING_DIM {embed} differs from the CLIP "
@@ -303,8 +359,9 @@ def export_bundle(out_dir: str, bpe_vocab: str, cfg: Dict[str, Any], config_labe
     scripted = script_modules(modules)
     bundle_name = name or config_mod.short_model_name(cfg)
 
-    def manifest_fn(files):
-        return build_manifest(cfg, arch, bundle_name, source, template_set, templates, files)
+    def manifest_fn(files, file_format_version):
+        return build_manifest(cfg, arch, bundle_name, source, template_set, templates, files,
+                              file_format_version)
 
     path, size = write_bundle(out_dir, scripted, bpe_vocab, manifest_fn)
     return {"path": path, "bytes": size, "seconds": time.perf_counter() - t0, "arch": arch}

@@ -1,6 +1,7 @@
 """Checkpoint reading with the official loader's semantics (SPEC §2.1) and a key report."""
 import collections
 import os
+import pickle
 import sys
 import zipfile
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -37,11 +38,54 @@ def is_ignored_key(key: str) -> bool:
     return key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES)
 
 
-def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
-    """torch.load on CPU, "model" entry if present, "module." stripped, floats cast to float32,
-    version-1 pixel-decoder keys renamed."""
+class _PlainUnpickler(pickle.Unpickler):
+    """pickle.load for detectron2-style .pkl checkpoints (dicts of numpy arrays) that builds
+    only containers and numpy arrays: a pickle that names any other callable is refused instead
+    of run."""
+    _ALLOWED = {("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                ("_codecs", "encode"), ("builtins", "bytearray")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only dicts of numpy arrays "
+                                     "are read from a .pkl checkpoint)")
+
+
+def _load_pkl(path: str) -> Mapping:
+    """DetectionCheckpointer._load_file for ".pkl": the detectron2 model-zoo form
+    {"model": ..., "__author__": ...} as it is; anything else is a Caffe2 / Detectron1 file:
+    its "blobs" if present, without the "*_momentum" entries."""
+    try:
+        with open(path, "rb") as f:
+            data = _PlainUnpickler(f, encoding="latin1").load()
+    except OSError as e:
+        raise CheckpointReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointReadError(f"{path}: not a readable .pkl checkpoint: {msg}") from None
+    if not isinstance(data, Mapping):
+        raise CheckpointReadError(f"{path}: not a checkpoint (top level is a {type(data).__name__}, "
+                                  "expected a dict)")
+    if "model" in data and "__author__" in data:
+        return data
+    if "blobs" in data:
+        data = data["blobs"]
+        if not isinstance(data, Mapping):
+            raise CheckpointReadError(f"{path}: \"blobs\" is a {type(data).__name__}, expected a dict")
+    return {"model": {k: v for k, v in data.items()
+                      if not (isinstance(k, str) and k.endswith("_momentum"))}}
+
+
+def read_state_file(path: str, what: str = "checkpoint") -> Mapping:
+    """The top-level object of a .pth/.pt (torch.load) or .pkl file, as DetectionCheckpointer
+    reads it."""
     if not os.path.isfile(path):
-        raise CheckpointReadError(f"{path}: no such checkpoint file")
+        raise CheckpointReadError(f"{path}: no such {what} file")
+    if path.endswith(".pkl"):
+        return _load_pkl(path)
     try:
         obj = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any failure means "not a readable checkpoint"
@@ -49,29 +93,84 @@ def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
         if zipfile.is_zipfile(path) is False and _looks_like_zip(path):
             hint = " (the zip archive is truncated)"
         msg = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint{hint}: {msg}") from None
+        raise CheckpointReadError(f"{path}: not a readable PyTorch {what}{hint}: {msg}") from None
     if not isinstance(obj, Mapping):
-        raise CheckpointReadError(f"{path}: not a checkpoint (top level is a {type(obj).__name__}, "
+        raise CheckpointReadError(f"{path}: not a {what} (top level is a {type(obj).__name__}, "
                                   "expected a dict)")
+    return obj
+
+
+def tensors_of(sd: Mapping, path: str, what: str = "checkpoint") -> "collections.OrderedDict[str, torch.Tensor]":
+    """String-keyed tensors (numpy arrays converted) with a common "module." prefix stripped,
+    as fvcore's Checkpointer does."""
+    tensors: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
+    for k, v in sd.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.array(v, order="C"))  # a copy; keeps 0-d arrays 0-d
+        if isinstance(k, str) and isinstance(v, torch.Tensor):
+            tensors[k] = v
+    if not tensors:
+        raise CheckpointReadError(f"{path}: not a {what} (no tensors found)")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = collections.OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+    return tensors
+
+
+def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
+    """The checkpoint forms DetectionCheckpointer loads: {"model": state dict, ...}, a bare state
+    dict, a .pkl (detectron2 model zoo or Caffe2 form; numpy arrays); "module." stripped, floats
+    cast to float32, version-1 pixel-decoder keys renamed."""
+    obj = read_state_file(path)
     sd = obj["model"] if "model" in obj else obj
     if not isinstance(sd, Mapping):
         raise CheckpointReadError(f"{path}: the \"model\" entry is a {type(sd).__name__}, "
                                   "expected a state dict")
-    tensors: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
-    for k, v in sd.items():
-        if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
-        if isinstance(k, str) and isinstance(v, torch.Tensor):
-            tensors[k] = v
-    if not tensors:
-        raise CheckpointReadError(f"{path}: not a checkpoint (no tensors found)")
-    if all(k.startswith("module.") for k in tensors):
-        tensors = collections.OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+    tensors = tensors_of(sd, path)
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     for k, v in tensors.items():
         if v.is_floating_point() and v.dtype != torch.float32:
             v = v.float()
         out[_rename_v1(k)] = v
+    return out
+
+
+# Entries of OpenAI's CLIP archives that are not weights (clip.build_model deletes them).
+_CLIP_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+
+
+def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
+    """OpenAI's released CLIP file (a TorchScript archive: its state dict, as clip.load(jit=False)
+    uses it) or a plain CLIP state dict (torch.load / .pkl, optionally under "model" or
+    "state_dict", or already under "clip_adapter.clip_model."). Keys as in OpenAI's CLIP
+    ("visual.conv1.weight", "token_embedding.weight", ...), floats as float32."""
+    if not os.path.isfile(path):
+        raise CheckpointReadError(f"{path}: no such CLIP weights file (--clip-weights)")
+    sd = None
+    if not path.endswith(".pkl") and zipfile.is_zipfile(path):
+        try:
+            sd = torch.jit.load(path, map_location="cpu").state_dict()
+        except Exception:  # noqa: BLE001 - not TorchScript: a zip-format torch.save file
+            sd = None
+    if sd is None:
+        obj = read_state_file(path, "CLIP weights file (--clip-weights)")
+        for key in ("model", "state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        sd = obj
+    tensors = tensors_of(sd, path, "CLIP weights file (--clip-weights)")
+    prefix = "clip_adapter.clip_model."
+    if any(k.startswith(prefix) for k in tensors):
+        tensors = collections.OrderedDict((k[len(prefix):], v) for k, v in tensors.items()
+                                          if k.startswith(prefix))
+    out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
+    for k, v in tensors.items():
+        if k in _CLIP_NON_WEIGHTS:
+            continue
+        out[k] = v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+    if "visual.conv1.weight" not in out or "token_embedding.weight" not in out:
+        raise CheckpointReadError(f"{path}: not a CLIP ViT state dict (no visual.conv1.weight / "
+                                  "token_embedding.weight)")
     return out
 
 
@@ -97,6 +196,8 @@ class MatchReport:
         self.unexpected: List[Tuple[str, tuple]] = []
         self.mismatched: List[Tuple[str, tuple, tuple]] = []
         self.ignored: List[Tuple[str, tuple]] = []
+        # loaded keys that did not come from the checkpoint: key → source (the --clip-weights file)
+        self.filled: "collections.OrderedDict[str, str]" = collections.OrderedDict()
 
     @property
     def complete(self) -> bool:
@@ -120,6 +221,15 @@ class MatchReport:
             print(f"checkpoint keys: {len(self.loaded)} loaded, {len(self.missing)} missing, "
                   f"{len(self.mismatched)} shape-mismatched, {len(self.unexpected)} unused, "
                   f"{len(self.ignored)} ignored", file=stream)
+            if self.filled:
+                by_source: Dict[str, int] = collections.Counter(self.filled.values())
+                for src, n in by_source.items():
+                    print(f"  {len(self.loaded) - len(self.filled)} loaded from the checkpoint, {n} "
+                          f"from {src} (the checkpoint lacks them{'' if verbose else '; -v lists them'})",
+                          file=stream)
+                if verbose:
+                    for k, src in self.filled.items():
+                        rows.insert(0, ("filled", k, f"from {src}"))
         if rows:
             width = max(len(r[1]) for r in rows)
             for kind, k, detail in rows:

@@ -232,6 +232,10 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     settings = man["inference"][mode]
     thr = float(settings["mask_threshold"])
     w_ens = float(settings["ensemble_weight"])
+    clip_branch = bool(settings.get("clip_ensemble", True))
+    if not clip_branch and mode != "eval":
+        raise ValueError("the demo path needs the CLIP branch (the official demo_inference uses "
+                         "its valid regions)")
     temperature = float(man["inference"]["temperature"])
 
     t0 = time.perf_counter()
@@ -254,7 +258,10 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     t0 = timer.add("text", t0)
 
     masks = upsample_masks(mask_logits, h, w)
-    valid, images, rmasks = region_batch(resized, masks, thr, pre)
+    if clip_branch:
+        valid, images, rmasks = region_batch(resized, masks, thr, pre)
+    else:  # CLIP_ENSEMBLE False: no regions, no CLIP (OVSeg.semantic_inference)
+        valid = torch.zeros(masks.shape[0], dtype=torch.bool, device=dev)
     t0 = timer.add("regions", t0)
 
     nv = int(valid.sum())
@@ -269,7 +276,9 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     mf_logits = (temperature * e) @ T.t()
     p_mf = F.softmax(mf_logits, dim=-1)[:, :-1]
     p_clip = F.softmax(clip_logits[:, :-1], dim=-1)
-    if mode == "eval":
+    if mode == "eval" and not clip_branch:
+        scores = torch.einsum("qc,qhw->chw", p_mf, masks)
+    elif mode == "eval":
         if w_ens > 0:
             c = torch.ones_like(p_mf)
             c[valid] = p_clip
