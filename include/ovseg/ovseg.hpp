@@ -79,12 +79,18 @@ struct Image {
   ImageView view() const { return ImageView{rgb.data(), width, height, PixelFormat::kRgb, 0}; }
 };
 
+// Decompression-bomb guard: images of more pixels are refused from their header, before
+// decoding (Pillow's MAX_IMAGE_PIXELS × 2, the size at which Pillow raises an error). 0 = no limit.
+inline constexpr std::uint64_t kDefaultMaxPixels = 178956970;
+
 // Decode an image file the way the reference does (Pillow + EXIF orientation, then "RGB"):
 // greyscale is replicated, alpha dropped without compositing, palette expanded, 16-bit reduced
-// to 8-bit. Throws Error(kBadImage / kIo) naming the file.
-Image load_image(const std::string& path);
+// to 8-bit. Throws Error(kBadImage / kIo) naming the file; an image of more than `max_pixels`
+// pixels is refused before it is decoded.
+Image load_image(const std::string& path, std::uint64_t max_pixels = kDefaultMaxPixels);
 // Decode an encoded image held in memory (same rules); `name` is used in error messages.
-Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name);
+Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name,
+                   std::uint64_t max_pixels = kDefaultMaxPixels);
 // Convert any ImageView to an owned RGB8 image.
 Image to_rgb(const ImageView& view);
 

@@ -213,11 +213,18 @@ cv::Mat wrap(Image& img) { return cv::Mat(img.height, img.width, CV_8UC3, img.rg
 
 }  // namespace
 
-Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name) {
+Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name, std::uint64_t max_pixels) {
   if (size == 0 || bytes == nullptr) bad_image(name, "empty file (0 bytes)");
   if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     bad_image(name, "file too large to decode (" + std::to_string(size) + " bytes)");
   const detail::ContainerFormat container = detail::sniff_container(bytes, size);
+  // Decompression bombs: refused from the header, before the decoder allocates anything.
+  detail::HeaderSize declared;
+  const bool have_header = detail::image_header_size(bytes, size, &declared);
+  if (have_header) {
+    const std::string too_large = detail::check_pixel_limit(declared.width, declared.height, max_pixels);
+    if (!too_large.empty()) bad_image(name, too_large);
+  }
   if (container == detail::ContainerFormat::kJpeg && !jpeg_reaches_eoi(bytes, size))
     bad_image(name, "truncated JPEG data (the stream ends before its end-of-image marker)");
 
@@ -227,11 +234,19 @@ Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::strin
     if (!fixed.empty()) decoded = imdecode_unchanged(fixed.data(), fixed.size());
   }
   if (decoded.empty()) {
+    // OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30) when --max-pixels was raised above it.
+    if (have_header && static_cast<double>(declared.width) * static_cast<double>(declared.height) > double(1 << 30))
+      bad_image(name, "image too large for the decoder: " + std::to_string(declared.width) + "x" +
+                          std::to_string(declared.height) + " pixels (OpenCV decodes at most 2^30 = 1073741824)");
     if (container == detail::ContainerFormat::kOther)
       bad_image(name, "cannot decode image (unknown or unsupported format, or corrupt data)");
     bad_image(name, "cannot decode image (corrupt or truncated data)");
   }
   if (decoded.cols <= 0 || decoded.rows <= 0) bad_image(name, "image has zero width or height");
+  // Formats whose header is not read above (JPEG 2000, OpenEXR): checked once decoded.
+  if (const std::string too_large = detail::check_pixel_limit(decoded.cols, decoded.rows, max_pixels);
+      !too_large.empty())
+    bad_image(name, too_large);
   if (decoded.channels() < 1 || decoded.channels() > 4)
     bad_image(name, "unsupported pixel layout (" + std::to_string(decoded.channels()) + " channels)");
 
@@ -263,12 +278,12 @@ Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::strin
   return out;
 }
 
-Image load_image(const std::string& path) {
+Image load_image(const std::string& path, std::uint64_t max_pixels) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw Error(ErrorCode::kIo, path + ": cannot read image (is a directory)");
   const std::vector<std::uint8_t> bytes = detail::read_file(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, max_pixels);
 }
 
 Image to_rgb(const ImageView& view) {

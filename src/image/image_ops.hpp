@@ -39,6 +39,18 @@ void write_rgb_image(const std::string& path, const Image& image);
 enum class ContainerFormat { kJpeg, kPng, kWebp, kTiff, kOther };
 ContainerFormat sniff_container(const std::uint8_t* bytes, std::size_t size);
 
+// Width and height as the file's header declares them (PNG, JPEG, WebP, TIFF, BMP, PNM/PFM, Sun
+// raster, Radiance HDR), without decoding. False when the format is not one of these or the
+// header is unreadable (the decoder then decides).
+struct HeaderSize {
+  std::int64_t width = 0;
+  std::int64_t height = 0;
+};
+bool image_header_size(const std::uint8_t* bytes, std::size_t size, HeaderSize* out);
+// Empty when width×height ≤ max_pixels (or max_pixels is 0); otherwise the message that says the
+// image is too large and by how much.
+std::string check_pixel_limit(std::int64_t width, std::int64_t height, std::uint64_t max_pixels);
+
 // The EXIF orientation (1..8) Pillow's getexif() would report for an encoded image (JPEG APP1,
 // PNG eXIf / "Raw profile type exif" / XMP, WebP EXIF, TIFF IFD0); 0 when absent or unreadable.
 int exif_orientation(const std::uint8_t* bytes, std::size_t size);

@@ -43,6 +43,11 @@ LabelMap read_label_map(const std::string& path) {
     throw Error(ErrorCode::kIo, path + ": cannot read label map (is a directory)");
   const std::vector<std::uint8_t> bytes = read_file(path);
   if (bytes.empty()) throw Error(ErrorCode::kBadData, path + ": empty label map file (0 bytes)");
+  HeaderSize declared;
+  if (image_header_size(bytes.data(), bytes.size(), &declared))
+    if (const std::string too_large = check_pixel_limit(declared.width, declared.height, kDefaultMaxPixels);
+        !too_large.empty())
+      throw Error(ErrorCode::kBadData, path + ": label map " + too_large);
   cv::Mat m;
   try {
     const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<std::uint8_t*>(bytes.data()));

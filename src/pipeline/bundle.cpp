@@ -58,9 +58,68 @@ torch::jit::Module load_module(const std::string& path, c10::Device device) {
   return module;
 }
 
+std::string strip_backtrace_any(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return strip_backtrace(*c);
+  std::string s = e.what();
+  return s.substr(0, s.find('\n'));
+}
+
+std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
 at::Tensor expect_tensor(const c10::IValue& v, const std::string& what) {
   if (!v.isTensor()) throw Error(ErrorCode::kRuntime, what + ": the module did not return a tensor");
   return v.toTensor();
+}
+
+// Checks at load that each module is the one its manifest entry names and agrees with the
+// manifest (modules swapped in the map, a context length the text tower does not have, another
+// number of queries): one tiny forward pass each, so that a bad bundle fails here and not on
+// every image.
+template <typename Impl>
+void probe(Impl& impl, const Manifest& m) {
+  torch::jit::GraphOptimizerEnabledGuard no_opt(false);
+  c10::InferenceMode guard;
+  auto fail = [](const std::string& path, const std::string& what) {
+    throw Error(ErrorCode::kBadModel, path + ": " + what + " (a module swapped in manifest.json, or a manifest "
+                                                           "that does not match its modules?)");
+  };
+  {  // text tower: [1, context_length] tokens → [1, E]
+    at::Tensor tokens = at::zeros({1, m.context_length}, at::kLong);
+    tokens[0][0] = 1;
+    tokens[0][1] = 2;
+    at::Tensor out;
+    try {
+      const auto v = impl.clip_text.forward({tokens.to(impl.device)});
+      if (v.isTensor()) out = v.toTensor();
+    } catch (const std::exception& e) {
+      fail(m.clip_text_path, "the text tower does not accept " + std::to_string(m.context_length) +
+                                 " tokens (text.tokenizer.context_length): " + strip_backtrace_any(e));
+    }
+    if (!out.defined() || out.dim() != 2 || out.size(0) != 1 || out.size(1) != m.embed_dim)
+      fail(m.clip_text_path, "the text tower does not return [1, " + std::to_string(m.embed_dim) +
+                                 "] features (architecture.embed_dim)");
+  }
+  {  // proposals: a small padded image → ([1,Q,E], [1,Q,h,w])
+    const int64_t side = ((64 + m.size_divisibility - 1) / m.size_divisibility) * m.size_divisibility;
+    c10::IValue v;
+    try {
+      v = impl.proposals.forward({at::zeros({1, 3, side, side}, at::kFloat).to(impl.device)});
+    } catch (const std::exception& e) {
+      fail(m.proposals_path, "the proposal network does not run on a " + std::to_string(side) + "x" +
+                                 std::to_string(side) + " image: " + strip_backtrace_any(e));
+    }
+    if (!v.isTuple() || v.toTupleRef().elements().size() != 2 || !v.toTupleRef().elements()[0].isTensor())
+      fail(m.proposals_path, "the proposal network does not return (class_embeddings, mask_logits)");
+    const at::Tensor emb = v.toTupleRef().elements()[0].toTensor();
+    if (emb.dim() != 3 || emb.size(1) != m.num_queries || emb.size(2) != m.embed_dim)
+      fail(m.proposals_path, "the proposal network returns class embeddings of shape " + shape_of(emb) + ", not [1, " +
+                                 std::to_string(m.num_queries) + ", " + std::to_string(m.embed_dim) +
+                                 "] (architecture.num_queries, architecture.embed_dim)");
+  }
 }
 
 }  // namespace
@@ -147,6 +206,7 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
   // tower in bf16). The text tower is cached per class name, so fp32 costs little there.
   impl->visual_dtype = dtype;
   cast_floating_state(impl->clip_visual, dtype);
+  probe(*impl, manifest);
   detail::log().debug("bundle {}: modules loaded on {}; CLIP visual as {}, the rest as float32", manifest.dir,
                       device.str(), c10::toString(dtype));
   return std::unique_ptr<Modules>(new Modules(std::move(impl)));

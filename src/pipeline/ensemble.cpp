@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <functional>
+#include <vector>
+
+#include <ATen/Parallel.h>
 
 #include "common/log.hpp"
 #include "pipeline/pipeline.hpp"
@@ -17,6 +20,8 @@ namespace {
 // list: 58 channels at 640×853) the map is computed in one piece. Each further chunk recomputes
 // the soft masks once more, hence a budget in the hundreds of MB rather than a few.
 constexpr int64_t kScoreChunkBytes = int64_t{256} << 20;
+// Budget for the resized channels that exist at once (the original-size maps).
+constexpr int64_t kResizeChunkBytes = int64_t{128} << 20;
 
 // The maps the per-query class weights z multiply: rows [i0, i0+n) of the contributing queries'
 // masks as [n,h,w] float32.
@@ -122,11 +127,21 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
   }
   out.region_probs = out.region_probs.to(at::kCPU).contiguous();
 
-  // S[c] = Σ_q z[q,c]·W[q], resized bilinearly to (H0,W0), a chunk of classes at a time.
-  const int64_t per_channel = (h * w + out_h * out_w) * static_cast<int64_t>(sizeof(float));
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(k, kScoreChunkBytes / per_channel));
+  // S[c] = Σ_q z[q,c]·W[q], resized bilinearly to (H0,W0), a chunk of classes at a time. The
+  // low-resolution S of a chunk is computed once (each chunk recomputes the soft masks); its
+  // resize runs in sub-chunks of classes small enough that no K×H0×W0 float map exists unless
+  // the scores are asked for: a 12000×9000 photo needs 432 MB per resized channel.
+  const int64_t low_bytes = h * w * static_cast<int64_t>(sizeof(float));
+  const int64_t out_bytes = out_h * out_w * static_cast<int64_t>(sizeof(float));
+  const int64_t resize_chunk = std::max<int64_t>(1, std::min<int64_t>(k, kResizeChunkBytes / std::max<int64_t>(1, out_bytes)));
+  const int64_t chunk = std::max<int64_t>(
+      1, std::min<int64_t>(k, kScoreChunkBytes / (low_bytes + std::min(out_bytes * resize_chunk, kResizeChunkBytes))));
   if (in.keep_scores) out.scores = at::empty({k, out_h, out_w}, at::TensorOptions().dtype(at::kFloat));
-  at::Tensor best_value, best_index;
+  const bool one_piece = chunk == k && resize_chunk == k;  // every ordinary image: as before
+  at::Tensor best_index;
+  std::vector<float> best_value;  // running maximum when the classes come in pieces (CPU)
+  const std::size_t pixels = static_cast<std::size_t>(out_h * out_w);
+  if (!one_piece) out.argmax.assign(pixels, 0);
   for (int64_t c0 = 0; c0 < k; c0 += chunk) {
     const int64_t n = std::min(chunk, k - c0);
     const at::Tensor zc = n == k ? z : z.narrow(1, c0, n);
@@ -135,27 +150,46 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
       s = at::zeros({n, h, w}, at::TensorOptions().dtype(at::kFloat).device(device));
     else
       s = weighted_mask_sum(zc, mask_rows, rows_per_chunk);  // [n,h,w]
-    const at::Tensor resized = at::upsample_bilinear2d(s.unsqueeze(0), {out_h, out_w}, /*align_corners=*/false)[0];
-    if (in.keep_scores) out.scores.narrow(0, c0, n).copy_(resized);
-    if (c0 == 0 && in.mode == Mode::kDemo) {
-      const at::Tensor uncovered = (resized[0] == 0).to(at::kCPU, at::kByte).contiguous();
-      out.uncovered.assign(uncovered.data_ptr<uint8_t>(), uncovered.data_ptr<uint8_t>() + uncovered.numel());
-    }
-    if (n == k) {
-      best_index = at::argmax(resized, 0);  // what the evaluator does
-    } else {
-      auto [value, index] = at::max(resized, 0);
-      index = index + c0;
-      if (!best_value.defined()) {
-        best_value = value;
-        best_index = index;
-      } else {
-        const at::Tensor better = value > best_value;  // strict: the first maximum wins
-        best_value = at::where(better, value, best_value);
-        best_index = at::where(better, index, best_index);
+    for (int64_t r0 = 0; r0 < n; r0 += resize_chunk) {
+      const int64_t m = std::min(resize_chunk, n - r0);
+      const at::Tensor part = m == n ? s : s.narrow(0, r0, m);
+      // Each channel's resize is independent of the others: splitting the classes changes no bit.
+      const at::Tensor resized = at::upsample_bilinear2d(part.unsqueeze(0), {out_h, out_w}, /*align_corners=*/false)[0];
+      if (in.keep_scores) out.scores.narrow(0, c0 + r0, m).copy_(resized);
+      if (c0 + r0 == 0 && in.mode == Mode::kDemo) {
+        const at::Tensor uncovered = (resized[0] == 0).to(at::kCPU, at::kByte).contiguous();
+        out.uncovered.assign(uncovered.data_ptr<uint8_t>(), uncovered.data_ptr<uint8_t>() + uncovered.numel());
       }
+      if (one_piece) {
+        best_index = at::argmax(resized, 0);  // what the evaluator does
+        continue;
+      }
+      // Running argmax in place (strict >: the first maximum wins, as at::argmax).
+      const at::Tensor cpu = resized.to(at::kCPU).contiguous();
+      const float* data = cpu.data_ptr<float>();
+      int32_t* best_i = out.argmax.data();
+      const int64_t first = c0 + r0;
+      int64_t start_ch = 0;
+      if (best_value.empty()) {  // the first channel is the running maximum to beat
+        best_value.assign(data, data + pixels);
+        std::fill(out.argmax.begin(), out.argmax.end(), static_cast<int32_t>(first));
+        start_ch = 1;
+      }
+      float* best_v = best_value.data();
+      at::parallel_for(0, static_cast<int64_t>(pixels), 1 << 16, [&](int64_t p0, int64_t p1) {
+        for (int64_t ch = start_ch; ch < m; ++ch) {
+          const float* row = data + ch * static_cast<int64_t>(pixels);
+          const auto label = static_cast<int32_t>(first + ch);
+          for (int64_t p = p0; p < p1; ++p)
+            if (row[p] > best_v[p]) {
+              best_v[p] = row[p];
+              best_i[p] = label;
+            }
+        }
+      });
     }
   }
+  if (!one_piece) return out;
   const at::Tensor labels = best_index.to(at::kCPU, at::kInt).contiguous();
   out.argmax.assign(labels.data_ptr<int32_t>(), labels.data_ptr<int32_t>() + labels.numel());
   return out;

@@ -1,5 +1,6 @@
 #include "pipeline/manifest.hpp"
 
+#include <cmath>
 #include <filesystem>
 #include <system_error>
 
@@ -86,6 +87,62 @@ class Reader {
   const json& root_;
   std::string file_;
 };
+
+// Every value the pipeline trusts, checked once at load: a bad bundle must fail here (exit 2),
+// never image by image or with a silently wrong answer.
+void validate_values(const Manifest& m) {
+  const std::string& f = m.manifest_path;
+  auto range = [&](const char* key, double v, double lo, double hi) {
+    if (!std::isfinite(v) || v < lo || v > hi)
+      bad(f, std::string("\"") + key + "\" is " + json(v).dump() + ", expected a number in [" + json(lo).dump() + ", " +
+                 json(hi).dump() + "]");
+  };
+  auto irange = [&](const char* key, long long v, long long lo, long long hi) {
+    if (v < lo || v > hi)
+      bad(f, std::string("\"") + key + "\" is " + std::to_string(v) + ", expected " + std::to_string(lo) + ".." +
+                 std::to_string(hi));
+  };
+  // Sizes: the released models test at 640 (short side) / 2560 (long side); beyond 8192 one
+  // image needs tens of GB.
+  irange("preprocess.min_size_test", m.min_size_test, 1, 8192);
+  irange("preprocess.max_size_test", m.max_size_test, m.min_size_test, 8192);
+  irange("preprocess.size_divisibility", m.size_divisibility, 1, 1024);
+  irange("preprocess.region_resolution", m.region_resolution, m.patch_size, 4096);
+  if (m.region_resolution % m.patch_size != 0)
+    bad(f, "\"preprocess.region_resolution\" " + std::to_string(m.region_resolution) +
+               " is not a multiple of the patch size " + std::to_string(m.patch_size));
+  irange("architecture.num_queries", m.num_queries, 1, 10000);
+  irange("architecture.embed_dim", m.embed_dim, 1, 65536);
+  irange("text.tokenizer.context_length", m.context_length, 2, 4096);
+  const char* channel[3] = {"R", "G", "B"};
+  for (int c = 0; c < 3; ++c) {
+    const std::string ch = std::string(" (") + channel[c] + ")";
+    range(("preprocess.pixel_mean" + ch).c_str(), m.pixel_mean[c], -1e4, 1e4);
+    range(("preprocess.pixel_std" + ch).c_str(), m.pixel_std[c], 1e-6, 1e4);
+    range(("preprocess.clip_mean255" + ch).c_str(), m.clip_mean255[c], -1e4, 1e4);
+    range(("preprocess.clip_std255" + ch).c_str(), m.clip_std255[c], 1e-6, 1e4);
+    range(("preprocess.clip_fill" + ch).c_str(), m.clip_fill[c], 0, 255);
+  }
+  range("inference.temperature", m.temperature, 1e-6, 1e6);
+  range("inference.eval.mask_threshold", m.eval.mask_threshold, 0, 1);
+  range("inference.eval.ensemble_weight", m.eval.ensemble_weight, 0, 1);
+  range("inference.demo.mask_threshold", m.demo.mask_threshold, 0, 1);
+  range("inference.demo.ensemble_weight", m.demo.ensemble_weight, 0, 1);
+  for (std::size_t i = 0; i < m.templates.size(); ++i) {
+    // Python str.format with one positional argument: exactly one "{}", other braces doubled.
+    const std::string& t = m.templates[i];
+    int holes = 0;
+    for (std::size_t k = 0; k < t.size(); ++k) {
+      if (t.compare(k, 2, "{}") == 0) { ++holes; ++k; continue; }
+      if (t.compare(k, 2, "{{") == 0 || t.compare(k, 2, "}}") == 0) { ++k; continue; }
+      if (t[k] == '{' || t[k] == '}')
+        bad(f, "text.templates[" + std::to_string(i) + "] \"" + t + "\" has a brace that is not \"{}\", \"{{\" or \"}}\"");
+    }
+    if (holes != 1)
+      bad(f, "text.templates[" + std::to_string(i) + "] \"" + t + "\" must hold exactly one \"{}\" for the class name (it has " +
+                 std::to_string(holes) + ")");
+  }
+}
 
 }  // namespace
 
@@ -175,6 +232,7 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
   if (m.num_queries <= 0 || m.embed_dim <= 0 || m.min_size_test <= 0 || m.max_size_test <= 0 ||
       m.size_divisibility <= 0 || m.region_resolution <= 0 || m.patch_size <= 0 || m.context_length <= 1)
     bad(m.manifest_path, "architecture/preprocess sizes must be positive");
+  validate_values(m);
 
   // Every file the bundle uses must be listed with its checksum.
   const json& files = r.at("files");

@@ -95,6 +95,10 @@ class TextFeatures {
   at::Tensor text_matrix(const std::vector<std::string>& names) const;
   // [K,E] float32 on CPU, L2-normalised rows; computed (and cached) where missing.
   at::Tensor class_features(const std::vector<std::string>& names) const;
+  // Throws Error(kInvalidArgument) for a name with a control character, and for two names whose
+  // token ids are equal ("café"/"CAFÉ", "red car"/"red  car"): CLIP gives them the same
+  // feature, so the second could never win a pixel. Called by class_features().
+  void check_names(const std::vector<std::string>& names) const;
   // Computes without any cache. trim_tokens = false runs the full context length (the reference);
   // true cuts every batch to its longest EOT (same result up to float rounding, much faster).
   at::Tensor compute(const std::vector<std::string>& names, bool trim_tokens = true) const;
@@ -115,6 +119,7 @@ class TextFeatures {
   at::Tensor non_object_row_;  // [1,E] float32 on device, normalised
   mutable std::mutex mutex_;
   mutable std::unordered_map<std::string, at::Tensor> memory_;  // name → [E] float32 CPU
+  mutable std::vector<std::string> last_checked_;                // check_names: the last list that passed
 };
 
 // Fills "{}" of a prompt template with a class name (Python str.format with one argument).

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <algorithm>
 #include <numeric>
+#include <cstdio>
+#include <map>
 #include <set>
 
 #include "common/fs_util.hpp"
@@ -216,8 +218,45 @@ void TextFeatures::write_disk(const std::string& name, const at::Tensor& feature
   }
 }
 
+void TextFeatures::check_names(const std::vector<std::string>& names) const {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (names == last_checked_) return;  // every image of a batch asks with the same list
+  }
+  std::map<std::vector<std::int32_t>, std::size_t> seen;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    for (std::size_t j = 0; j < name.size(); ++j) {
+      const auto c = static_cast<unsigned char>(name[j]);
+      const bool c1 = c == 0xC2 && j + 1 < name.size() && static_cast<unsigned char>(name[j + 1]) >= 0x80 &&
+                      static_cast<unsigned char>(name[j + 1]) <= 0x9F;
+      if (c < 0x20 || c == 0x7F || c1) {
+        char code[16];
+        std::snprintf(code, sizeof code, "U+%04X", c1 ? static_cast<unsigned char>(name[j + 1]) : c);
+        throw Error(ErrorCode::kInvalidArgument, "class " + std::to_string(i + 1) + " contains the control character " +
+                                                     code + " (names are printable text)");
+      }
+    }
+    std::vector<std::int32_t> ids = tokenizer_->encode(name);
+    auto [it, inserted] = seen.emplace(std::move(ids), i);
+    if (!inserted) {
+      const std::string& first = names[it->second];
+      throw Error(ErrorCode::kInvalidArgument,
+                  first == name ? "class \"" + name + "\" is given twice (entries " + std::to_string(it->second + 1) +
+                                      " and " + std::to_string(i + 1) + ")"
+                                : "classes \"" + first + "\" and \"" + name + "\" (entries " +
+                                      std::to_string(it->second + 1) + " and " + std::to_string(i + 1) +
+                                      ") have the same token ids: the text encoder cannot tell them apart (the "
+                                      "tokenizer lower-cases and collapses whitespace); keep one of them");
+    }
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  last_checked_ = names;
+}
+
 at::Tensor TextFeatures::class_features(const std::vector<std::string>& names) const {
   c10::InferenceMode guard;
+  check_names(names);
   std::vector<std::string> missing;
   {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -257,6 +257,166 @@ class TextCacheTest(Base):
         np.testing.assert_array_equal(a, c)
 
 
+def bomb_png(path, width, height):
+    """A valid greyscale PNG of width x height zeros: a few MB on disk, width*height bytes decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    parts = [comp.compress(row) for _ in range(height)]
+    parts.append(comp.flush())
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
+                chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+class DecompressionBombTest(Base):
+    """Case 4: the pixel limit is checked from the header, before decoding."""
+
+    def test_bomb_is_refused_by_how_much_and_the_batch_goes_on(self):
+        bomb = os.path.join(self.tmp, "bomb.png")
+        bomb_png(bomb, 30000, 30000)
+        self.assertLess(os.path.getsize(bomb), 4 << 20)
+        good = os.path.join(self.tmp, "good.png")
+        small_image(good)
+        p = self.segment("-c", "car,road", "-o", os.path.join(self.tmp, "out"), bomb, good)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"{bomb}: image too large: 30000x30000 = 900000000 pixels, 5.03x the limit of 178956970", p.stderr)
+        self.assertIn("1 of 2 images failed", p.stderr)
+
+    def test_max_pixels_option(self):
+        img = os.path.join(self.tmp, "a.png")
+        small_image(img, (48, 40))  # 1920 pixels
+        out = os.path.join(self.tmp, "out")
+        p = self.segment("-c", "car,road", "--max-pixels", "1919", "-o", out, img)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("48x40 = 1920 pixels, 1.00x the limit of 1919 (1 pixels over", p.stderr)
+        p = self.segment("-c", "car,road", "--max-pixels", "1920", "-o", out, img)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+
+class LargeImageTest(Base):
+    """Case 5: at the original size the resize + argmax run in pieces of classes (no K x H x W float
+    map unless scores are asked for); the labels are the argmax of the scores, bit for bit."""
+
+    def test_labels_are_the_argmax_of_the_scores_in_pieces(self):
+        img = os.path.join(self.tmp, "big.png")
+        small_image(img, (1600, 1200))  # 20 classes x 1.92 Mpx x 4 B = 154 MB > the 128 MB piece budget
+        names = ",".join(f"class {i}" for i in range(20))
+        out_a, out_b = os.path.join(self.tmp, "a"), os.path.join(self.tmp, "b")
+        p = self.segment("-c", names, "--save-scores", "-o", out_a, img)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.segment("-c", names, "-o", out_b, img)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        labels = np.asarray(Image.open(os.path.join(out_a, "big.png")))
+        scores = np.load(os.path.join(out_a, "big.scores.npy"), mmap_mode="r")
+        self.assertEqual(scores.shape, (20, 1200, 1600))
+        np.testing.assert_array_equal(labels, np.argmax(scores, axis=0))
+        with open(os.path.join(out_a, "big.png"), "rb") as fa, open(os.path.join(out_b, "big.png"), "rb") as fb:
+            self.assertEqual(fa.read(), fb.read())
+
+
+class ManifestValidationTest(Base):
+    """Case 6: every manifest value is checked at load; a bad bundle is exit 2 before any image."""
+
+    def tampered(self, edit):
+        bundle = os.path.join(self.tmp, "bundle")
+        shutil.copytree(BUNDLE, bundle)
+        path = os.path.join(bundle, "manifest.json")
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+        edit(m)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(m, f)
+        img = os.path.join(self.tmp, "a.png")
+        small_image(img)
+        p = run("segment", "--model", bundle, "--threads", THREADS, "-c", "car,road", "-o",
+                os.path.join(self.tmp, "out"), img)
+        shutil.rmtree(bundle)
+        return p
+
+    def check(self, edit, *needles):
+        p = self.tampered(edit)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        for n in needles:
+            self.assertIn(n, p.stderr)
+        self.assertNotIn("images failed", p.stderr)  # refused at load, not image by image
+
+    def test_pixel_std_zero(self):
+        self.check(lambda m: m["preprocess"].__setitem__("pixel_std", [0.0, 1.0, 1.0]), "preprocess.pixel_std (R)")
+
+    def test_template_without_placeholder(self):
+        self.check(lambda m: m["text"]["templates"].__setitem__(0, "a photo of a thing."), "exactly one \"{}\"")
+
+    def test_template_with_a_stray_brace(self):
+        self.check(lambda m: m["text"]["templates"].__setitem__(0, "a {} of {0}."), "brace")
+
+    def test_context_length_the_text_tower_lacks(self):
+        self.check(lambda m: m["text"]["tokenizer"].__setitem__("context_length", 1000),
+                   "does not accept 1000 tokens")
+
+    def test_num_queries_unlike_the_module(self):
+        self.check(lambda m: m["architecture"].__setitem__("num_queries", m["architecture"]["num_queries"] + 1),
+                   "architecture.num_queries")
+
+    def test_test_sizes_that_run_away(self):
+        self.check(lambda m: m["preprocess"].__setitem__("min_size_test", 100000), "preprocess.min_size_test")
+        self.check(lambda m: m["preprocess"].__setitem__("max_size_test", 100000), "preprocess.max_size_test")
+
+    def test_mask_threshold_out_of_range(self):
+        self.check(lambda m: m["inference"]["eval"].__setitem__("mask_threshold", 2.0), "inference.eval.mask_threshold")
+
+    def test_modules_swapped(self):
+        def swap(a, b):
+            def edit(m):
+                mods = m["modules"]
+                mods[a], mods[b] = mods[b], mods[a]
+            return edit
+        # The text tower's attribute check names the module that is not a text tower ...
+        self.check(swap("proposals", "clip_text"), "proposals.pt: no tensor attribute")
+        # ... and the load-time probe the proposal network that is not one.
+        self.check(swap("proposals", "clip_visual"), "clip_visual.pt: the proposal network", "module swapped")
+
+
+class ClassNamesTest(Base):
+    """Case 8: names CLIP cannot tell apart are duplicates; control characters are refused; a lone
+    CR ends a line."""
+
+    def test_names_with_equal_token_ids(self):
+        img = os.path.join(FIXTURE, "image.png")
+        for names, shown in (("café,CAFÉ", "\"café\" and \"CAFÉ\""), ("red car,red  car", "\"red car\" and \"red  car\"")):
+            p = self.segment("-c", names, "-o", os.path.join(self.tmp, "out"), img)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(shown, p.stderr)
+            self.assertIn("same token ids", p.stderr)
+
+    def test_control_characters_are_refused(self):
+        f = os.path.join(self.tmp, "classes.txt")
+        with open(f, "wb") as fh:
+            fh.write(b"car\nro\x00ad\n")
+        p = self.segment("-f", f, os.path.join(FIXTURE, "image.png"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(f"{f}:2: the name contains the control character U+0000", p.stderr)
+        p = self.segment("-c", "car,ro\x1bad", os.path.join(FIXTURE, "image.png"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("U+001B", p.stderr)
+
+    def test_lone_cr_ends_a_line(self):
+        f = os.path.join(self.tmp, "classes.txt")
+        with open(f, "wb") as fh:
+            fh.write(b"# mac\rcar\rroad\r\nsky\r")
+        out = os.path.join(self.tmp, "out")
+        img = os.path.join(self.tmp, "a.png")
+        small_image(img)
+        p = self.segment("-f", f, "--json", "-o", out, img)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out, "a.json"), encoding="utf-8") as fh:
+            self.assertEqual(json.load(fh)["classes"], ["car", "road", "sky"])
+
+
 class StaleTemporariesTest(Base):
     """Case 10: temporaries of a killed run (dead PID) are swept; those of a live process stay."""
 

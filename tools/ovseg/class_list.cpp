@@ -1,6 +1,7 @@
 #include "class_list.hpp"
 
 #include <cstdint>
+#include <cstdio>
 #include <unordered_map>
 
 #include "common/fs_util.hpp"
@@ -18,6 +19,26 @@ std::string ascii_lower(std::string s) {
 }
 
 }  // namespace
+
+std::string control_character(const std::string& name) {
+  char buf[16];
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x20 || c == 0x7F) {
+      std::snprintf(buf, sizeof buf, "U+%04X", c);
+      return buf;
+    }
+    // C1 controls U+0080..U+009F: C2 80..C2 9F in UTF-8.
+    if (c == 0xC2 && i + 1 < name.size()) {
+      const auto d = static_cast<unsigned char>(name[i + 1]);
+      if (d >= 0x80 && d <= 0x9F) {
+        std::snprintf(buf, sizeof buf, "U+%04X", d);
+        return buf;
+      }
+    }
+  }
+  return {};
+}
 
 std::string trim(const std::string& s) {
   std::size_t b = 0, e = s.size();
@@ -62,6 +83,9 @@ void check_class_list(const std::vector<std::string>& classes, const std::string
     const std::string key = ascii_lower(trim(classes[i]));
     if (key.empty())
       throw Error(ErrorCode::kInvalidArgument, source + ": class " + std::to_string(i + 1) + " is empty");
+    if (const std::string c = control_character(classes[i]); !c.empty())
+      throw Error(ErrorCode::kInvalidArgument, source + ": class " + std::to_string(i + 1) + " contains the control character " +
+                                                   c + " (names are printable text)");
     auto [it, inserted] = seen.emplace(key, i);
     if (!inserted)
       throw Error(ErrorCode::kInvalidArgument,
@@ -100,15 +124,20 @@ std::vector<std::string> parse_class_lines(const std::string& text_in, const std
   std::size_t start = 0;
   int line_no = 0;
   while (start <= text.size()) {
-    std::size_t nl = text.find('\n', start);
+    // LF, CRLF and a lone CR (classic Mac OS) all end a line.
+    std::size_t nl = text.find_first_of("\r\n", start);
     if (nl == std::string::npos) nl = text.size();
     ++line_no;
     const std::string line = text.substr(start, nl - start);
     start = nl + 1;
+    if (nl < text.size() && text[nl] == '\r' && start < text.size() && text[start] == '\n') ++start;
     if (!is_valid_utf8(line))
       throw Error(ErrorCode::kInvalidArgument, source + ":" + std::to_string(line_no) + ": not valid UTF-8");
     const std::string name = trim(line);
     if (name.empty() || name[0] == '#') continue;
+    if (const std::string c = control_character(name); !c.empty())
+      throw Error(ErrorCode::kInvalidArgument, source + ":" + std::to_string(line_no) + ": the name contains the control character " +
+                                                   c + " (names are printable text)");
     out.push_back(name);
     line_of.push_back(line_no);
   }

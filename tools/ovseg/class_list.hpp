@@ -10,7 +10,8 @@ namespace ovseg::cli {
 // empty entry, invalid UTF-8 or a duplicate throws Error(kInvalidArgument).
 std::vector<std::string> parse_class_string(const std::string& text);
 
-// One name per line (UTF-8, optional BOM, LF or CRLF). Lines whose first non-blank character is
+// One name per line (UTF-8, optional BOM, LF, CRLF or a lone CR). Control characters (NUL, tab
+// inside a name, ...) are refused. Lines whose first non-blank character is
 // '#' and blank lines are ignored; a comma belongs to the name ("road, route" is one class, as the
 // datasets write their synonyms). Throws Error(kIo) for an unreadable file and
 // Error(kInvalidArgument) naming the file and line for invalid UTF-8 or a duplicate.
@@ -30,5 +31,8 @@ void check_class_list(const std::vector<std::string>& classes, const std::string
 bool is_valid_utf8(const std::string& text);
 
 std::string trim(const std::string& s);
+
+// "U+0000" for the first control character (C0, DEL or C1) in `name`; empty when there is none.
+std::string control_character(const std::string& name);
 
 }  // namespace ovseg::cli

@@ -209,7 +209,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   o.should_stop = [] { return g_stop.load(); };
 
   const eval::Predictor predict = [&](const eval::ImagePair& pair, int label_w, int label_h) {
-    const Image image = load_image(pair.image_path);
+    const Image image = load_image(pair.image_path, a.model_flags.max_pixels);
     if (image.width != label_w || image.height != label_h)
       throw Error(ErrorCode::kBadData, pair.image_path + ": image is " + std::to_string(image.width) + "x" +
                                            std::to_string(image.height) + " but its label " + pair.label_path +

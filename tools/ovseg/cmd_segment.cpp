@@ -385,11 +385,12 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     progress.step(images[i].path);
   };
 
-  auto decode = [&images](std::size_t i) {
+  const std::uint64_t max_pixels = a.model_flags.max_pixels;
+  auto decode = [&images, max_pixels](std::size_t i) {
     Decoded d;
     try {
       const auto start = std::chrono::steady_clock::now();
-      d.image = load_image(images[i].path);
+      d.image = load_image(images[i].path, max_pixels);
       d.decode_ms = seconds_since(start) * 1000.0;
       d.ok = true;
     } catch (const std::exception& e) {

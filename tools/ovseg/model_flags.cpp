@@ -17,6 +17,10 @@ void add_model_flags(CLI::App& app, ModelFlags& flags) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--no-text-cache", flags.no_text_cache, "Do not read or write the on-disk text feature cache");
+  app.add_option("--max-pixels", flags.max_pixels,
+                 "Refuse images of more pixels, from their header before decoding (decompression bombs); 0 = no "
+                 "limit")
+      ->capture_default_str();
 }
 
 void check_device(const std::string& device) {

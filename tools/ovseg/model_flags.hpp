@@ -2,6 +2,7 @@
 // the model with them, so that the flags mean the same everywhere.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,9 +17,10 @@ struct ModelFlags {
   std::string precision = "fp32";
   int threads = 0;
   bool no_text_cache = false;
+  std::uint64_t max_pixels = kDefaultMaxPixels;  // images above it are refused from their header
 };
 
-// Adds -d/--device, --precision, -j/--threads and --no-text-cache to a subcommand.
+// Adds -d/--device, --precision, -j/--threads, --no-text-cache and --max-pixels to a subcommand.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
 
 // Throws Error(kInvalidArgument) for a device that is not cpu, cuda or cuda:N — before the slow
