@@ -19,12 +19,31 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
 
 #include "ovseg/ovseg.hpp"
 #include "ovseg/tokenizer.hpp"
 #include "pipeline/manifest.hpp"
 
 namespace ovseg::detail {
+
+// The library's error boundary: runs f, turning torch's and the standard library's exceptions into
+// ovseg::Error(kRuntime) with context; ovseg::Error passes through. Every public entry point of
+// the pipeline (Model, SamModel, SamSegmenter) goes through it.
+template <class F>
+auto translate_errors(const std::string& context, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kRuntime, context + ": " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kRuntime, context + ": out of memory");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kRuntime, context + ": " + e.what());
+  }
+}
 
 // ---- threads.cpp --------------------------------------------------------------------------------
 // Sets ATen's intra-op thread count once per process (0 = the cores this process may use).

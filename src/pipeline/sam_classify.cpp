@@ -25,20 +25,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-template <class F>
-auto translate_errors(const std::string& context, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::kRuntime, context + ": out of memory");
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what());
-  }
-}
+using detail::translate_errors;
 
 // open_vocab_seg.modeling.clip_adapter.adapter PIXEL_MEAN / PIXEL_STD (0–1 scale).
 constexpr float kClipMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};

@@ -33,20 +33,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-template <class F>
-auto translate_errors(const std::string& context, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::kRuntime, context + ": out of memory");
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what());
-  }
-}
+using detail::translate_errors;
 
 [[noreturn]] void bad(const std::string& file, const std::string& what) {
   throw Error(ErrorCode::kBadModel, file + ": " + what);

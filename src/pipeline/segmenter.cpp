@@ -29,21 +29,7 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Runs f, turning torch's exceptions into ovseg::Error with context; ovseg::Error passes through.
-template <class F>
-auto translate_errors(const std::string& context, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::kRuntime, context + ": out of memory");
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kRuntime, context + ": " + e.what());
-  }
-}
+using detail::translate_errors;
 
 // A float the caller typed (0.6f) as the double it stands for (0.6): the reference's settings are
 // Python floats, and the ensemble exponents 1 − w are taken in double before narrowing.
