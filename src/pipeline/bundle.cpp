@@ -240,6 +240,46 @@ at::Tensor Modules::clip_text(const at::Tensor& tokens) const {
   return expect_tensor(out, impl_->clip_text_path).to(at::kFloat);
 }
 
+namespace {
+// The last component of a TorchScript class name ("__torch__.torch.nn.modules.linear.___torch_mangle_3.Linear").
+std::string class_basename(const torch::jit::Module& m) {
+  const auto type = m.type();
+  if (!type || !type->name()) return {};
+  return type->name()->name();
+}
+
+int round_to_half(torch::jit::Module& root) {
+  int count = 0;
+  auto round_attr = [&](torch::jit::Module& m, const std::string& name) {
+    if (!m.hasattr(name)) return;
+    const c10::IValue v = m.attr(name);
+    if (!v.isTensor()) return;
+    at::Tensor t = v.toTensor();
+    if (!t.defined() || !t.is_floating_point()) return;
+    t.set_data(t.to(at::kHalf).to(t.scalar_type()));
+    ++count;
+  };
+  for (torch::jit::Module m : root.modules()) {  // root included
+    const std::string cls = class_basename(m);
+    if (cls == "Linear" || cls == "NonDynamicallyQuantizableLinear" || cls == "Conv1d" || cls == "Conv2d") {
+      round_attr(m, "weight");
+      round_attr(m, "bias");
+    }
+    if (cls == "MultiheadAttention")
+      for (const char* a : {"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+                            "bias_k", "bias_v"})
+        round_attr(m, a);
+    round_attr(m, "text_projection");
+    round_attr(m, "proj");
+  }
+  return count;
+}
+}  // namespace
+
+int Modules::round_clip_weights_to_half() {
+  return round_to_half(impl_->clip_visual) + round_to_half(impl_->clip_text);
+}
+
 const at::Tensor& Modules::non_object_embedding() const { return impl_->non_object; }
 c10::Device Modules::device() const { return impl_->device; }
 c10::ScalarType Modules::dtype() const { return impl_->dtype; }

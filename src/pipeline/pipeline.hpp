@@ -81,6 +81,11 @@ class Modules {
   at::Tensor clip_text(const at::Tensor& tokens) const;
   // The raw learned no-object embedding [1,E], float32.
   const at::Tensor& non_object_embedding() const;
+  // Rounds the CLIP towers' weights to float16 and back, in place, as OpenAI CLIP's
+  // convert_weights does (Conv/Linear weights and biases, MultiheadAttention input projections,
+  // `text_projection` and `proj`; embeddings and LayerNorms untouched). Only for the SAM demo
+  // classifier, whose reference ran on such weights (see sam_classify.cpp); returns the count.
+  int round_clip_weights_to_half();
 
   c10::Device device() const;
   // The requested precision; the reduced types apply to the CLIP visual tower only (the proposal

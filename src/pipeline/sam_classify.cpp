@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <new>
+#include <utility>
 
 #include "common/log.hpp"
 #include "image/image_ops.hpp"
@@ -66,14 +68,34 @@ SamClassifier parse_sam_classifier(const std::string& s) {
 struct SamSegmenter::Impl {
   c10::Device device{c10::kCPU};
   std::unique_ptr<detail::Manifest> manifest;       // the bundle's
-  std::unique_ptr<detail::Manifest> demo_manifest;  // the same with the demo's single template
-  std::unique_ptr<detail::Modules> modules;
-  std::unique_ptr<detail::TextFeatures> text, demo_text;
+  std::unique_ptr<detail::Manifest> demo_manifest;  // the demo's single template, fp16-rounded weights
+  detail::TextCacheOptions cache;
+  // The demo classifier's CLIP: the bundle's towers with their weights rounded to float16 (loaded
+  // with the bundle). [QUIRK] The demo's reference arithmetic ran on CLIP weights that had been
+  // through OpenAI CLIP's convert_weights (fp16) and back to float32; with the bundle's exact
+  // float32 weights the sam_tiny fixture's text features are 9.8e-5 off and its image features
+  // 1.3e-4 (class probabilities 1.46e-4), with the rounded weights 7e-8, 1.5e-7 and ~1e-6.
+  std::unique_ptr<detail::Modules> demo_modules;
+  std::unique_ptr<detail::TextFeatures> demo_text;
+  // The ov-seg variant's CLIP (the bundle's exact weights), loaded on its first use.
+  mutable std::once_flag ovseg_once;
+  mutable std::unique_ptr<detail::Modules> ovseg_modules;
+  mutable std::unique_ptr<detail::TextFeatures> ovseg_text;
   std::unique_ptr<SamModel> sam;
   ModelInfo info;
 
   SamSegmentation segment(const ImageView& view, const std::vector<std::string>& classes,
                           const SamSegmentOptions& o) const;
+  // The modules and text features of classifier c.
+  std::pair<const detail::Modules*, const detail::TextFeatures*> clip(SamClassifier c) const {
+    if (c == SamClassifier::kDemo) return {demo_modules.get(), demo_text.get()};
+    std::call_once(ovseg_once, [&] {
+      auto m = detail::Modules::load(*manifest, device, at::kFloat);
+      ovseg_text = std::make_unique<detail::TextFeatures>(*manifest, *m, cache);
+      ovseg_modules = std::move(m);
+    });
+    return {ovseg_modules.get(), ovseg_text.get()};
+  }
 };
 
 SamSegmenter::SamSegmenter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -94,12 +116,15 @@ SamSegmenter SamSegmenter::load(const std::string& ovseg_bundle, const std::stri
     impl->demo_manifest = std::make_unique<detail::Manifest>(*impl->manifest);
     impl->demo_manifest->templates = {"a photo of {}"};
     impl->demo_manifest->template_set = "sam-demo";
-    impl->modules = detail::Modules::load(*impl->manifest, impl->device, at::kFloat);
-    detail::TextCacheOptions cache;
-    cache.disk = options.text_disk_cache;
-    cache.dir = options.text_disk_cache ? detail::resolve_text_cache_dir(options.text_cache_dir) : std::string();
-    impl->text = std::make_unique<detail::TextFeatures>(*impl->manifest, *impl->modules, cache);
-    impl->demo_text = std::make_unique<detail::TextFeatures>(*impl->demo_manifest, *impl->modules, cache);
+    // Part of the text disk cache's key: features of the rounded tower are not the bundle's.
+    impl->demo_manifest->clip_text_sha256 += "+fp16-rounded-weights";
+    impl->demo_modules = detail::Modules::load(*impl->manifest, impl->device, at::kFloat);
+    const int rounded = impl->demo_modules->round_clip_weights_to_half();
+    detail::log().debug("sam demo classifier: {} CLIP weight tensors rounded to float16", rounded);
+    impl->cache.disk = options.text_disk_cache;
+    impl->cache.dir =
+        options.text_disk_cache ? detail::resolve_text_cache_dir(options.text_cache_dir) : std::string();
+    impl->demo_text = std::make_unique<detail::TextFeatures>(*impl->demo_manifest, *impl->demo_modules, impl->cache);
     ModelInfo& info = impl->info;
     info.name = impl->manifest->name;
     info.bundle_dir = impl->manifest->dir;
@@ -219,6 +244,7 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
   }
 
   // ---- CLIP ----
+  const auto [modules, tf_ptr] = clip(o.classifier);
   std::vector<at::Tensor> feats;
   for (int64_t b0 = 0; b0 < n; b0 += 32) {
     const int64_t b1 = std::min(n, b0 + 32);
@@ -226,7 +252,7 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
                         .to(at::kCPU));
   }
   const at::Tensor img_feat = at::cat(feats, 0);  // [N,E] normalised
-  const detail::TextFeatures& tf = o.classifier == SamClassifier::kDemo ? *demo_text : *text;
+  const detail::TextFeatures& tf = *tf_ptr;
   const at::Tensor txt = tf.class_features(used).to(at::kCPU, at::kFloat);  // [K,E] normalised
   const at::Tensor class_preds = (100.0 * at::matmul(img_feat, txt.t())).softmax(-1).contiguous();  // [N,K]
 

@@ -58,10 +58,12 @@ class SegmentSamCli(unittest.TestCase):
                     self.assertEqual(len(regs), preds.shape[0])
                     got = np.array([r["probs"] for r in regs], dtype=np.float64)
                     self.assertEqual(got.shape, preds.shape)
-                    # [measured] 1.46e-4 on sam_tiny k5 (k1: < 1e-4). The fixture's CLIP towers are
-                    # themselves 9.8e-5 (text) away from a float64 evaluation of the bundle's CLIP,
-                    # which ovseg matches within 1.2e-7: the tolerance is the fixture's own error.
-                    self.assertLess(np.abs(got - preds).max(), 2e-4, "class probabilities")
+                    # [measured] sam_tiny: 7.0e-5 (k5), the largest in the 5 regions whose masks
+                    # differ from the official ones by 1-2 pixels; on the fixture's own masks the
+                    # demo arithmetic (CLIP weights rounded to fp16) reproduces it within 1.3e-6.
+                    err = np.abs(got - preds).max()
+                    print(f"\n[measure] {os.path.basename(d)} {name}: max |dprob| {err:.3g}", file=sys.stderr)
+                    self.assertLess(err, 1e-4, "class probabilities")
                     sel = set(int(i) for i in sf.load_array(rd, meta, "selected_masks", t))
                     self.assertEqual({r["index"] for r in regs if r["selected"]}, sel)
                     boxes = sf.load_array(rd, meta, "region_boxes", t)
