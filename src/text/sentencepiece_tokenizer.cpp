@@ -46,7 +46,14 @@ const SentencePieceLib& sentencepiece_lib() {
     return l;
 #endif
     for (const char* name : {"libsentencepiece.so.0", "libsentencepiece.so"}) {
+#if defined(OVSEG_SANITIZE)
+      // ASan refuses RTLD_DEEPBIND. Local binding alone keeps sentencepiece's symbols out of the
+      // global scope, but its own references may then bind to an already-loaded libprotobuf
+      // (torch's): the sanitizer build runs SentencePiece only in processes without torch.
+      l.handle = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+#else
       l.handle = ::dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#endif
       if (l.handle) break;
       const char* err = ::dlerror();
       l.error = err ? err : name;
