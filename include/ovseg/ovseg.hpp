@@ -107,9 +107,12 @@ const char* to_string(Precision p) noexcept;
 const char* to_string(Mode m) noexcept;
 Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16"; throws kInvalidArgument
 Mode parse_mode(const std::string& s);            // "eval" | "demo"; throws kInvalidArgument
+// "cpu" → -1, "cuda" → 0, "cuda:N" → N (at most 3 digits); anything else throws kInvalidArgument.
+// The syntax only (what Model::load accepts): whether that GPU exists is known when loading.
+int check_device(const std::string& device);
 
 struct ModelOptions {
-  std::string device = "cpu";            // "cpu", "cuda", "cuda:N"
+  std::string device = "cpu";            // "cpu", "cuda", "cuda:N" (check_device)
   Precision precision = Precision::kFp32;
   int threads = 0;                       // intra-op threads; 0 = all cores. Set once per process.
   bool text_disk_cache = true;           // cache text features on disk
@@ -117,15 +120,65 @@ struct ModelOptions {
   int region_batch = 0;                  // CLIP regions per forward pass; 0 = chosen by memory
 };
 
+// The stages of one segment() call, in the order they run. kStageTable below is the one place
+// that names them: Timings, the progress callback, JSON reports and `ovseg bench` read it.
+enum class Stage {
+  kPreprocess,  // conversion, test-time resize, normalise + pad
+  kText,        // text features (≈0 when cached)
+  kProposals,   // backbone + pixel decoder + transformer predictor
+  kRegions,     // mask upsampling, valid regions, crops, 224² resizes
+  kClip,        // CLIP visual encoder over all valid regions
+  kPost,        // ensemble, score map, final resize, argmax
+};
+inline constexpr std::size_t kNumStages = static_cast<std::size_t>(Stage::kPost) + 1;
+
 // Where the time of one segment() call went, in milliseconds.
 struct Timings {
-  double preprocess_ms = 0;  // conversion, test-time resize, normalise + pad
-  double proposals_ms = 0;   // backbone + pixel decoder + transformer predictor
-  double text_ms = 0;        // text features (≈0 when cached)
-  double regions_ms = 0;     // mask upsampling, valid regions, crops, 224² resizes
-  double clip_ms = 0;        // CLIP visual encoder over all valid regions
-  double post_ms = 0;        // ensemble, score map, final resize, argmax
-  double total_ms = 0;
+  double preprocess_ms = 0;
+  double proposals_ms = 0;
+  double text_ms = 0;
+  double regions_ms = 0;
+  double clip_ms = 0;
+  double post_ms = 0;
+  double total_ms = 0;  // the whole call (more than the sum of the stages: argument checks, dumps)
+
+  double& operator[](Stage s) noexcept;
+  double operator[](Stage s) const noexcept;
+  Timings& operator+=(const Timings& other) noexcept;  // every stage and the total
+};
+
+struct StageInfo {
+  Stage stage;
+  const char* name;         // "preprocess", ...: progress callback, JSON keys ("<name>_ms" in checkpoints)
+  double Timings::*ms;      // its field in Timings
+};
+inline constexpr StageInfo kStageTable[kNumStages] = {
+    {Stage::kPreprocess, "preprocess", &Timings::preprocess_ms},
+    {Stage::kText, "text", &Timings::text_ms},
+    {Stage::kProposals, "proposals", &Timings::proposals_ms},
+    {Stage::kRegions, "regions", &Timings::regions_ms},
+    {Stage::kClip, "clip", &Timings::clip_ms},
+    {Stage::kPost, "post", &Timings::post_ms},
+};
+inline constexpr const char* to_string(Stage s) noexcept { return kStageTable[static_cast<std::size_t>(s)].name; }
+
+inline double& Timings::operator[](Stage s) noexcept { return this->*kStageTable[static_cast<std::size_t>(s)].ms; }
+inline double Timings::operator[](Stage s) const noexcept {
+  return this->*kStageTable[static_cast<std::size_t>(s)].ms;
+}
+inline Timings& Timings::operator+=(const Timings& other) noexcept {
+  for (const StageInfo& st : kStageTable) this->*st.ms += other.*st.ms;
+  total_ms += other.total_ms;
+  return *this;
+}
+
+// The settings one segment() call applies: SegmentOptions over the bundle's defaults for the mode
+// (ModelInfo::defaults, Model::settings). Result::settings says which were used.
+struct SegmentSettings {
+  Mode mode = Mode::kEval;
+  float mask_threshold = 0;   // a query's region is valid where its mask probability is > this
+  float ensemble_weight = 0;  // weight of the CLIP branch in the ensemble
+  bool clip_ensemble = true;  // false: MaskFormer only (no regions, no CLIP)
 };
 
 struct SegmentOptions {
@@ -137,8 +190,8 @@ struct SegmentOptions {
   // queries, and Result::segments stays empty. Eval mode only. Default: the bundle's value.
   std::optional<bool> clip_ensemble;
   bool keep_scores = false;              // fill Result::scores
-  // Called between stages with a stage name and a fraction in [0, 1]; return false to cancel
-  // (segment() then throws Error(kCancelled)).
+  // Called before each stage with its name (to_string(Stage)) and the fraction of stages done,
+  // then once with "done" and 1; return false to cancel (segment() then throws Error(kCancelled)).
   std::function<bool(const char* stage, float fraction)> progress;
 };
 
@@ -174,6 +227,7 @@ struct Result {
   std::vector<Segment> segments;           // valid regions in query order
   int resized_width = 0;                   // test-time resize
   int resized_height = 0;
+  SegmentSettings settings;                // what was applied (options over the bundle's defaults)
   Timings timings;
 };
 
@@ -191,6 +245,12 @@ struct ModelInfo {
   float eval_mask_threshold = 0, eval_ensemble_weight = 0;
   float demo_mask_threshold = 0, demo_ensemble_weight = 0;
   bool eval_clip_ensemble = true;  // false: the bundle's eval path is MaskFormer-only
+  // The bundle's settings for a mode (the fields above; demo mode always ensembles with CLIP).
+  SegmentSettings defaults(Mode mode) const noexcept {
+    return mode == Mode::kDemo
+               ? SegmentSettings{mode, demo_mask_threshold, demo_ensemble_weight, true}
+               : SegmentSettings{mode, eval_mask_threshold, eval_ensemble_weight, eval_clip_ensemble};
+  }
   std::string template_set;
   std::size_t num_templates = 0;
   std::string source_sha256;
@@ -219,6 +279,10 @@ class Model {
                  const SegmentOptions& options = {}) const;
   Result segment_file(const std::string& path, const std::vector<std::string>& classes,
                       const SegmentOptions& options = {}) const;
+
+  // The settings segment() applies with these options: options.mode, and each value the options
+  // leave unset taken from info().defaults(options.mode). Does not validate the ranges.
+  SegmentSettings settings(const SegmentOptions& options) const noexcept;
 
   // Computes (and caches) the text features of these names now; returns the milliseconds spent.
   double prepare_classes(const std::vector<std::string>& classes) const;

@@ -76,30 +76,4 @@ void set_log_callback(std::function<void(LogLevel, const std::string&)> callback
   }
 }
 
-const char* version() noexcept { return OVSEG_VERSION_STRING; }
-
-const char* to_string(Precision p) noexcept {
-  switch (p) {
-    case Precision::kFp32: return "fp32";
-    case Precision::kBf16: return "bf16";
-    case Precision::kFp16: return "fp16";
-  }
-  return "?";
-}
-
-const char* to_string(Mode m) noexcept { return m == Mode::kEval ? "eval" : "demo"; }
-
-Precision parse_precision(const std::string& s) {
-  if (s == "fp32" || s == "float32") return Precision::kFp32;
-  if (s == "bf16" || s == "bfloat16") return Precision::kBf16;
-  if (s == "fp16" || s == "float16" || s == "half") return Precision::kFp16;
-  throw Error(ErrorCode::kInvalidArgument, "unknown precision '" + s + "' (expected fp32, bf16 or fp16)");
-}
-
-Mode parse_mode(const std::string& s) {
-  if (s == "eval") return Mode::kEval;
-  if (s == "demo") return Mode::kDemo;
-  throw Error(ErrorCode::kInvalidArgument, "unknown mode '" + s + "' (expected eval or demo)");
-}
-
 }  // namespace ovseg

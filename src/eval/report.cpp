@@ -72,27 +72,19 @@ json timing_json(const TimingTotals& t) {
   const double n = static_cast<double>(t.images);
   const auto mean = [&](double total) { return safe_div(total, n); };
   const double model_total = t.model.total_ms;
+  json mean_ms = {{"model_total", mean(model_total)}, {"step", mean(t.step_ms)}};
+  json share = json::object();
+  for (const StageInfo& st : kStageTable) {
+    mean_ms[st.name] = mean(t.model.*st.ms);
+    share[st.name] = safe_div(t.model.*st.ms, model_total);
+  }
   return {
       {"images", t.images},
       {"wall_s", t.wall_s},
       {"images_per_s", safe_div(n, t.wall_s)},
       {"text_prepare_ms", t.text_prepare_ms},
-      {"mean_ms_per_image",
-       {{"preprocess", mean(t.model.preprocess_ms)},
-        {"proposals", mean(t.model.proposals_ms)},
-        {"text", mean(t.model.text_ms)},
-        {"regions", mean(t.model.regions_ms)},
-        {"clip", mean(t.model.clip_ms)},
-        {"post", mean(t.model.post_ms)},
-        {"model_total", mean(model_total)},
-        {"step", mean(t.step_ms)}}},
-      {"share_of_model_time",
-       {{"preprocess", safe_div(t.model.preprocess_ms, model_total)},
-        {"proposals", safe_div(t.model.proposals_ms, model_total)},
-        {"text", safe_div(t.model.text_ms, model_total)},
-        {"regions", safe_div(t.model.regions_ms, model_total)},
-        {"clip", safe_div(t.model.clip_ms, model_total)},
-        {"post", safe_div(t.model.post_ms, model_total)}}},
+      {"mean_ms_per_image", mean_ms},
+      {"share_of_model_time", share},
   };
 }
 

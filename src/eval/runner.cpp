@@ -155,13 +155,7 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
       ++summary.evaluated_now;
       TimingTotals& t = st.timings;
       ++t.images;
-      t.model.preprocess_ms += pred.timings.preprocess_ms;
-      t.model.proposals_ms += pred.timings.proposals_ms;
-      t.model.text_ms += pred.timings.text_ms;
-      t.model.regions_ms += pred.timings.regions_ms;
-      t.model.clip_ms += pred.timings.clip_ms;
-      t.model.post_ms += pred.timings.post_ms;
-      t.model.total_ms += pred.timings.total_ms;
+      t.model += pred.timings;
       t.step_ms += ms_since(t0);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::kCancelled) {

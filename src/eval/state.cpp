@@ -30,28 +30,19 @@ std::vector<FileProblem> problems_from_json(const json& a) {
 }
 
 json timings_to_json(const TimingTotals& t) {
-  return {{"images", t.images},
-          {"preprocess_ms", t.model.preprocess_ms},
-          {"proposals_ms", t.model.proposals_ms},
-          {"text_ms", t.model.text_ms},
-          {"regions_ms", t.model.regions_ms},
-          {"clip_ms", t.model.clip_ms},
-          {"post_ms", t.model.post_ms},
-          {"total_ms", t.model.total_ms},
-          {"step_ms", t.step_ms},
-          {"wall_s", t.wall_s},
-          {"text_prepare_ms", t.text_prepare_ms}};
+  json j = {{"images", t.images},
+            {"total_ms", t.model.total_ms},
+            {"step_ms", t.step_ms},
+            {"wall_s", t.wall_s},
+            {"text_prepare_ms", t.text_prepare_ms}};
+  for (const StageInfo& st : kStageTable) j[std::string(st.name) + "_ms"] = t.model.*st.ms;
+  return j;
 }
 
 TimingTotals timings_from_json(const json& j) {
   TimingTotals t;
   t.images = j.at("images").get<std::int64_t>();
-  t.model.preprocess_ms = j.at("preprocess_ms").get<double>();
-  t.model.proposals_ms = j.at("proposals_ms").get<double>();
-  t.model.text_ms = j.at("text_ms").get<double>();
-  t.model.regions_ms = j.at("regions_ms").get<double>();
-  t.model.clip_ms = j.at("clip_ms").get<double>();
-  t.model.post_ms = j.at("post_ms").get<double>();
+  for (const StageInfo& st : kStageTable) t.model.*st.ms = j.at(std::string(st.name) + "_ms").get<double>();
   t.model.total_ms = j.at("total_ms").get<double>();
   t.step_ms = j.at("step_ms").get<double>();
   t.wall_s = j.at("wall_s").get<double>();
@@ -61,13 +52,7 @@ TimingTotals timings_from_json(const json& j) {
 
 void add_timings(TimingTotals& a, const TimingTotals& b) {
   a.images += b.images;
-  a.model.preprocess_ms += b.model.preprocess_ms;
-  a.model.proposals_ms += b.model.proposals_ms;
-  a.model.text_ms += b.model.text_ms;
-  a.model.regions_ms += b.model.regions_ms;
-  a.model.clip_ms += b.model.clip_ms;
-  a.model.post_ms += b.model.post_ms;
-  a.model.total_ms += b.model.total_ms;
+  a.model += b.model;
   a.step_ms += b.step_ms;
   a.wall_s += b.wall_s;
   a.text_prepare_ms += b.text_prepare_ms;

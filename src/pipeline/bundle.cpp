@@ -125,25 +125,16 @@ void probe(Impl& impl, const Manifest& m) {
 }  // namespace
 
 c10::Device parse_device(const std::string& device) {
-  if (device == "cpu") return c10::Device(c10::kCPU);
-  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
-    int index = 0;
-    if (device.size() > 5) {
-      const std::string digits = device.substr(5);
-      if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
-        throw Error(ErrorCode::kInvalidArgument, "device '" + device + "': expected cpu, cuda or cuda:N");
-      index = std::stoi(digits);
-    }
-    if (!torch::cuda::is_available())
-      throw Error(ErrorCode::kRuntime, "device '" + device +
-                                           "': CUDA is not available (this LibTorch build has no CUDA support "
-                                           "or no GPU is visible); use --device cpu");
-    const auto count = static_cast<int>(torch::cuda::device_count());
-    if (index >= count)
-      throw Error(ErrorCode::kRuntime, "device '" + device + "': only " + std::to_string(count) + " GPU(s) visible");
-    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
-  }
-  throw Error(ErrorCode::kInvalidArgument, "device '" + device + "': expected cpu, cuda or cuda:N");
+  const int index = check_device(device);  // the syntax, in one place (the CLI checks with it too)
+  if (index < 0) return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available())
+    throw Error(ErrorCode::kRuntime, "device '" + device +
+                                         "': CUDA is not available (this LibTorch build has no CUDA support "
+                                         "or no GPU is visible); use --device cpu");
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  if (index >= count)
+    throw Error(ErrorCode::kRuntime, "device '" + device + "': only " + std::to_string(count) + " GPU(s) visible");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 c10::ScalarType scalar_type(Precision p) {

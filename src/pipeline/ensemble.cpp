@@ -46,6 +46,16 @@ at::Tensor weighted_mask_sum(const at::Tensor& z, const MaskRows& mask_rows, int
 
 }  // namespace
 
+std::vector<std::string> model_classes(Mode mode, const std::vector<std::string>& classes) {
+  std::vector<std::string> used = classes;
+  if (mode == Mode::kDemo && used.size() == 1) used.push_back("others");
+  return used;
+}
+
+bool others_selects_no_region(Mode mode, const std::vector<std::string>& model_classes) {
+  return mode == Mode::kDemo && model_classes.size() == 2 && model_classes.back() == "others";
+}
+
 EnsembleOutput ensemble(const EnsembleInput& in) {
   const int64_t k = in.mf_logits.size(1) - 1;
   const int64_t h = in.masks->height();

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "ovseg/ovseg.hpp"
+
 namespace ovseg::detail {
 
 inline constexpr int kBundleFormatVersion = 1;
@@ -52,6 +54,7 @@ struct Manifest {
   double temperature = 100.0;
   PathDefaults eval;
   PathDefaults demo;
+  const PathDefaults& defaults(Mode mode) const { return mode == Mode::kDemo ? demo : eval; }
 
   std::string template_set;
   std::vector<std::string> templates;

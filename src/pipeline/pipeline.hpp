@@ -221,6 +221,12 @@ int choose_region_batch(const Manifest& manifest, c10::Device device, c10::Scala
                         int64_t num_regions);
 
 // ---- ensemble.cpp -------------------------------------------------------------------------------
+// [QUIRK] The class list the model works with (SPEC §7.3): the caller's, except that the demo path
+// appends "others" to a single class. Result::score_classes; "others" pixels become kUnlabeled.
+std::vector<std::string> model_classes(Mode mode, const std::vector<std::string>& classes);
+// Demo, (x, "others") — appended or the caller's own: "others" selects no region (SPEC §7.2 step 3).
+bool others_selects_no_region(Mode mode, const std::vector<std::string>& model_classes);
+
 struct EnsembleInput {
   at::Tensor mf_logits;    // [Q,K+1]
   const SoftMasks* masks = nullptr;  // M (eval path)

@@ -161,6 +161,8 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
   res.width = W0;
   res.height = H0;
   res.classes = classes;
+  // The online demo's path: demo mode; no mask threshold or ensemble applies (SAM's masks are binary).
+  res.settings = SegmentSettings{Mode::kDemo, 0.0f, 0.0f, true};
   // [QUIRK] the demo appends "others" to a single class; its pixels are unlabelled here.
   std::vector<std::string> used = classes;
   if (used.size() == 1) used.push_back("others");

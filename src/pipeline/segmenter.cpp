@@ -102,6 +102,21 @@ void label_by_ground_truth_regions(Result& result, const std::vector<std::string
   }
 }
 
+constexpr bool stage_table_in_order() {
+  for (std::size_t i = 0; i < kNumStages; ++i)
+    if (static_cast<std::size_t>(kStageTable[i].stage) != i) return false;
+  return true;
+}
+static_assert(stage_table_in_order(), "kStageTable must list the stages in enum order");
+
+SegmentSettings resolve_settings(const ModelInfo& info, const SegmentOptions& options) {
+  SegmentSettings s = info.defaults(options.mode);
+  if (options.mask_threshold) s.mask_threshold = *options.mask_threshold;
+  if (options.ensemble_weight) s.ensemble_weight = *options.ensemble_weight;
+  if (options.clip_ensemble) s.clip_ensemble = *options.clip_ensemble;
+  return s;
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -196,6 +211,10 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
 
 const ModelInfo& Model::info() const noexcept { return impl_->info; }
 
+SegmentSettings Model::settings(const SegmentOptions& options) const noexcept {
+  return resolve_settings(impl_->info, options);
+}
+
 double Model::prepare_classes(const std::vector<std::string>& classes) const {
   return translate_errors("prepare_classes", [&] {
     c10::InferenceMode guard;
@@ -239,14 +258,15 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   for (std::size_t i = 0; i < classes.size(); ++i)
     if (classes[i].find_first_not_of(" \t\r\n\f\v") == std::string::npos)
       throw Error(ErrorCode::kInvalidArgument, "segment: class " + std::to_string(i) + " is an empty name");
-  const detail::PathDefaults& defaults = options.mode == Mode::kEval ? m.eval : m.demo;
-  const float threshold = options.mask_threshold ? *options.mask_threshold : static_cast<float>(defaults.mask_threshold);
-  const double weight = options.ensemble_weight ? as_decimal_double(*options.ensemble_weight) : defaults.ensemble_weight;
+  const SegmentSettings settings = resolve_settings(info, options);
+  const float threshold = settings.mask_threshold;
+  // The bundle's weight as the manifest's double; a caller's float as the decimal it stands for.
+  const double weight = options.ensemble_weight ? as_decimal_double(*options.ensemble_weight) : m.defaults(options.mode).ensemble_weight;
   if (!(threshold >= 0.0f && threshold <= 1.0f))
     throw Error(ErrorCode::kInvalidArgument, "segment: mask_threshold must be in [0, 1]");
   if (!(weight >= 0.0 && weight <= 1.0))
     throw Error(ErrorCode::kInvalidArgument, "segment: ensemble_weight must be in [0, 1]");
-  const bool clip_branch = options.clip_ensemble.value_or(defaults.clip_ensemble);
+  const bool clip_branch = settings.clip_ensemble;
   if (!clip_branch && options.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument,
                 "segment: MaskFormer-only (clip_ensemble false) needs eval mode: the reference's demo path "
@@ -275,27 +295,30 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
                                                    std::to_string(view.width) + "x" + std::to_string(view.height));
   }
 
-  // [QUIRK] the demo path appends "others" to a single class (SPEC §7.3), internally only.
-  std::vector<std::string> used = classes;
-  if (options.mode == Mode::kDemo && used.size() == 1) used.push_back("others");
+  const std::vector<std::string> used = detail::model_classes(options.mode, classes);
   const int64_t k = static_cast<int64_t>(used.size());
 
   Result result;
+  result.settings = settings;
   result.classes = classes;
   result.score_classes = used;
-  std::size_t stage_index = 0;
-  constexpr std::size_t kStages = 6;
-  auto progress = [&](const char* stage) {
-    if (options.progress && !options.progress(stage, static_cast<float>(stage_index) / kStages))
-      throw Error(ErrorCode::kCancelled, std::string("segment: cancelled by the progress callback (") + stage + ")");
-    ++stage_index;
+  // Each stage: report progress (the caller may cancel), then time it into result.timings.
+  auto t0 = Clock::now();
+  Stage current = Stage::kPreprocess;
+  auto begin = [&](Stage stage) {
+    const auto index = static_cast<std::size_t>(stage);
+    if (options.progress && !options.progress(to_string(stage), static_cast<float>(index) / kNumStages))
+      throw Error(ErrorCode::kCancelled,
+                  std::string("segment: cancelled by the progress callback (") + to_string(stage) + ")");
+    current = stage;
+    t0 = Clock::now();
   };
+  auto end = [&] { result.timings[current] = ms_since(t0); };
   const char* dump_env = std::getenv("OVSEG_DUMP_DIR");
   const std::string dump_dir = (dump_env && *dump_env) ? dump_env : "";
 
   // ---- preprocess: RGB, test-time resize (Pillow bilinear), normalise + pad ----
-  progress("preprocess");
-  auto t0 = Clock::now();
+  begin(Stage::kPreprocess);
   const Image rgb = to_rgb(view);
   const int h0 = rgb.height;
   const int w0 = rgb.width;
@@ -309,18 +332,16 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   result.resized_width = w;
   result.resized_height = h;
   detail::synchronize(device);
-  result.timings.preprocess_ms = ms_since(t0);
+  end();
 
   // ---- text features T [(K+1),E] ----
-  progress("text");
-  t0 = Clock::now();
+  begin(Stage::kText);
   const at::Tensor text = this->text->text_matrix(used);
   detail::release_freed_memory();  // a cold class list ran the text tower
-  result.timings.text_ms = ms_since(t0);
+  end();
 
   // ---- proposals ----
-  progress("proposals");
-  t0 = Clock::now();
+  begin(Stage::kProposals);
   detail::Proposals proposals;
   if (!oracle_masks) {  // the ground-truth segments replace the proposals
     proposals = detail::run_proposals(*modules, input.padded);
@@ -328,11 +349,11 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     // The backbone's activations are gone: give their pages back before the next stage's peak.
     detail::release_freed_memory();
   }
-  result.timings.proposals_ms = oracle_masks ? 0.0 : ms_since(t0);
+  end();
+  if (oracle_masks) result.timings.proposals_ms = 0.0;
 
   // ---- masks and regions ----
-  progress("regions");
-  t0 = Clock::now();
+  begin(Stage::kRegions);
   // The oracles compare with the ground truth at the resized size (Pillow NEAREST).
   std::vector<std::uint16_t> gt_resized;
   if (oracle != detail::Oracle::kNone) gt_resized = detail::resize_labels_nearest(gt->labels, w0, h0, w, h);
@@ -353,11 +374,10 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   }
   detail::synchronize(device);
   detail::release_freed_memory();
-  result.timings.regions_ms = ms_since(t0);
+  end();
 
   // ---- CLIP over the regions ----
-  progress("clip");
-  t0 = Clock::now();
+  begin(Stage::kClip);
   const auto nv = static_cast<int64_t>(regions.queries.size());
   at::Tensor clip_logits;
   if (oracle_labels) {  // the ground truth labels the regions: no CLIP
@@ -370,20 +390,18 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     detail::synchronize(device);
     detail::release_freed_memory();
   }
-  result.timings.clip_ms = ms_since(t0);
+  end();
   if (oracle_masks) {
-    result.timings.post_ms = 0;
-    t0 = Clock::now();
+    begin(Stage::kPost);
     label_by_ground_truth_regions(result, classes, *gt, gt_masks.classes, regions, clip_logits, w0, h0, w, h);
-    result.timings.post_ms = ms_since(t0);
+    end();
     result.timings.total_ms = ms_since(t_start);
     if (options.progress) options.progress("done", 1.0f);
     return result;
   }
 
   // ---- ensemble, score map, resize, argmax ----
-  progress("post");
-  t0 = Clock::now();
+  begin(Stage::kPost);
   detail::EnsembleInput ens;
   ens.mf_logits = detail::maskformer_logits(proposals.class_embeddings, text, m.temperature);
   ens.masks = &*masks;
@@ -393,7 +411,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   ens.ensemble_weight = weight;
   ens.clip_branch = clip_branch;
   ens.mode = options.mode;
-  ens.skip_last_selection = options.mode == Mode::kDemo && k == 2 && used.back() == "others";
+  ens.skip_last_selection = detail::others_selects_no_region(options.mode, used);
   ens.out_height = h0;
   ens.out_width = w0;
   ens.keep_scores = options.keep_scores || !dump_dir.empty();
@@ -443,7 +461,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     seg.selected = options.mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
     result.segments.push_back(seg);
   }
-  result.timings.post_ms = ms_since(t0);
+  end();
 
   if (!dump_dir.empty()) {
     write_npy(dump_dir, "pred_embeddings.npy", proposals.class_embeddings);

@@ -310,15 +310,15 @@ class EvalCliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertEqual(numbers(self.metrics(out)), numbers(self.metrics(self.full_out)))
 
-    def test_missing_dataset_directory_is_a_usage_error(self):
+    def test_missing_dataset_directory_is_a_data_error(self):
         r = subprocess.run([BIN, "eval", "--model", BUNDLE, "--dataset", "ade847", "--root", self.root,
                             "--output", os.path.join(self.tmp, "none")],
                            capture_output=True, text=True, env=self.env, timeout=300)
-        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.returncode, 4)
         self.assertIn("ADE20K_2021_17_01", r.stderr)
         r = subprocess.run([BIN, "eval", "--model", BUNDLE, "--dataset", "pc59", "--root", self.root],
                            capture_output=True, text=True, env=self.env, timeout=300)
-        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.returncode, 4)  # PC-59's directory is missing too (a data error, not usage)
 
 
 if __name__ == "__main__":

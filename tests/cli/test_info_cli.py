@@ -59,7 +59,7 @@ class InfoTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout), self.manifest)
 
-    def test_missing_bundle_is_a_usage_error(self):
+    def test_missing_bundle_is_a_model_error(self):
         with tempfile.TemporaryDirectory() as tmp:
             missing = os.path.join(tmp, "nothing_here")
             p = run("info", "--model", missing)

@@ -94,28 +94,29 @@ class SpecialFilesTest(Base):
         fifo = os.path.join(self.tmp, "f.png")
         os.mkfifo(fifo)
         p = run("segment", "--model", os.path.join(self.tmp, "not-a-bundle-but-a-dir"), "-c", "car", fifo)
-        # the bundle directory check still comes first (usage error) ...
+        # the bundle directory check still comes first (exit 2: the model cannot be loaded) ...
         self.assertEqual(p.returncode, 2, p.stderr)
         p = self.segment("-c", "car", "-o", os.path.join(self.tmp, "out"), fifo)
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("not a regular file (FIFO)", p.stderr)
 
+    # A class file that cannot be read: exit 4 (a file the whole run needs is unreadable).
     def test_fifo_as_class_file_is_refused(self):
         fifo = os.path.join(self.tmp, "classes.txt")
         os.mkfifo(fifo)
         p = self.segment("-f", fifo, os.path.join(FIXTURE, "image.png"), timeout=60)
-        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(f"{fifo}: not a regular file (FIFO)", p.stderr)
 
     def test_directory_as_class_file_is_a_clear_error(self):
         p = self.segment("-f", self.tmp, os.path.join(FIXTURE, "image.png"), timeout=60)
-        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(f"{self.tmp}: is a directory", p.stderr)
         self.assertNotIn("bad_alloc", p.stderr)
 
     def test_device_as_class_file_is_refused(self):
         p = self.segment("-f", "/dev/zero", os.path.join(FIXTURE, "image.png"), timeout=60)
-        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn("/dev/zero: not a regular file (character device)", p.stderr)
 
     def test_oversized_class_file_is_refused_before_reading(self):
@@ -123,7 +124,7 @@ class SpecialFilesTest(Base):
         with open(big, "wb") as f:
             f.truncate((64 << 20) + 1)  # sparse: costs no disk
         p = self.segment("-f", big, os.path.join(FIXTURE, "image.png"), timeout=60)
-        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn("file too large", p.stderr)
 
     def test_class_list_from_stdin(self):

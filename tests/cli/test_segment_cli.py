@@ -278,9 +278,10 @@ class SegmentOptionsTest(unittest.TestCase):
         with open(os.path.join(SHARED, "class_lists.json"), encoding="utf-8") as f:
             voc = json.load(f)["voc20"]
         out = self.out_dir("preset")
-        p = run("segment", "-m", BUNDLE, "--preset", "voc20", "--mask-threshold", "0.3", "--ensemble-weight",
+        p = run("segment", "-m", BUNDLE, "--dataset-classes", "voc20", "--mask-threshold", "0.3", "--ensemble-weight",
                 "0.5", "--json", "-j", THREADS, "-o", out, self.image)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("deprecated", p.stderr)
         with open(os.path.join(out, "photo.json"), encoding="utf-8") as f:
             rep = json.load(f)
         self.assertEqual(rep["classes"], [c.strip() for c in voc])
@@ -388,9 +389,9 @@ class UsageErrorTest(unittest.TestCase):
     def setUp(self):
         require(self)
 
-    def assert_usage(self, args, *needles, stdin=None):
+    def assert_usage(self, args, *needles, stdin=None, code=2):
         p = run("segment", *args, stdin=stdin)
-        self.assertEqual(p.returncode, 2, f"args={args}\nstdout={p.stdout}\nstderr={p.stderr}")
+        self.assertEqual(p.returncode, code, f"args={args}\nstdout={p.stdout}\nstderr={p.stderr}")
         for n in needles:
             self.assertIn(n, p.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.out, "a.png")))
@@ -416,9 +417,11 @@ class UsageErrorTest(unittest.TestCase):
 
     def test_two_class_sources(self):
         self.assert_usage(["-m", BUNDLE, "-c", "sky", "--preset", "voc20", "-o", self.out, self.image])
+        self.assert_usage(["-m", BUNDLE, "-p", "voc20", "--preset", "voc20", "-o", self.out, self.image])
 
     def test_missing_model(self):
         missing = os.path.join(self.tmp, "no_bundle_here")
+        # Exit 3: the model could not be loaded (not a usage error).
         self.assert_usage(["-m", missing, "-c", "sky", "-o", self.out, self.image], "no_bundle_here")
 
     def test_bad_option_values(self):
@@ -467,7 +470,7 @@ class TopLevelTest(unittest.TestCase):
     def test_segment_help_shows_examples_and_defaults(self):
         p = run("segment", "--help")
         self.assertEqual(p.returncode, 0, p.stderr)
-        for needle in ("Examples", "--classes-file", "--preset", "--overlay", "--skip-existing", "Exit codes",
+        for needle in ("Examples", "--classes-file", "--dataset-classes", "--overlay", "--skip-existing", "Exit codes",
                        "65535"):
             self.assertIn(needle, p.stdout)
 

@@ -195,6 +195,34 @@ TEST_F(EdgeCases, EnsembleWeightOverrideReachesTheEnsemble) {
   EXPECT_GT(diff, 1e-3) << "the weight override changed nothing";
 }
 
+TEST_F(EdgeCases, ResultCarriesTheSettingsItApplied) {
+  const ModelInfo& info = model_->info();
+  SegmentOptions o;
+  o.mode = Mode::kDemo;
+  const SegmentSettings demo = model_->settings(o);
+  EXPECT_EQ(demo.mode, Mode::kDemo);
+  EXPECT_EQ(demo.mask_threshold, info.demo_mask_threshold);
+  EXPECT_EQ(demo.ensemble_weight, info.demo_ensemble_weight);
+  o.mode = Mode::kEval;
+  o.mask_threshold = 0.25f;
+  const SegmentSettings eval = model_->settings(o);
+  EXPECT_EQ(eval.mask_threshold, 0.25f);
+  EXPECT_EQ(eval.ensemble_weight, info.eval_ensemble_weight);
+  EXPECT_EQ(info.defaults(Mode::kEval).mask_threshold, info.eval_mask_threshold);
+
+  o.ensemble_weight = 0.5f;
+  const Result r = model_->segment(image_.view(), classes_, o);
+  EXPECT_EQ(r.settings.mode, Mode::kEval);
+  EXPECT_EQ(r.settings.mask_threshold, 0.25f);
+  EXPECT_EQ(r.settings.ensemble_weight, 0.5f);
+  SegmentOptions d;
+  d.mode = Mode::kDemo;
+  const Result rd = model_->segment(image_.view(), classes_, d);
+  EXPECT_EQ(rd.settings.mode, Mode::kDemo);
+  EXPECT_EQ(rd.settings.mask_threshold, info.demo_mask_threshold);
+  EXPECT_EQ(rd.settings.ensemble_weight, info.demo_ensemble_weight);
+}
+
 TEST_F(EdgeCases, SingleClassDemoAppendsOthersInternally) {
   SegmentOptions o;
   o.mode = Mode::kDemo;
@@ -241,10 +269,13 @@ TEST_F(EdgeCases, ProgressReportsStagesAndCanCancel) {
     return true;
   };
   model_->segment(image_.view(), classes_, o);
-  ASSERT_GE(stages.size(), 3u);
+  // Every stage of the table, in its order, then "done".
+  std::vector<std::string> expected;
+  for (const StageInfo& st : kStageTable) expected.emplace_back(st.name);
+  expected.emplace_back("done");
+  EXPECT_EQ(stages, expected);
   EXPECT_TRUE(std::is_sorted(fractions.begin(), fractions.end()));
   EXPECT_EQ(fractions.back(), 1.0f);
-  EXPECT_NE(std::find(stages.begin(), stages.end(), "clip"), stages.end());
 
   o.progress = [](const char* stage, float) { return std::string(stage) != "clip"; };
   try {

@@ -99,9 +99,7 @@ void check_run(const FixtureRun& run) {
     max_diff = std::max(max_diff, std::fabs(static_cast<double>(r.scores[i]) - sem.values[i]));
   }
   EXPECT_TRUE(finite);
-  const float thr = opts.mask_threshold ? *opts.mask_threshold
-                                        : (run.mode() == Mode::kEval ? model.info().eval_mask_threshold
-                                                                     : model.info().demo_mask_threshold);
+  const float thr = r.settings.mask_threshold;
   const int64_t flips = mask_flips(run, dump, thr, r);
   int64_t off = 0;
   for (std::size_t i = 0; i < r.scores.size(); ++i)

@@ -34,7 +34,7 @@ void check_stages(const FixtureRun& run) {
   c10::InferenceMode guard;
   const Stages st(run.bundle);
   const auto& m = st.manifest;
-  const detail::PathDefaults& defaults = run.mode() == Mode::kEval ? m.eval : m.demo;
+  const detail::PathDefaults& defaults = m.defaults(run.mode());
   const float thr = static_cast<float>(fixture_override(run, "MASK_THR").value_or(defaults.mask_threshold));
   const double w_ens = fixture_override(run, "CLIP_ENSEMBLE_WEIGHT").value_or(defaults.ensemble_weight);
 
@@ -72,7 +72,8 @@ void check_stages(const FixtureRun& run) {
   in.ensemble_weight = w_ens;
   in.mode = run.mode();
   const auto used = run.meta.at("classes_used_by_model").get<std::vector<std::string>>();
-  in.skip_last_selection = run.mode() == Mode::kDemo && used.size() == 2 && used.back() == "others";
+  EXPECT_EQ(used, detail::model_classes(run.mode(), fixture_classes(run)));
+  in.skip_last_selection = detail::others_selects_no_region(run.mode(), used);
   in.out_height = image.height;
   in.out_width = image.width;
   in.keep_scores = true;

@@ -19,7 +19,7 @@
 
 #include "class_list.hpp"
 #include "commands.hpp"
-
+#include "model_flags.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
 #include "sam_flags.hpp"
@@ -30,13 +30,9 @@ namespace {
 struct BenchOptions {
   std::string model;
   std::string image;
-  std::string classes;
-  std::string classes_file;
-  std::string preset;
-  std::string mode = "eval";
-  std::string device = "cpu";
-  std::string precision = "fp32";
-  int threads = 0;
+  ClassFlags class_flags;
+  ModelFlags model_flags;
+  SegmentFlags segment_flags;
   int repeat = 3;
   int warmup = 1;
   bool json = false;
@@ -46,7 +42,6 @@ struct BenchOptions {
   std::string sam_model;  // --sam-model: the SAM generator's stages instead
   SamGeneratorOptions sam;
   std::string size;  // "WxH": the image resized to this first (a large-image benchmark)
-  std::uint64_t max_pixels = kDefaultMaxPixels;
 };
 
 double now_ms() {
@@ -92,16 +87,12 @@ double clip_visual_gflop_per_region(const nlohmann::json& clip) {
   return 2.0 * (patch_embed + layers * per_layer + w * e) / 1e9;
 }
 
-std::vector<std::string> resolve_classes(const BenchOptions& o) {
-  const int given = !o.classes.empty() + !o.classes_file.empty() + !o.preset.empty();
-  if (given != 1)
-    throw Error(ErrorCode::kInvalidArgument, "give exactly one of --classes, --classes-file, --preset");
-  std::vector<std::string> names;
-  if (!o.classes.empty()) names = parse_class_string(o.classes);
-  else if (!o.classes_file.empty()) names = read_class_file(o.classes_file);
-  else names = preset_classes(o.preset);
-  check_class_list(names, !o.classes_file.empty() ? o.classes_file : "--classes");
-  return names;
+// A stage's key in "stages_ms": its name, except where the bench reports more than one figure of
+// a stage (text: cold, warm and inside segment()) or says what was timed (clip over the regions).
+std::string bench_key(Stage s) {
+  if (s == Stage::kText) return "text_in_segment";
+  if (s == Stage::kClip) return "clip_regions";
+  return to_string(s);
 }
 
 // Text features only: cold (no cache at all), warm (the model's memory cache) and from the disk
@@ -111,10 +102,7 @@ int run_text_bench(const BenchOptions& o, const std::vector<std::string>& classe
   const fs::path cache = fs::temp_directory_path() / ("ovseg-bench-text-" + std::to_string(::getpid()));
   std::error_code ec;
   fs::remove_all(cache, ec);
-  ModelOptions mo;
-  mo.device = o.device;
-  mo.precision = parse_precision(o.precision);
-  mo.threads = o.threads;
+  ModelOptions mo = model_options(o.model_flags);
   mo.text_disk_cache = true;
   mo.text_cache_dir = cache.string();
   double load_ms = 0, cold_ms = 0, warm_ms = 0, disk_ms = 0;
@@ -136,9 +124,9 @@ int run_text_bench(const BenchOptions& o, const std::vector<std::string>& classe
       {"model", name},
       {"bundle", o.model},
       {"classes", classes.size()},
-      {"device", o.device},
-      {"precision", o.precision},
-      {"threads", o.threads},
+      {"device", o.model_flags.device},
+      {"precision", o.model_flags.precision},
+      {"threads", o.model_flags.threads},
       {"load_ms", load_ms},
       {"stages_ms", {{"text_cold", cold_ms}, {"text_warm", warm_ms}, {"text_disk_cache", disk_ms}}},
       {"peak_rss_mib", peak_rss_mib()},
@@ -147,8 +135,8 @@ int run_text_bench(const BenchOptions& o, const std::vector<std::string>& classe
     std::printf("%s\n", out.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("ovseg bench --text-only: %s, %zu classes, %s/%s\n", name.c_str(), classes.size(), o.device.c_str(),
-              o.precision.c_str());
+  std::printf("ovseg bench --text-only: %s, %zu classes, %s/%s\n", name.c_str(), classes.size(),
+              o.model_flags.device.c_str(), o.model_flags.precision.c_str());
   std::printf("  text cold %.1f ms, warm (memory cache) %.3f ms, fresh model from the disk cache %.1f ms\n", cold_ms,
               warm_ms, disk_ms);
   std::printf("  model load %.0f ms, peak RSS %.0f MiB\n", load_ms, out["peak_rss_mib"].get<double>());
@@ -156,14 +144,11 @@ int run_text_bench(const BenchOptions& o, const std::vector<std::string>& classe
 }
 
 int run_bench(const BenchOptions& o) {
-  const auto classes = resolve_classes(o);
+  const auto classes = choose_classes(o.class_flags);
   if (o.text_only) return run_text_bench(o, classes);
   if (o.image.empty()) throw Error(ErrorCode::kInvalidArgument, "--image is required (except with --text-only)");
-  ModelOptions mo;
-  mo.device = o.device;
-  mo.precision = parse_precision(o.precision);
-  mo.threads = o.threads;
-  mo.text_disk_cache = false;  // "cold" must mean cold
+  ModelOptions mo = model_options(o.model_flags);
+  mo.text_disk_cache = false;  // "cold" must mean cold (whatever --no-text-cache says)
 
   const double t_load = now_ms();
   Model model = Model::load(o.model, mo);
@@ -172,14 +157,14 @@ int run_bench(const BenchOptions& o) {
   const auto& clip = manifest.at("architecture").at("clip");
 
   const double t_decode = now_ms();
-  Image image = load_image(o.image, o.max_pixels);
+  Image image = load_image(o.image, o.model_flags.max_pixels);
   if (!o.size.empty()) {
     int w = 0, h = 0;
     char x = 0;
     if (std::sscanf(o.size.c_str(), "%d%c%d", &w, &x, &h) != 3 || (x != 'x' && x != 'X') || w <= 0 || h <= 0)
       throw Error(ErrorCode::kInvalidArgument, "--size: \"" + o.size + "\" is not WIDTHxHEIGHT");
-    if (const std::string too_large = o.max_pixels && static_cast<std::uint64_t>(w) * h > o.max_pixels
-                                          ? "--size " + o.size + " exceeds --max-pixels " + std::to_string(o.max_pixels)
+    if (const std::string too_large = o.model_flags.max_pixels && static_cast<std::uint64_t>(w) * h > o.model_flags.max_pixels
+                                          ? "--size " + o.size + " exceeds --max-pixels " + std::to_string(o.model_flags.max_pixels)
                                           : std::string();
         !too_large.empty())
       throw Error(ErrorCode::kInvalidArgument, too_large);
@@ -197,22 +182,16 @@ int run_bench(const BenchOptions& o) {
   const double text_cold_ms = model.prepare_classes(classes);
   const double text_warm_ms = model.prepare_classes(classes);
 
-  SegmentOptions so;
-  so.mode = parse_mode(o.mode);
+  const SegmentOptions so = segment_options(o.segment_flags);
   const int warmup = o.quick ? 0 : o.warmup;
   const int repeat = o.quick ? 1 : std::max(1, o.repeat);
   for (int i = 0; i < warmup; ++i) (void)model.segment(image.view(), classes, so);
 
-  std::vector<double> pre, prop, text, reg, clip_ms, post, total;
+  std::vector<double> per_stage[kNumStages], total;
   std::size_t regions = 0;
   for (int i = 0; i < repeat; ++i) {
     const Result r = model.segment(image.view(), classes, so);
-    pre.push_back(r.timings.preprocess_ms);
-    prop.push_back(r.timings.proposals_ms);
-    text.push_back(r.timings.text_ms);
-    reg.push_back(r.timings.regions_ms);
-    clip_ms.push_back(r.timings.clip_ms);
-    post.push_back(r.timings.post_ms);
+    for (const StageInfo& st : kStageTable) per_stage[static_cast<std::size_t>(st.stage)].push_back(r.timings.*st.ms);
     total.push_back(r.timings.total_ms);
     regions = r.segments.size();
     if (i + 1 == repeat && !o.labels_out.empty()) {
@@ -232,33 +211,26 @@ int run_bench(const BenchOptions& o) {
       if (std::fclose(f) != 0) throw Error(ErrorCode::kIo, o.labels_out + ": cannot write");
     }
   }
-  const double clip_med = median(clip_ms);
+  const double clip_med = median(per_stage[static_cast<std::size_t>(Stage::kClip)]);
   const double gflop = clip_visual_gflop_per_region(clip) * static_cast<double>(regions);
   const double total_med = median(total);
 
+  nlohmann::json stages_ms = {
+      {"decode", decode_ms}, {"text_cold", text_cold_ms}, {"text_warm", text_warm_ms}, {"total", total_med}};
+  for (const StageInfo& st : kStageTable) stages_ms[bench_key(st.stage)] = median(per_stage[static_cast<std::size_t>(st.stage)]);
   nlohmann::json out = {
       {"model", model.info().name},
       {"bundle", o.model},
       {"image", o.image},
       {"image_size", {image.width, image.height}},
       {"classes", classes.size()},
-      {"mode", o.mode},
+      {"mode", to_string(so.mode)},
       {"device", model.info().device},
       {"precision", model.info().precision},
-      {"threads", o.threads},
+      {"threads", o.model_flags.threads},
       {"repeat", repeat},
       {"load_ms", load_ms},
-      {"stages_ms",
-       {{"decode", decode_ms},
-        {"preprocess", median(pre)},
-        {"proposals", median(prop)},
-        {"text_cold", text_cold_ms},
-        {"text_warm", text_warm_ms},
-        {"text_in_segment", median(text)},
-        {"regions", median(reg)},
-        {"clip_regions", clip_med},
-        {"post", median(post)},
-        {"total", total_med}}},
+      {"stages_ms", stages_ms},
       {"valid_regions", regions},
       {"images_per_s", total_med > 0 ? 1000.0 / total_med : 0.0},
       {"regions_per_s", clip_med > 0 ? 1000.0 * static_cast<double>(regions) / clip_med : 0.0},
@@ -273,11 +245,13 @@ int run_bench(const BenchOptions& o) {
   const auto& s = out["stages_ms"];
   std::printf("ovseg bench: %s on %s (%dx%d), %zu classes, %s, %s/%s, median of %d\n",
               model.info().name.c_str(), o.image.c_str(), image.width, image.height, classes.size(),
-              o.mode.c_str(), model.info().device.c_str(), model.info().precision.c_str(), repeat);
+              to_string(so.mode), model.info().device.c_str(), model.info().precision.c_str(), repeat);
   std::printf("  %-22s %10s\n", "stage", "ms");
-  for (const char* k : {"decode", "preprocess", "proposals", "text_cold", "text_warm", "regions",
-                        "clip_regions", "post", "total"})
-    std::printf("  %-22s %10.1f\n", k, s[k].get<double>());
+  // decode, the text figures outside segment(), every stage of the table, the total.
+  std::vector<std::string> rows = {"decode", "text_cold", "text_warm"};
+  for (const StageInfo& st : kStageTable) rows.push_back(bench_key(st.stage));
+  rows.push_back("total");
+  for (const std::string& k : rows) std::printf("  %-22s %10.1f\n", k.c_str(), s[k].get<double>());
   std::printf("  valid regions %zu, %.2f regions/s, CLIP %.1f GFLOP at %.1f GFLOP/s\n", regions,
               out["regions_per_s"].get<double>(), gflop, out["clip_gflop_per_s"].get<double>());
   std::printf("  %.3f images/s, model load %.0f ms, peak RSS %.0f MiB\n",
@@ -296,14 +270,9 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--sam-model", o->sam_model, "SAM bundle: time the automatic mask generator's stages instead");
   add_sam_generator_flags(*app, o->sam);
   app->add_option("-i,--image", o->image, "Image file (required unless --text-only)");
-  app->add_option("-c,--classes", o->classes, "Comma-separated class names");
-  app->add_option("--classes-file", o->classes_file, "File with one class name per line");
-  app->add_option("--preset", o->preset, "Class list preset (ade150, ade847, pc59, pc459, voc20, coco171)");
-  app->add_option("--mode", o->mode, "eval | demo")->capture_default_str()->check(CLI::IsMember({"eval", "demo"}));
-  app->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
-  app->add_option("--precision", o->precision, "fp32 | bf16 | fp16")->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-  app->add_option("-t,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  add_class_flags(*app, o->class_flags);
+  add_model_flags(*app, o->model_flags);
+  add_segment_flags(*app, o->segment_flags);
   app->add_option("-r,--repeat", o->repeat, "Timed runs")->capture_default_str();
   app->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();
   app->add_flag("--json", o->json, "Print the results as JSON");
@@ -312,12 +281,11 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--size", o->size,
                   "Resize the image to WIDTHxHEIGHT first, e.g. 12000x9000 to bench a large photo (the post stage "
                   "runs at the original size)");
-  app->add_option("--max-pixels", o->max_pixels, "Refuse images of more pixels (0 = no limit)")->capture_default_str();
   app->add_flag("--text-only", o->text_only,
                 "Only the text features of the class list: cold, warm and from a fresh disk cache");
   c.run = [o] {
     if (!o->sam_model.empty())
-      return run_sam_bench(o->sam_model, o->image, o->sam, o->device, o->threads, o->quick ? 1 : o->repeat,
+      return run_sam_bench(o->sam_model, o->image, o->sam, o->model_flags.device, o->model_flags.threads, o->quick ? 1 : o->repeat,
                            o->quick ? 0 : o->warmup, o->json);
     if (o->model.empty()) throw Error(ErrorCode::kInvalidArgument, "bench: --model is required (or --sam-model)");
     return run_bench(*o);

@@ -2,7 +2,6 @@
 // PC-459, PAS-20) or a custom dataset in the same style, resumable and shardable.
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -12,13 +11,13 @@
 
 #include "class_list.hpp"
 #include "commands.hpp"
-#include "common/fs_util.hpp"
 #include "model_flags.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
 #include "pipeline/oracle.hpp"
 #include "progress.hpp"
+#include "stop_signal.hpp"
 
 namespace fs = std::filesystem;
 
@@ -45,24 +44,12 @@ struct EvalArgs {
   bool save_predictions = false;
   bool save_json = false;
   ModelFlags model_flags;
-  std::string mode = "eval";
+  SegmentFlags segment_flags;
   std::string oracle = "none";
-  float mask_threshold = 0;
-  float ensemble_weight = 0;
-  bool maskformer_only = false;
   int checkpoint_every = 20;
   bool strict = false;
   std::string presets_file;
-  CLI::Option* mask_threshold_opt = nullptr;
-  CLI::Option* ensemble_weight_opt = nullptr;
 };
-
-// First Ctrl-C (or SIGTERM from a scheduler): finish the image in flight, checkpoint, exit 130.
-std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int sig) {
-  g_stop.store(true);
-  std::signal(sig, SIG_DFL);
-}
 
 // The bundle's identity: its manifest lists every file with its sha256 (checked at load).
 std::string bundle_checksum(const std::string& bundle_dir) {
@@ -109,7 +96,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   const int shard_index = shard.index, shard_count = shard.count;
   if (shard_count > 1) log.info("shard {}/{} ({})", shard_index, shard_count, shard.source);
   const ModelOptions mo = model_options(a.model_flags);  // a bad --device fails before any work
-  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, split);  // missing directory → exit 2
+  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, split);  // missing directory → exit 4
   std::string output = a.output;
   if (output.empty()) {
     output = "eval-" + spec.name + "-" + split;
@@ -121,32 +108,28 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                                 detail::sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
                                 detail::sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
       swept > 0)
-    detail::log().info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
+    log.info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
   if (!a.resume && fs::exists(checkpoint))
     throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
                                                           "continue it, or choose another --output");
-  SegmentOptions so;
-  so.mode = parse_mode(a.mode);
+  SegmentOptions so = segment_options(a.segment_flags);
   const detail::Oracle oracle = detail::parse_oracle(a.oracle);
   if (oracle != detail::Oracle::kNone && so.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "--oracle runs on the evaluation path; it cannot be combined with --mode demo");
-  if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
   // The ensemble weight: -w, else the dataset's (ov-seg GETTING_STARTED: 0.6 PC, 0.45 PAS-20) on
   // the evaluation path, else the bundle's (the config's 0.7, the commands).
   std::string weight_source = "bundle";
-  if (a.ensemble_weight_opt->count()) {
-    so.ensemble_weight = a.ensemble_weight;
+  if (so.ensemble_weight) {
     weight_source = "--ensemble-weight";
   } else if (so.mode == Mode::kEval && spec.ensemble_weight) {
     so.ensemble_weight = *spec.ensemble_weight;
     weight_source = "dataset default (ov-seg GETTING_STARTED)";
   }
-  if (a.maskformer_only) so.clip_ensemble = false;
-  if (a.maskformer_only && so.mode != Mode::kEval)
+  if (so.clip_ensemble == false && so.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "eval: --maskformer-only needs --mode eval");
-  if (a.maskformer_only && oracle != detail::Oracle::kNone)
+  if (so.clip_ensemble == false && oracle != detail::Oracle::kNone)
     throw Error(ErrorCode::kInvalidArgument, "eval: --oracle needs the CLIP branch; it cannot be combined with --maskformer-only");
-  so.progress = [](const char*, float) { return !g_stop.load(); };
+  so.progress = [](const char*, float) { return !StopSignals::stop_requested(); };
   if (so.mode == Mode::kDemo)
     log.warn("--mode demo is not the reference's evaluation path; unlabeled pixels count as predicted nothing "
              "(row K of the confusion matrix, left out of the metrics as detectron2 would)");
@@ -156,9 +139,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   const Model model = load_model(a.model, mo, classes, &text_ms);
   const auto& info = model.info();
 
-  const bool demo = so.mode == Mode::kDemo;
-  const float thr = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
-  const float w = so.ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
+  const SegmentSettings settings = model.settings(so);
 
   eval::EvalOptions o;
   o.dataset = spec.name;
@@ -171,9 +152,9 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   o.settings = {{"model", info.name},
                 {"model_sha256", info.source_sha256},
                 {"bundle_sha256", bundle_checksum(info.bundle_dir)},
-                {"mode", to_string(so.mode)},
-                {"mask_threshold", fixed6(thr)},
-                {"ensemble_weight", fixed6(w)},
+                {"mode", to_string(settings.mode)},
+                {"mask_threshold", fixed6(settings.mask_threshold)},
+                {"ensemble_weight", fixed6(settings.ensemble_weight)},
                 {"ensemble_weight_source", weight_source},
                 {"oracle", detail::to_string(oracle)},
                 {"precision", info.precision}};
@@ -188,7 +169,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     o.settings["labels"] = a.labels_dir;
     o.settings["ignore_label"] = std::to_string(spec.ignore_label);
   }
-  if (!so.clip_ensemble.value_or(demo || info.eval_clip_ensemble)) o.settings["clip_ensemble"] = "false";
+  if (!settings.clip_ensemble) o.settings["clip_ensemble"] = "false";
   o.limit = a.limit;
   o.shard_index = shard_index;
   o.shard_count = shard_count;
@@ -206,7 +187,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   o.on_image = [&](const eval::ImagePair& pair, const std::string&) {
     if (progress) progress->step(pair.stem);
   };
-  o.should_stop = [] { return g_stop.load(); };
+  o.should_stop = [] { return StopSignals::stop_requested(); };
 
   const eval::Predictor predict = [&](const eval::ImagePair& pair, int label_w, int label_h) {
     const Image image = load_image(pair.image_path, a.model_flags.max_pixels);
@@ -230,19 +211,12 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     return p;
   };
 
-  g_stop.store(false);
-  auto previous_int = std::signal(SIGINT, on_stop_signal);
-  auto previous_term = std::signal(SIGTERM, on_stop_signal);
   eval::EvalSummary s;
-  try {
+  {
+    // First SIGINT/SIGTERM (e.g. from a scheduler): finish the image in flight, checkpoint, exit 130.
+    const StopSignals stop_signals;
     s = eval::run_evaluation(o, predict);
-  } catch (...) {
-    std::signal(SIGINT, previous_int);
-    std::signal(SIGTERM, previous_term);
-    throw;
   }
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
   if (progress) progress->finish();
 
   const auto problems = s.problems();
@@ -262,7 +236,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
     std::fprintf(stderr, "eval: interrupted after %zu of %lld images; continue with --resume (checkpoint %s)\n",
                  s.state.finished.size() + s.state.failed.size(), static_cast<long long>(s.state.pairs_total),
                  checkpoint.c_str());
-    return 130;
+    return kExitInterrupted;
   }
   if (s.aborted) {
     std::fprintf(stderr, "eval: --strict: stopped at the first failed image (%s); metrics.json is marked incomplete\n",
@@ -309,7 +283,8 @@ Command add_eval_command(CLI::App& parent) {
       "mIoU_gt_classes averages over the classes present in the GT (detectron2 since July 2022).\n"
       "Shards: run --shard I/N for I = 0..N-1, or --shard auto in each task of a Slurm array (sbatch --array=0-15)\n"
       "or a Kubernetes Indexed Job, with --resume so a requeued task continues; then 'ovseg eval-merge'.\n"
-      "Exit codes: 0 done; 1 done, some files failed (named); 2 usage/model error; 130 stopped by SIGINT/SIGTERM\n"
+      "Exit codes: 0 done; 1 done, some files failed (named); 2 usage error or the model could not be loaded;\n"
+      "4 the dataset or output directory is unusable; 5 the computation failed; 130 stopped by SIGINT/SIGTERM\n"
       "after writing the checkpoint (run again with --resume).");
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
   app->add_option("--dataset", a.dataset, "ade150, ade847, pc59, pc459, voc20 or custom")
@@ -344,9 +319,7 @@ Command add_eval_command(CLI::App& parent) {
                 "Write OUTPUT/sem_seg_predictions.json as detectron2's SemSegEvaluator does (file_name, category_id, "
                 "COCO RLE with pycocotools' compressed counts)");
   add_model_flags(*app, a.model_flags);
-  app->add_option("--mode", a.mode, "eval (the reference's evaluation path) or demo")
-      ->check(CLI::IsMember({"eval", "demo"}))
-      ->capture_default_str();
+  add_segment_flags(*app, a.segment_flags);
   app->add_option("--oracle", a.oracle,
                   "The paper's §3 analysis. masks: the ground-truth segments (one per class present) replace the "
                   "proposals and are classified by CLIP through the region path (measures CLIP on masked images; "
@@ -354,15 +327,10 @@ Command add_eval_command(CLI::App& parent) {
                   "class covering most of its mask, one-hot (measures the proposals; paper: 66.5)")
       ->check(CLI::IsMember({"none", "masks", "labels"}))
       ->capture_default_str();
-  a.mask_threshold_opt = app->add_option("-t,--mask-threshold", a.mask_threshold,
-                                         "Mask probability threshold [default: the bundle's; 0.4 Swin-B, 0.5 R101c]")
-                             ->check(CLI::Range(0.0f, 1.0f));
-  a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
-                                          "Weight of the CLIP branch [default: 0.6 PC-59/459, 0.45 PAS-20 (ov-seg's "
-                                          "commands); else the bundle's, 0.7]")
-                              ->check(CLI::Range(0.0f, 1.0f));
-  app->add_flag("--maskformer-only", a.maskformer_only,
-                "No CLIP branch (CLIP_ENSEMBLE False, the paper's Table 6 ablation): MaskFormer's class scores only");
+  // eval's weight default depends on the dataset too.
+  a.segment_flags.ensemble_weight_opt->description(
+      "Weight of the CLIP branch [default: 0.6 PC-59/459, 0.45 PAS-20 (ov-seg's commands); else the bundle's "
+      "for --mode, 'ovseg info' shows it]");
   app->add_flag("--strict", a.strict,
                 "Fail the run (exit 1) at the first image that fails, and on unpaired files; without it, failed "
                 "images are listed and metrics.json says \"complete\": false");

@@ -1,9 +1,6 @@
 // `ovseg segment`: images in, label maps (and optional overlays, JSON reports, score maps) out.
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <future>
@@ -14,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 
 #include "class_list.hpp"
@@ -22,14 +18,14 @@
 #include "model_flags.hpp"
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
-#include "image/image_ops.hpp"
 #include "inputs.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/sam.hpp"
-#include "overlay.hpp"
 #include "progress.hpp"
 #include "sam_flags.hpp"
+#include "segment_output.hpp"
+#include "stop_signal.hpp"
 
 namespace fs = std::filesystem;
 
@@ -38,13 +34,8 @@ namespace {
 
 struct SegmentArgs {
   std::string model;
-  std::string classes;
-  std::string classes_file;
-  std::string preset;
-  std::string mode = "eval";
-  float mask_threshold = 0;
-  float ensemble_weight = 0;
-  bool maskformer_only = false;
+  ClassFlags class_flags;
+  SegmentFlags segment_flags;
   ModelFlags model_flags;
   std::string output = ".";
   bool save_scores = false;
@@ -61,20 +52,7 @@ struct SegmentArgs {
   double granularity = 1.0;
   std::string sam_classifier = "demo";
   SamGeneratorOptions sam_generator = SamSegmentOptions::demo_generator_options();
-  // The options themselves, to ask after parsing whether they were given.
-  CLI::Option* mask_threshold_opt = nullptr;
-  CLI::Option* ensemble_weight_opt = nullptr;
-  CLI::Option* classes_opt = nullptr;
-  CLI::Option* classes_file_opt = nullptr;
-  CLI::Option* preset_opt = nullptr;
 };
-
-// First Ctrl-C: finish the image in flight, write the summary, exit 130. Second: default action.
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) {
-  g_interrupted.store(true);
-  std::signal(SIGINT, SIG_DFL);
-}
 
 // A library message usually starts with the file it is about; don't repeat the path.
 std::string reason_for(const std::string& path, const std::string& message) {
@@ -87,18 +65,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::string hex_bytes(const std::string& s) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
-double round_to(double v, double step) { return std::round(v / step) * step; }
-
 struct Decoded {
   bool ok = false;
   std::string error;
@@ -106,151 +72,16 @@ struct Decoded {
   double decode_ms = 0;
 };
 
-struct Job {
-  const SegmentArgs* args = nullptr;
-  const Model* model = nullptr;
-  const ModelInfo* info = nullptr;
-  const SamSegmenter* sam = nullptr;  // --proposals sam
-  SamSegmentOptions sam_options;
-  SegmentOptions options;
-  float mask_threshold = 0;
-  float ensemble_weight = 0;
-  bool clip_ensemble = true;
-};
-
-nlohmann::json make_report(const Job& job, const InputImage& in, const std::vector<std::string>& paths,
-                           const Result& r, int bit_depth, double decode_ms,
-                           const std::vector<SamRegion>* regions = nullptr) {
-  using nlohmann::json;
-  const auto& info = *job.info;
-  const double total = static_cast<double>(r.width) * r.height;
-  json j;
-  j["input"] = in.path;
-  j["width"] = r.width;
-  j["height"] = r.height;
-  j["model"] = {{"name", info.name}, {"bundle", info.bundle_dir}};
-  j["mode"] = to_string(job.options.mode);
-  j["device"] = info.device;
-  j["precision"] = info.precision;
-  j["mask_threshold"] = round_to(job.mask_threshold, 1e-6);
-  j["ensemble_weight"] = round_to(job.ensemble_weight, 1e-6);
-  j["clip_ensemble"] = job.clip_ensemble;
-  j["classes"] = r.classes;
-  if (r.score_classes != r.classes) j["score_classes"] = r.score_classes;
-  j["label_map"] = {{"path", paths[0]},
-                    {"bit_depth", bit_depth},
-                    {"unlabeled_value", bit_depth == 8 ? 255 : 65535}};
-  std::size_t next = 1;
-  if (job.args->overlay) j["overlay"] = paths[next++];
-  if (job.args->json) j["report"] = paths[next++];
-  if (job.args->save_scores)
-    j["scores"] = {{"path", paths[next++]},
-                   {"shape", {r.score_classes.size(), r.height, r.width}},
-                   {"dtype", "float32"}};
-  json share = json::array();
-  for (std::size_t c = 0; c < r.classes.size() && c < r.class_pixels.size(); ++c)
-    if (r.class_pixels[c] > 0)
-      share.push_back({{"index", c},
-                       {"class", r.classes[c]},
-                       {"pixels", r.class_pixels[c]},
-                       {"share", round_to(r.class_pixels[c] / total, 1e-7)}});
-  j["pixel_share"] = share;
-  j["unlabeled"] = {{"pixels", r.unlabeled_pixels}, {"share", round_to(r.unlabeled_pixels / total, 1e-7)}};
-  json segs = json::array();
-  for (const auto& s : r.segments) {
-    const std::size_t ci = static_cast<std::size_t>(s.class_index);
-    const std::string name = ci < r.score_classes.size() ? r.score_classes[ci]
-                             : ci < r.classes.size()      ? r.classes[ci]
-                                                          : std::string();
-    json sj = {{"query", s.query},
-               {"class_index", s.class_index},
-               {"class", name},
-               {"score", round_to(s.score, 1e-6)},
-               {"area", s.area},
-               {"box", {s.box.x0, s.box.y0, s.box.x1, s.box.y1}}};
-    if (job.options.mode == Mode::kDemo) sj["selected"] = s.selected;
-    segs.push_back(std::move(sj));
-  }
-  j["segments"] = segs;
-  j["resized"] = {{"width", r.resized_width}, {"height", r.resized_height}};
-  const auto& t = r.timings;
-  if (job.sam) {
-    j["proposals"] = "sam";
-    j["sam_model"] = job.sam->sam().info().bundle_dir;
-    j["sam_classifier"] = to_string(job.sam_options.classifier);
-    j["granularity"] = job.sam_options.granularity;
-    json regs = json::array();
-    for (const auto& g : regions ? *regions : std::vector<SamRegion>{})
-      regs.push_back({{"index", g.index},
-                      {"class_index", g.class_index},
-                      {"score", g.score},
-                      {"probs", g.probs},
-                      {"selected", g.selected},
-                      {"area", g.area},
-                      {"box", {g.box.x0, g.box.y0, g.box.x1, g.box.y1}},
-                      {"predicted_iou", g.predicted_iou},
-                      {"stability_score", g.stability_score}});
-    j["sam_regions"] = regs;  // boxes and areas at the SAM input size (the demo's 1280 resize)
-  }
-  j["timings_ms"] = {{"decode", round_to(decode_ms, 1e-3)},         {"preprocess", round_to(t.preprocess_ms, 1e-3)},
-                     {"proposals", round_to(t.proposals_ms, 1e-3)}, {"text", round_to(t.text_ms, 1e-3)},
-                     {"regions", round_to(t.regions_ms, 1e-3)},     {"clip", round_to(t.clip_ms, 1e-3)},
-                     {"post", round_to(t.post_ms, 1e-3)},           {"segment_total", round_to(t.total_ms, 1e-3)}};
-  return j;
-}
-
-// Writes every output of one image; the label map last, so that --skip-existing never skips an
-// image whose other outputs a crash left unwritten.
-void write_outputs(const Job& job, const InputImage& in, const Image& image, const Result& r, double decode_ms,
-                   const std::vector<SamRegion>* regions = nullptr) {
-  const SegmentArgs& a = *job.args;
-  const auto paths = output_paths(a.output, in.out_stem, a.overlay, a.json, a.save_scores);
-  const int bit_depth = r.classes.size() <= 255 ? 8 : 16;
-  std::size_t next = 1;
-  if (a.overlay) detail::write_rgb_image(paths[next++], render_overlay(image, r));
-  if (a.json) {
-    // Paths are bytes on Linux: a name that is not UTF-8 is written with U+FFFD in place of each
-    // invalid byte (README, "JSON reports"); the name itself is kept in "input_bytes" (hex).
-    nlohmann::json report = make_report(job, in, paths, r, bit_depth, decode_ms, regions);
-    if (!is_valid_utf8(in.path)) report["input_bytes"] = hex_bytes(in.path);
-    const std::string text = report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    detail::write_file_atomic(paths[next++], text);
-  }
-  if (a.save_scores) {
-    const std::int64_t c = static_cast<std::int64_t>(r.score_classes.size());
-    if (r.scores.size() != static_cast<std::size_t>(c) * r.width * r.height)
-      throw Error(ErrorCode::kRuntime, "score map has an unexpected size");
-    const auto npy = detail::npy_float32(r.scores.data(), {c, r.height, r.width});
-    detail::write_file_atomic(paths[next++], npy.data(), npy.size());
-  }
-  detail::LabelMap lm;
-  lm.width = r.width;
-  lm.height = r.height;
-  lm.bit_depth = bit_depth;
-  lm.values = r.labels;
-  if (bit_depth == 8)
-    for (auto& v : lm.values)
-      if (v == kUnlabeled) v = 255;
-  detail::write_label_map(paths[0], lm);
-}
-
 int run_segment(SegmentArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
   auto& log = detail::log();
 
   // 1. Classes.
-  std::vector<std::string> classes;
-  if (a.classes_opt->count()) classes = parse_class_string(a.classes);
-  else if (a.classes_file_opt->count()) {
-    if (a.classes_file == "-" && std::find(a.inputs.begin(), a.inputs.end(), "-") != a.inputs.end())
-      throw Error(ErrorCode::kInvalidArgument,
-                  "segment: stdin can hold the class list (-f -) or the list of images (-), not both");
-    classes = read_class_file(a.classes_file);
-  }
-  else if (a.preset_opt->count()) classes = preset_classes(a.preset);
-  else
+  if (a.class_flags.classes_file_opt->count() && a.class_flags.classes_file == "-" &&
+      std::find(a.inputs.begin(), a.inputs.end(), "-") != a.inputs.end())
     throw Error(ErrorCode::kInvalidArgument,
-                "segment: no classes given: use --classes \"sky,tree,red car\", --classes-file FILE or --preset NAME");
+                "segment: stdin can hold the class list (-f -) or the list of images (-), not both");
+  const std::vector<std::string> classes = choose_classes(a.class_flags);
 
   // 2. Options that the library would only reject after the model is loaded (and a bundle path
   // that is plainly wrong: a resumed run that finds nothing to do never loads the model).
@@ -260,16 +91,12 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
       throw Error(ErrorCode::kBadModel, a.model + ": bundle directory not found");
   }
   const ModelOptions mo = model_options(a.model_flags);
-  SegmentOptions so;
-  so.mode = parse_mode(a.mode);
-  if (a.mask_threshold_opt->count()) so.mask_threshold = a.mask_threshold;
-  if (a.ensemble_weight_opt->count()) so.ensemble_weight = a.ensemble_weight;
-  if (a.maskformer_only) so.clip_ensemble = false;
-  if (a.maskformer_only && so.mode != Mode::kEval)
+  SegmentOptions so = segment_options(a.segment_flags);
+  if (so.clip_ensemble == false && so.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "segment: --maskformer-only needs --mode eval (the reference's demo "
                                              "path uses the CLIP branch's regions)");
   so.keep_scores = a.save_scores;
-  so.progress = [](const char*, float) { return !g_interrupted.load(); };
+  so.progress = [](const char*, float) { return !StopSignals::stop_requested(); };
 
   // 3. Inputs and their output names, checked before the (slow) model load.
   if (a.inputs.empty())
@@ -349,34 +176,33 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   const bool use_sam = a.proposals == "sam";
   std::optional<Model> model_storage;
   std::optional<SamSegmenter> sam_storage;
-  Job job;
-  job.args = &a;
+  SamSegmentOptions sam_options;
+  OutputRequest request;
+  request.dir = a.output;
+  request.overlay = a.overlay;
+  request.json = a.json;
+  request.save_scores = a.save_scores;
+  const ModelInfo* info_ptr = nullptr;
   if (use_sam) {
     if (a.sam_model.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: --proposals sam needs --sam-model DIR");
-    job.sam_options.generator = a.sam_generator;
-    job.sam_options.granularity = a.granularity;
-    job.sam_options.classifier = parse_sam_classifier(a.sam_classifier);
-    job.sam_options.keep_scores = a.save_scores;
-    validate(job.sam_options.generator);
+    sam_options.generator = a.sam_generator;
+    sam_options.granularity = a.granularity;
+    sam_options.classifier = parse_sam_classifier(a.sam_classifier);
+    sam_options.keep_scores = a.save_scores;
+    validate(sam_options.generator);
     sam_storage.emplace(SamSegmenter::load(a.model, a.sam_model, mo));
-    job.sam = &*sam_storage;
-    job.info = &sam_storage->info();
-    so.mode = Mode::kDemo;
+    info_ptr = &sam_storage->info();
+    request.sam = SamReport{sam_storage->sam().info().bundle_dir, to_string(sam_options.classifier),
+                            sam_options.granularity};
   } else {
     model_storage.emplace(load_model(a.model, mo, classes));
-    job.model = &*model_storage;
-    job.info = &model_storage->info();
+    info_ptr = &model_storage->info();
   }
-  const auto& info = *job.info;
-  job.options = so;
-  const bool demo = so.mode == Mode::kDemo;
-  job.mask_threshold = so.mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
-  job.ensemble_weight = so.ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
-  job.clip_ensemble = so.clip_ensemble.value_or(demo || info.eval_clip_ensemble);
+  const ModelInfo& info = *info_ptr;
 
   // 5. The loop: decoding the next image and writing the previous one overlap the model.
-  g_interrupted.store(false);
-  const auto previous_handler = std::signal(SIGINT, on_sigint);
+  // First SIGINT/SIGTERM: finish the image in flight, write the summary, exit 130.
+  const StopSignals stop_signals;
   long done = 0;
   const std::size_t n = todo.size();
   Progress progress("images", static_cast<long>(n), !quiet);
@@ -420,7 +246,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   for (std::size_t k = 0; k < n; ++k) {
     const std::size_t i = todo[k];
     Decoded d = next.get();
-    if (g_interrupted.load()) break;
+    if (StopSignals::stop_requested()) break;
     if (k + 1 < n) next = std::async(std::launch::async, decode, todo[k + 1]);
     started = k + 1;
     if (!d.ok) {
@@ -430,13 +256,13 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     auto result = std::make_shared<Result>();
     auto regions = std::make_shared<std::vector<SamRegion>>();
     try {
-      if (job.sam) {
-        SamSegmentation ss = job.sam->segment(d.image.view(), classes, job.sam_options);
+      if (sam_storage) {
+        SamSegmentation ss = sam_storage->segment(d.image.view(), classes, sam_options);
         if (!ss.message.empty()) log.warn("{}: {}", images[i].path, ss.message);
         *result = std::move(ss.result);
         *regions = std::move(ss.regions);
       } else {
-        *result = job.model->segment(d.image.view(), classes, so);
+        *result = model_storage->segment(d.image.view(), classes, so);
       }
     } catch (const Error& e) {
       if (e.code() == ErrorCode::kCancelled) {
@@ -453,9 +279,10 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     auto image = std::make_shared<Image>(std::move(d.image));
     pending = std::make_unique<PendingWrite>();
     pending->index = i;
-    pending->result = std::async(std::launch::async, [&job, &images, i, image, result, regions, ms = d.decode_ms] {
+    pending->result = std::async(std::launch::async, [&info, &request, &images, i, image, result, regions,
+                                                      ms = d.decode_ms] {
       try {
-        write_outputs(job, images[i], *image, *result, ms, job.sam ? regions.get() : nullptr);
+        write_segment_outputs(info, request, images[i], *image, *result, ms, regions.get());
         return std::string();
       } catch (const std::exception& e) {
         return std::string(e.what());
@@ -465,12 +292,11 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   finish_pending();
   if (next.valid()) next.wait();
   progress.finish();
-  std::signal(SIGINT, previous_handler);
 
   // 6. Summary: the rate counts the images that were segmented and written.
   const double secs = progress.elapsed_s();
   const long attempted = done + static_cast<long>(failures.size());
-  const bool interrupted = g_interrupted.load();
+  const bool interrupted = StopSignals::stop_requested();
   if (!quiet) {
     const std::string tail = interrupted ? ", interrupted: " + std::to_string(n - started) + " not started" : "";
     std::fprintf(stderr, "segment: %ld images, %zu failed, %ld skipped, %.2f images/s (%.1f s, %s, %s)%s\n",
@@ -495,31 +321,8 @@ Command add_segment_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("segment", "Segment images with any list of class names");
   c.app = app;
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
-  a.classes_opt = app->add_option("-c,--classes", a.classes,
-                                  "Comma-separated class names, e.g. \"sky,tree,red car\" (whitespace trimmed)");
-  a.classes_file_opt =
-      app->add_option("-f,--classes-file", a.classes_file,
-                      "File with one class name per line (UTF-8; # comments; a comma stays in the name: \"road, route\"); "
-                      "- reads it from stdin");
-  a.preset_opt = app->add_option("-p,--preset", a.preset,
-                                 "Class list of a dataset: ade150, ade847, pc59, pc459, voc20, coco171");
-  a.classes_opt->excludes(a.classes_file_opt)->excludes(a.preset_opt);
-  a.classes_file_opt->excludes(a.preset_opt);
-  app->add_option("--mode", a.mode,
-                  "eval: ensemble of both branches (benchmarks); demo: one region per class, pixels may stay unlabeled")
-      ->check(CLI::IsMember({"eval", "demo"}))
-      ->capture_default_str();
-  a.mask_threshold_opt = app->add_option("-t,--mask-threshold", a.mask_threshold,
-                                         "Mask probability threshold of a valid region [default: the bundle's, "
-                                         "0.4 eval / 0.35 demo for the released models]")
-                             ->check(CLI::Range(0.0f, 1.0f));
-  a.ensemble_weight_opt = app->add_option("-w,--ensemble-weight", a.ensemble_weight,
-                                          "Weight of the CLIP branch in the ensemble [default: the bundle's, "
-                                          "0.7 eval / 0 demo for the released models]")
-                              ->check(CLI::Range(0.0f, 1.0f));
-  app->add_flag("--maskformer-only", a.maskformer_only,
-                "No CLIP branch (CLIP_ENSEMBLE False): MaskFormer's own class scores over all queries; no regions, "
-                "much faster; eval mode only");
+  add_class_flags(*app, a.class_flags);
+  add_segment_flags(*app, a.segment_flags);
   add_model_flags(*app, a.model_flags);
   app->add_option("--proposals", a.proposals,
                   "maskformer: the bundle's proposals; sam: segment-anything masks classified as ov-seg's online "
@@ -567,7 +370,8 @@ Command add_segment_command(CLI::App& parent) {
       "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing --shard auto -o out/ photos/   # in a Slurm array\n"
       "\n"
       "Exit codes: 0 all done; 1 some images failed (each named with its reason on stderr);\n"
-      "2 usage error or the model could not be loaded; 130 interrupted (Ctrl-C, after the image in flight).");
+      "2 usage error or the model could not be loaded; 4 an input or output directory is unusable;\n"
+      "130 interrupted (SIGINT/SIGTERM, after the image in flight; a second signal ends it at once).");
   const CLI::App* root = &parent;
   c.run = [args, root] { return run_segment(*args, *root); };
   return c;

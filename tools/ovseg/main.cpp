@@ -17,7 +17,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", std::string("ovseg ") + ovseg::version());
   app.footer(
-      "Exit codes: 0 all done; 1 some inputs failed (named in the summary); 2 usage or model error.\n"
+      "Exit codes: 0 all done; 1 some inputs failed (named in the summary); 2 usage error or the model could\n"
+      "not be loaded; 4 a file the whole run needs is unreadable or bad; 5 the computation failed;\n"
+      "130 interrupted.\n"
       "Run 'ovseg SUBCOMMAND --help' for the options of a subcommand.");
   int verbose = 0;
   bool quiet = false;
@@ -45,10 +47,10 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
   } catch (const ovseg::Error& e) {
     std::fprintf(stderr, "ovseg: error: %s\n", e.what());
-    return kExitUsage;
+    return exit_code(e.code());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ovseg: error: %s\n", e.what());
-    return kExitUsage;
+    return kExitRuntime;
   }
   return kExitUsage;
 }
