@@ -12,6 +12,7 @@
 #include "class_list.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
+#include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
