@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "ovseg/export.hpp"
+#include "ovseg/io.hpp"
 #include "ovseg/ovseg.hpp"
 
 namespace ovseg {
@@ -29,24 +31,24 @@ namespace ovseg {
 // Class-name presets (the datasets' class lists in label order)
 // ------------------------------------------------------------------------------------------------
 // Known preset names: ade150, ade847, pc59, pc459, voc20, coco171.
-std::vector<std::string> preset_names();
+OVSEG_API std::vector<std::string> preset_names();
 
 // The JSON file the presets are read from: `presets_file` if not empty, else $OVSEG_PRESETS, else
 // <install prefix>/share/ovseg/class_lists.json (found beside the library or the executable), else
 // <source dir>/../shared/ovseg/class_lists.json. Throws Error(kIo) listing the places tried.
-std::string find_presets_file(const std::string& presets_file = {});
+OVSEG_API std::string find_presets_file(const std::string& presets_file = {});
 
 // The class names of a preset in label order, each stripped of outer whitespace.
 // Throws Error(kInvalidArgument) for an unknown name (the message lists the known ones),
 // Error(kIo / kBadData) when the presets file is missing or malformed.
-std::vector<std::string> preset_classes(const std::string& name, const std::string& presets_file = {});
+OVSEG_API std::vector<std::string> preset_classes(const std::string& name, const std::string& presets_file = {});
 
 namespace eval {
 
 // ------------------------------------------------------------------------------------------------
 // Datasets (SPEC §8), as ov-seg's register_*.py and detectron2's load_sem_seg define them
 // ------------------------------------------------------------------------------------------------
-struct DatasetSpec {
+struct OVSEG_API DatasetSpec {
   std::string name;            // "ade150" | "ade847" | "pc59" | "pc459" | "voc20" | "custom"
   std::string title;           // for people
   std::string preset;          // the class-name preset (empty for custom)
@@ -67,29 +69,29 @@ struct DatasetSpec {
 };
 
 // The five benchmarks of the paper: ade150, ade847, pc59, pc459, voc20.
-std::vector<std::string> dataset_names();
+OVSEG_API std::vector<std::string> dataset_names();
 // Throws Error(kInvalidArgument) for an unknown name, listing the known ones.
-const DatasetSpec& dataset_spec(const std::string& name);
+OVSEG_API const DatasetSpec& dataset_spec(const std::string& name);
 // "--dataset custom": any dataset in the same style (images and labels paired by stem). The
 // extensions may be given with or without the dot. Throws Error(kInvalidArgument) for K outside
 // 1..65535, an ignore label that is a class index (< K) or above 65535, or an empty directory name.
-DatasetSpec custom_dataset_spec(const std::string& images_dir, const std::string& labels_dir, int num_classes,
+OVSEG_API DatasetSpec custom_dataset_spec(const std::string& images_dir, const std::string& labels_dir, int num_classes,
                                 std::uint32_t ignore_label, const std::string& image_ext = ".jpg",
                                 const std::string& label_ext = ".png");
 
-struct ImagePair {
+struct OVSEG_API ImagePair {
   std::string stem;
   std::string image_path;
   std::string label_path;
 };
 
 // A file that was skipped or failed, and why.
-struct FileProblem {
+struct OVSEG_API FileProblem {
   std::string name;    // the file (or image stem) concerned
   std::string reason;
 };
 
-struct DatasetListing {
+struct OVSEG_API DatasetListing {
   std::string image_dir;               // absolute-ish paths actually scanned
   std::string label_dir;
   std::vector<ImagePair> pairs;        // paired by stem, sorted by stem (byte order)
@@ -101,15 +103,15 @@ struct DatasetListing {
 
 // Scans the dataset's image and label directories under `root`. Throws Error(kBadData) naming
 // the directory when one is missing or holds no annotation.
-DatasetListing list_dataset(const DatasetSpec& spec, const std::string& root, const std::string& split);
+OVSEG_API DatasetListing list_dataset(const DatasetSpec& spec, const std::string& root, const std::string& split);
 
 // The pairs with index % shard_count == shard_index (over the sorted list).
-std::vector<ImagePair> select_shard(const std::vector<ImagePair>& pairs, int shard_index, int shard_count);
+OVSEG_API std::vector<ImagePair> select_shard(const std::vector<ImagePair>& pairs, int shard_index, int shard_count);
 // Parses "I/N" (0 <= I < N). Throws Error(kInvalidArgument).
-std::pair<int, int> parse_shard(const std::string& text);
+OVSEG_API std::pair<int, int> parse_shard(const std::string& text);
 
 // The shard a run works on, and where that came from (for the log).
-struct ShardSpec {
+struct OVSEG_API ShardSpec {
   int index = 0;
   int count = 1;
   std::string source;  // "--shard 1/4", "Slurm array task 3 of 1-4 (job 812)", ...
@@ -125,27 +127,24 @@ inline constexpr const char* kShardCountEnv = "OVSEG_SHARD_COUNT";
 //  - else a Kubernetes Indexed Job: index JOB_COMPLETION_INDEX, count `shards`, else $OVSEG_SHARD_COUNT.
 // `shards` > 0 (--shards N) must agree with the count found. Throws Error(kInvalidArgument) naming
 // what is missing or inconsistent, e.g. when "auto" finds neither environment.
-ShardSpec resolve_shard(const std::string& text, int shards = 0, const EnvLookup& env = {});
+OVSEG_API ShardSpec resolve_shard(const std::string& text, int shards = 0, const EnvLookup& env = {});
 // The positions (ascending) of the keys in shard I/N: the keys are ranked in byte order and rank
 // % N == I, so the split does not depend on the order the keys come in and every key lands in
 // exactly one shard. Throws Error(kInvalidArgument) for an invalid I/N.
-std::vector<std::size_t> shard_positions(const std::vector<std::string>& keys, int shard_index, int shard_count);
+OVSEG_API std::vector<std::size_t> shard_positions(const std::vector<std::string>& keys, int shard_index, int shard_count);
 
-// A label map held as 16-bit values (8-bit files are widened).
-struct LabelImage {
-  int width = 0;
-  int height = 0;
-  std::vector<std::uint16_t> labels;  // height * width
-};
+// Ground truth and predictions are ovseg::LabelMap (ovseg/io.hpp): 16-bit values (8-bit files
+// are widened), `bit_depth` the file's.
+using LabelImage = LabelMap;
 
 // Reads a ground-truth label file at its stored size and checks every value is a class
 // (0..K-1) or the ignore label. Throws Error(kBadData / kIo) naming the file.
-LabelImage read_ground_truth(const DatasetSpec& spec, const std::string& path);
+OVSEG_API LabelImage read_ground_truth(const DatasetSpec& spec, const std::string& path);
 // "<stem>.png" or "<stem>.tif", as the dataset's labels.
-std::string prediction_file_name(const DatasetSpec& spec, const std::string& stem);
+OVSEG_API std::string prediction_file_name(const DatasetSpec& spec, const std::string& stem);
 // Writes a prediction in the dataset's label format; ovseg::kUnlabeled is written as the
 // dataset's ignore label. Throws Error(kInvalidArgument / kIo).
-void write_prediction(const DatasetSpec& spec, const std::string& path, const LabelImage& prediction);
+OVSEG_API void write_prediction(const DatasetSpec& spec, const std::string& path, const LabelImage& prediction);
 
 // ------------------------------------------------------------------------------------------------
 // Predictions in detectron2's format (SemSegEvaluator.encode_json_sem_seg)
@@ -156,25 +155,25 @@ inline constexpr const char* kSemSegJsonPartsDir = "sem_seg_json";  // one part 
 // COCO run-length encoding as pycocotools' mask.encode computes it: runs over the pixels in
 // column-major (Fortran) order, alternating 0s and 1s and starting with a (possibly empty) run of 0s.
 // `mask` is row-major height × width, nonzero = 1.
-std::vector<std::uint32_t> rle_encode(const std::uint8_t* mask, int width, int height);
+OVSEG_API std::vector<std::uint32_t> rle_encode(const std::uint8_t* mask, int width, int height);
 // pycocotools' compressed counts string (rleToString) and its inverse (rleFrString; throws
 // Error(kBadData) for a malformed string).
-std::string rle_to_string(const std::vector<std::uint32_t>& counts);
-std::vector<std::uint32_t> rle_from_string(const std::string& s);
+OVSEG_API std::string rle_to_string(const std::vector<std::uint32_t>& counts);
+OVSEG_API std::vector<std::uint32_t> rle_from_string(const std::string& s);
 
 // The JSON text (Python json.dumps' separators and ASCII escaping) of a string.
-std::string python_json_string(const std::string& s);
+OVSEG_API std::string python_json_string(const std::string& s);
 
 // The records of one predicted label map, comma-separated (no brackets), exactly as
 // json.dumps(encode_json_sem_seg(pred, file_name)) writes them inside its list: one record per
 // predicted class in increasing order, {"file_name", "category_id" (through spec.dataset_ids),
 // "segmentation": {"size": [h, w], "counts": compressed}}. kUnlabeled pixels (demo mode) belong to
 // no record. Empty when no pixel has a class.
-std::string sem_seg_json_records(const LabelImage& prediction, const std::string& file_name, const DatasetSpec& spec);
+OVSEG_API std::string sem_seg_json_records(const LabelImage& prediction, const std::string& file_name, const DatasetSpec& spec);
 
 // Writes <dir>/sem_seg_predictions.json (atomically) from the per-image parts in
 // <dir>/sem_seg_json/<stem>.json of `stems` (in the order given). Returns the stems without a part.
-std::vector<std::string> write_sem_seg_json(const std::string& dir, const std::vector<std::string>& part_dirs,
+OVSEG_API std::vector<std::string> write_sem_seg_json(const std::string& dir, const std::vector<std::string>& part_dirs,
                                             const std::vector<std::string>& stems);
 
 // ------------------------------------------------------------------------------------------------
@@ -183,7 +182,7 @@ std::vector<std::string> write_sem_seg_json(const std::string& dir, const std::v
 // CM[pred, gt], (K+1) × (K+1), int64. Ground truth equal to the ignore label goes to column K;
 // a prediction of ovseg::kUnlabeled (demo mode) goes to row K, which the detectron2 formulas leave
 // out — exactly what the reference's evaluator would do with such a value.
-class ConfusionMatrix {
+class OVSEG_API ConfusionMatrix {
  public:
   ConfusionMatrix() = default;
   explicit ConfusionMatrix(int num_classes);
@@ -211,7 +210,7 @@ class ConfusionMatrix {
 };
 
 // Every value ×100, as the reference reports them. NaN where undefined.
-struct Metrics {
+struct OVSEG_API Metrics {
   int num_classes = 0;
   double miou = 0;             // detectron2 0.6 / ov-seg: Σ IoU over classes with GT ÷ #classes with GT or prediction
   double miou_gt_classes = 0;  // detectron2 since July 2022: mean IoU over classes with GT
@@ -229,15 +228,15 @@ struct Metrics {
 };
 
 // The formulas of SPEC §8.4, with numpy's summation order so the numbers match to the bit.
-Metrics compute_metrics(const ConfusionMatrix& cm);
+OVSEG_API Metrics compute_metrics(const ConfusionMatrix& cm);
 
 // "mIoU=29.61 fwIoU=… mACC=… pACC=…"
-std::string headline(const Metrics& m);
+OVSEG_API std::string headline(const Metrics& m);
 
 // ------------------------------------------------------------------------------------------------
 // Checkpoints and shards
 // ------------------------------------------------------------------------------------------------
-struct TimingTotals {
+struct OVSEG_API TimingTotals {
   std::int64_t images = 0;      // images whose times are summed below
   Timings model;                // sums of Result::timings
   double step_ms = 0;           // sum of whole steps (GT read, decode, model, accumulate, save)
@@ -245,7 +244,7 @@ struct TimingTotals {
   double text_prepare_ms = 0;   // text features before the loop (summed over sessions)
 };
 
-struct EvalState {
+struct OVSEG_API EvalState {
   std::string dataset;
   std::string split;
   int shard_index = 0;
@@ -271,21 +270,21 @@ struct EvalState {
 };
 
 // Atomic (temporary file + rename). The matrix is stored sparse, counts as exact int64.
-void save_state(const std::string& path, const EvalState& state);
+OVSEG_API void save_state(const std::string& path, const EvalState& state);
 // Throws Error(kBadData / kIo) naming the file.
-EvalState load_state(const std::string& path);
+OVSEG_API EvalState load_state(const std::string& path);
 
 // Sums shard states. Throws Error(kInvalidArgument) when dataset, split, classes or settings
 // differ, or when two shards evaluated the same image. `problems` receives what makes the merge
 // incomplete (a missing or unfinished shard).
-EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::string>* problems = nullptr);
+OVSEG_API EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::string>* problems = nullptr);
 
 // Everything that stands in the way of merging `shards` into one run's numbers, each naming the
 // shard by `names[i]` (its directory): a merged result given as a shard; another dataset, split,
 // class list or setting than the first shard (the model bundle's checksum among the settings);
 // shards of different counts N; an index given twice or missing; an unfinished shard. Empty when
 // the merge gives exactly the numbers of one unsharded run.
-std::vector<std::string> check_shards(const std::vector<EvalState>& shards, const std::vector<std::string>& names);
+OVSEG_API std::vector<std::string> check_shards(const std::vector<EvalState>& shards, const std::vector<std::string>& names);
 
 // ------------------------------------------------------------------------------------------------
 // Reports and the evaluation loop
@@ -295,10 +294,10 @@ inline constexpr const char* kPredictionsDir = "predictions";
 
 // metrics.json, per_class.csv and metrics.md in `dir` (atomically). `extra_problems` (e.g. an
 // incomplete merge) are listed in the JSON and the markdown.
-void write_reports(const std::string& dir, const EvalState& state, const Metrics& metrics,
+OVSEG_API void write_reports(const std::string& dir, const EvalState& state, const Metrics& metrics,
                    const std::vector<std::string>& extra_problems = {});
 
-struct Prediction {
+struct OVSEG_API Prediction {
   LabelImage labels;   // class index per pixel, or kUnlabeled
   Timings timings;
 };
@@ -306,7 +305,7 @@ struct Prediction {
 // before the model runs. Throwing marks the image as failed (named in the summary).
 using Predictor = std::function<Prediction(const ImagePair& pair, int label_width, int label_height)>;
 
-struct EvalOptions {
+struct OVSEG_API EvalOptions {
   std::string dataset = "ade150";
   std::optional<DatasetSpec> spec;            // the layout; unset = dataset_spec(dataset) (set it for custom)
   std::string root;
@@ -332,7 +331,7 @@ struct EvalOptions {
   std::function<bool()> should_stop;
 };
 
-struct EvalSummary {
+struct OVSEG_API EvalSummary {
   EvalState state;
   Metrics metrics;
   long evaluated_now = 0;   // images evaluated in this session
@@ -347,7 +346,36 @@ struct EvalSummary {
 // remaining image with `predict`, checkpoints every `checkpoint_every` images and at the end, and
 // writes the reports. Throws Error(kBadData) for a missing dataset directory and
 // Error(kInvalidArgument) for inconsistent options or a checkpoint that does not fit.
-EvalSummary run_evaluation(const EvalOptions& options, const Predictor& predict);
+OVSEG_API EvalSummary run_evaluation(const EvalOptions& options, const Predictor& predict);
+
+// ---- The paper's §3 analysis (`ovseg eval --oracle masks|labels`) ----------------------------
+//
+//   oracle masks:  the ground-truth segments (one region per class present) replace the MaskFormer
+//                  proposals; each is classified by CLIP through the region path (crop, fill, R×R,
+//                  mask prompts) and its pixels take the winning class. Measures CLIP on masked
+//                  regions alone (the paper: 20.1 mIoU on A-150 with pretrained CLIP).
+//   oracle labels: the MaskFormer proposals (the valid regions of the eval path) each take the
+//                  ground-truth class covering most of their binary mask; the score map is then
+//                  computed as usual with those one-hot probabilities. Measures the proposals
+//                  (the paper: 66.5 mIoU on A-150).
+enum class Oracle { kNone, kMasks, kLabels };
+OVSEG_API const char* to_string(Oracle o) noexcept;  // "none" | "masks" | "labels"
+OVSEG_API Oracle parse_oracle(const std::string& s);  // throws Error(kInvalidArgument)
+
+// The ground truth of one image, at the image's decoded size (e.g. read_ground_truth's values).
+struct GroundTruthView {
+  const std::uint16_t* labels = nullptr;  // height × width
+  int width = 0;
+  int height = 0;
+  std::uint32_t ignore_label = 255;
+};
+
+// Model::segment on the evaluation path with an oracle. Pixels the ground truth ignores are
+// kUnlabeled in the oracle-masks result. Throws Error(kInvalidArgument) for the demo mode, the
+// MaskFormer-only path, a ground truth of another size than the image, or a label that is neither
+// a class nor ignored.
+OVSEG_API Result segment_with_oracle(const Model& model, const ImageView& image, const std::vector<std::string>& classes,
+                                     const SegmentOptions& options, Oracle oracle, const GroundTruthView& ground_truth);
 
 }  // namespace eval
 }  // namespace ovseg

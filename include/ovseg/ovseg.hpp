@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ovseg/export.hpp"
 #include "ovseg/version.hpp"
 
 namespace ovseg {
@@ -37,7 +38,7 @@ enum class ErrorCode {
 };
 
 // Every error ovseg throws. The message names the file (where there is one) and the problem.
-class Error : public std::runtime_error {
+class OVSEG_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const noexcept { return code_; }
@@ -47,15 +48,18 @@ class Error : public std::runtime_error {
 };
 
 // "0.1.0"
-const char* version() noexcept;
+OVSEG_API const char* version() noexcept;
 
 // ------------------------------------------------------------------------------------------------
 // Logging: the library logs through one logger named "ovseg" and never writes to stdout.
 // ------------------------------------------------------------------------------------------------
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kOff };
-void set_log_level(LogLevel level);
+OVSEG_API void set_log_level(LogLevel level);
 // Route the library's log lines to a callback instead of stderr (nullptr restores stderr).
-void set_log_callback(std::function<void(LogLevel, const std::string&)> callback);
+OVSEG_API void set_log_callback(std::function<void(LogLevel, const std::string&)> callback);
+// Writes one line through the library's logger (its level, format and callback apply), e.g. so a
+// program's own messages and the library's look and filter the same.
+OVSEG_API void log_message(LogLevel level, const std::string& message);
 
 // ------------------------------------------------------------------------------------------------
 // Images
@@ -63,7 +67,7 @@ void set_log_callback(std::function<void(LogLevel, const std::string&)> callback
 enum class PixelFormat { kRgb, kBgr, kRgba, kBgra, kGray };
 
 // A borrowed 8-bit image. stride = bytes per row (0 = tightly packed).
-struct ImageView {
+struct OVSEG_API ImageView {
   const std::uint8_t* data = nullptr;
   int width = 0;
   int height = 0;
@@ -72,7 +76,7 @@ struct ImageView {
 };
 
 // An owned, tightly packed 8-bit RGB image.
-struct Image {
+struct OVSEG_API Image {
   int width = 0;
   int height = 0;
   std::vector<std::uint8_t> rgb;  // height * width * 3, row-major, R G B
@@ -87,12 +91,12 @@ inline constexpr std::uint64_t kDefaultMaxPixels = 178956970;
 // greyscale is replicated, alpha dropped without compositing, palette expanded, 16-bit reduced
 // to 8-bit. Throws Error(kBadImage / kIo) naming the file; an image of more than `max_pixels`
 // pixels is refused before it is decoded.
-Image load_image(const std::string& path, std::uint64_t max_pixels = kDefaultMaxPixels);
+OVSEG_API Image load_image(const std::string& path, std::uint64_t max_pixels = kDefaultMaxPixels);
 // Decode an encoded image held in memory (same rules); `name` is used in error messages.
-Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name,
+OVSEG_API Image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name,
                    std::uint64_t max_pixels = kDefaultMaxPixels);
 // Convert any ImageView to an owned RGB8 image.
-Image to_rgb(const ImageView& view);
+OVSEG_API Image to_rgb(const ImageView& view);
 
 // ------------------------------------------------------------------------------------------------
 // Model
@@ -103,15 +107,15 @@ enum class Mode {
   kDemo,  // OVSegDEMO.demo_inference: one region per class, unlabelled pixels possible
 };
 
-const char* to_string(Precision p) noexcept;
-const char* to_string(Mode m) noexcept;
-Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16"; throws kInvalidArgument
-Mode parse_mode(const std::string& s);            // "eval" | "demo"; throws kInvalidArgument
+OVSEG_API const char* to_string(Precision p) noexcept;
+OVSEG_API const char* to_string(Mode m) noexcept;
+OVSEG_API Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16"; throws kInvalidArgument
+OVSEG_API Mode parse_mode(const std::string& s);            // "eval" | "demo"; throws kInvalidArgument
 // "cpu" → -1, "cuda" → 0, "cuda:N" → N (at most 3 digits); anything else throws kInvalidArgument.
 // The syntax only (what Model::load accepts): whether that GPU exists is known when loading.
-int check_device(const std::string& device);
+OVSEG_API int check_device(const std::string& device);
 
-struct ModelOptions {
+struct OVSEG_API ModelOptions {
   std::string device = "cpu";            // "cpu", "cuda", "cuda:N" (check_device)
   Precision precision = Precision::kFp32;
   int threads = 0;                       // intra-op threads; 0 = all cores. Set once per process.
@@ -133,7 +137,7 @@ enum class Stage {
 inline constexpr std::size_t kNumStages = static_cast<std::size_t>(Stage::kPost) + 1;
 
 // Where the time of one segment() call went, in milliseconds.
-struct Timings {
+struct OVSEG_API Timings {
   double preprocess_ms = 0;
   double proposals_ms = 0;
   double text_ms = 0;
@@ -147,7 +151,7 @@ struct Timings {
   Timings& operator+=(const Timings& other) noexcept;  // every stage and the total
 };
 
-struct StageInfo {
+struct OVSEG_API StageInfo {
   Stage stage;
   const char* name;         // "preprocess", ...: progress callback, JSON keys ("<name>_ms" in checkpoints)
   double Timings::*ms;      // its field in Timings
@@ -174,14 +178,14 @@ inline Timings& Timings::operator+=(const Timings& other) noexcept {
 
 // The settings one segment() call applies: SegmentOptions over the bundle's defaults for the mode
 // (ModelInfo::defaults, Model::settings). Result::settings says which were used.
-struct SegmentSettings {
+struct OVSEG_API SegmentSettings {
   Mode mode = Mode::kEval;
   float mask_threshold = 0;   // a query's region is valid where its mask probability is > this
   float ensemble_weight = 0;  // weight of the CLIP branch in the ensemble
   bool clip_ensemble = true;  // false: MaskFormer only (no regions, no CLIP)
 };
 
-struct SegmentOptions {
+struct OVSEG_API SegmentOptions {
   Mode mode = Mode::kEval;
   std::optional<float> mask_threshold;   // default: the bundle's value for the mode
   std::optional<float> ensemble_weight;  // default: the bundle's value for the mode
@@ -193,18 +197,27 @@ struct SegmentOptions {
   // Called before each stage with its name (to_string(Stage)) and the fraction of stages done,
   // then once with "done" and 1; return false to cancel (segment() then throws Error(kCancelled)).
   std::function<bool(const char* stage, float fraction)> progress;
+  // Debug tap (empty = off): each stage writes what it computed into this directory (created if
+  // missing) as float32 .npy right after it ran, so a failing stage still leaves its inputs:
+  //   text      text_features.npy [K'+1, E] (K' = score classes; the last row is the non-object)
+  //   proposals pred_embeddings.npy [Q, E], pred_masks_lowres.npy [Q, h, w] (mask logits)
+  //   regions   valid_flag.npy [Q] (1 = valid region)
+  //   clip      clip_logits.npy [N, K'+1] (N valid regions)
+  //   post      sem_seg.npy [K', H, W] (the score map at the original size)
+  // The names are those of the reference pipeline's dumps (tools/ovseg-reference).
+  std::string dump_dir;
 };
 
 // Label value of pixels that no region covers (demo path) — and of pixels where the internal
 // "others" class wins when a single class was asked for in demo mode.
 inline constexpr std::uint16_t kUnlabeled = 65535;
 
-struct Box {
+struct OVSEG_API Box {
   int x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // exclusive x1, y1; at the original image size
 };
 
 // One valid region (a MaskFormer query whose mask passes the threshold).
-struct Segment {
+struct OVSEG_API Segment {
   int query = 0;         // query index (0..Q-1)
   int class_index = 0;   // best class of the region (index into Result::classes)
   float score = 0;       // its ensembled probability
@@ -213,7 +226,7 @@ struct Segment {
   bool selected = false; // demo path: the region was chosen by at least one class
 };
 
-struct Result {
+struct OVSEG_API Result {
   int width = 0;   // original (decoded) size
   int height = 0;
   std::vector<std::string> classes;        // the caller's classes, in the caller's order
@@ -232,7 +245,7 @@ struct Result {
 };
 
 // What a bundle's manifest says, in a form for people and tools.
-struct ModelInfo {
+struct OVSEG_API ModelInfo {
   std::string name;
   std::string bundle_dir;
   int format_version = 0;
@@ -263,7 +276,7 @@ namespace detail {
 struct ModelAccess;  // the library's internal entry points (e.g. the evaluation oracles)
 }
 
-class Model {
+class OVSEG_API Model {
  public:
   // Loads and validates a bundle directory (manifest version, file checksums, modules).
   static Model load(const std::string& bundle_dir, const ModelOptions& options = {});

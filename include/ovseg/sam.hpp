@@ -13,13 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "ovseg/export.hpp"
 #include "ovseg/ovseg.hpp"
 
 namespace ovseg {
 
 // The generator's parameters, with the official names and defaults (point_grids and
 // output_mode are not options: the grids follow points_per_side, and masks are binary here).
-struct SamGeneratorOptions {
+struct OVSEG_API SamGeneratorOptions {
   int points_per_side = 32;
   int points_per_batch = 64;             // points per decoder call (memory only; same results)
   double pred_iou_thresh = 0.88;         // keep iou_pred > this (compared in float32); 0 = off
@@ -33,10 +34,10 @@ struct SamGeneratorOptions {
   int min_mask_region_area = 0;          // > 0: fill small holes, drop small islands, NMS again
 };
 // Throws Error(kInvalidArgument) naming the first bad parameter.
-void validate(const SamGeneratorOptions& options);
+OVSEG_API void validate(const SamGeneratorOptions& options);
 
 // One generated mask, as SamAutomaticMaskGenerator.generate() returns it.
-struct SamMask {
+struct OVSEG_API SamMask {
   std::vector<std::uint8_t> segmentation;  // height * width, 0/1
   std::int64_t area = 0;                   // pixels of `segmentation`
   std::array<std::int64_t, 4> bbox{};      // XYWH; x0,y0 = first pixel, w,h = last − first (official)
@@ -47,7 +48,7 @@ struct SamMask {
 };
 
 // Where the time of one generate() call went, in milliseconds.
-struct SamTimings {
+struct OVSEG_API SamTimings {
   double preprocess_ms = 0;    // crops, ResizeLongestSide (Pillow bilinear)
   double encoder_ms = 0;       // image encoder, once per crop
   double decoder_ms = 0;       // prompt encoder + mask decoder over all point batches
@@ -57,7 +58,7 @@ struct SamTimings {
   double total_ms = 0;
 };
 
-struct SamResult {
+struct OVSEG_API SamResult {
   int width = 0;   // the input image's size
   int height = 0;
   std::vector<SamMask> masks;  // the generator's output order
@@ -65,7 +66,7 @@ struct SamResult {
   SamTimings timings;
 };
 
-struct SamModelInfo {
+struct OVSEG_API SamModelInfo {
   std::string name;
   std::string bundle_dir;
   int img_size = 0;            // the encoder's square input (1024)
@@ -77,7 +78,7 @@ struct SamModelInfo {
 };
 
 // A SAM bundle written by tools/ovseg-export-sam (models/SAM_BUNDLE_FORMAT.md), loaded once.
-class SamModel {
+class OVSEG_API SamModel {
  public:
   // Uses options.device and options.threads; SAM always runs in float32.
   static SamModel load(const std::string& bundle_dir, const ModelOptions& options = {});
@@ -112,10 +113,10 @@ enum class SamClassifier {
   // bundle's mask prompts and prompt templates; selection and map as kDemo.
   kOvseg,
 };
-const char* to_string(SamClassifier c) noexcept;
-SamClassifier parse_sam_classifier(const std::string& s);  // "demo" | "ovseg"
+OVSEG_API const char* to_string(SamClassifier c) noexcept;
+OVSEG_API SamClassifier parse_sam_classifier(const std::string& s);  // "demo" | "ovseg"
 
-struct SamSegmentOptions {
+struct OVSEG_API SamSegmentOptions {
   SamGeneratorOptions generator = demo_generator_options();
   double granularity = 1.0;  // < 1: every region whose score exceeds g × the class's best
   SamClassifier classifier = SamClassifier::kDemo;
@@ -131,7 +132,7 @@ struct SamSegmentOptions {
 };
 
 // One SAM mask with its classification.
-struct SamRegion {
+struct OVSEG_API SamRegion {
   int index = 0;              // position in the generator's output
   int class_index = 0;        // argmax of its class probabilities (into Result::score_classes)
   float score = 0;            // that probability
@@ -143,7 +144,7 @@ struct SamRegion {
   float stability_score = 0;
 };
 
-struct SamSegmentation {
+struct OVSEG_API SamSegmentation {
   Result result;                  // label map etc. at the original size (segments left empty)
   std::vector<SamRegion> regions; // the generator's order
   int sam_width = 0, sam_height = 0;  // the demo resize
@@ -153,7 +154,7 @@ struct SamSegmentation {
 };
 
 // An ov-seg bundle's CLIP (and tokenizer) with a SAM bundle.
-class SamSegmenter {
+class OVSEG_API SamSegmenter {
  public:
   static SamSegmenter load(const std::string& ovseg_bundle, const std::string& sam_bundle,
                            const ModelOptions& options = {});

@@ -10,9 +10,11 @@
 #include <string_view>
 #include <vector>
 
+#include "ovseg/export.hpp"
+
 namespace ovseg {
 
-class Tokenizer {
+class OVSEG_API Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
@@ -35,7 +37,7 @@ class Tokenizer {
   virtual std::string kind() const = 0;  // "clip_bpe" | "sentencepiece"
 };
 
-class ClipTokenizer final : public Tokenizer {
+class OVSEG_API ClipTokenizer final : public Tokenizer {
  public:
   // CLIP's merges file, gzip-compressed (bpe_simple_vocab_16e6.txt.gz) or plain text.
   static std::unique_ptr<ClipTokenizer> from_bpe_file(const std::string& path);
@@ -70,7 +72,7 @@ class ClipTokenizer final : public Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-class SentencePieceTokenizer final : public Tokenizer {
+class OVSEG_API SentencePieceTokenizer final : public Tokenizer {
  public:
   // A SentencePiece model file (.model). sot/eot are the model's BOS/EOS ids.
   static std::unique_ptr<SentencePieceTokenizer> from_file(const std::string& model_path);
@@ -93,6 +95,6 @@ class SentencePieceTokenizer final : public Tokenizer {
 // Makes the tokenizer a bundle names: kind "clip_bpe" (file = merges .txt(.gz), or a directory
 // holding the Hugging Face vocab.json + merges.txt) or "sentencepiece" (file = .model).
 // Throws Error naming the file (kInvalidArgument for an unknown kind).
-std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& file);
+OVSEG_API std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& file);
 
 }  // namespace ovseg

@@ -228,12 +228,7 @@ struct PySegment {
 
 py::dict timings_dict(const ovseg::Timings& t) {
   py::dict d;
-  d["preprocess"] = t.preprocess_ms;
-  d["proposals"] = t.proposals_ms;
-  d["text"] = t.text_ms;
-  d["regions"] = t.regions_ms;
-  d["clip"] = t.clip_ms;
-  d["post"] = t.post_ms;
+  for (const ovseg::StageInfo& st : ovseg::kStageTable) d[st.name] = t[st.stage];  // the stage table's order
   d["total"] = t.total_ms;
   return d;
 }
@@ -309,12 +304,10 @@ PyResult segment(const ovseg::Model& model, py::handle image, py::handle classes
   }
   if (failure) throw *failure;
 
-  const auto& info = model.info();
-  const bool demo = so.mode == ovseg::Mode::kDemo;
-  PyResult out;
-  out.mode = ovseg::to_string(so.mode);
-  out.mask_threshold = mask_threshold.value_or(demo ? info.demo_mask_threshold : info.eval_mask_threshold);
-  out.ensemble_weight = ensemble_weight.value_or(demo ? info.demo_ensemble_weight : info.eval_ensemble_weight);
+  PyResult out;  // the settings applied are the result's own (Result::settings)
+  out.mode = ovseg::to_string(result.settings.mode);
+  out.mask_threshold = result.settings.mask_threshold;
+  out.ensemble_weight = result.settings.ensemble_weight;
   out.r = std::make_shared<const ovseg::Result>(std::move(result));
   return out;
 }

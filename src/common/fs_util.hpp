@@ -6,11 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "ovseg/io.hpp"
+
 namespace ovseg::detail {
 
 // Largest file read_file() reads unless told otherwise (1 GiB): no input of ovseg is larger, and
 // a bigger one would only exhaust memory.
-inline constexpr std::uint64_t kDefaultMaxFileBytes = std::uint64_t{1} << 30;
+using ::ovseg::kDefaultMaxFileBytes;
 
 // Describes what kind of file `mode` (st_mode) is: "directory", "FIFO", "socket", "character
 // device", "block device", "symbolic link" or "regular file".

@@ -66,6 +66,8 @@ spdlog::logger& log() { return *logger_ptr(); }
 
 void set_log_level(LogLevel level) { logger_ptr()->set_level(to_spdlog(level)); }
 
+void log_message(LogLevel level, const std::string& message) { logger_ptr()->log(to_spdlog(level), message); }
+
 void set_log_callback(std::function<void(LogLevel, const std::string&)> callback) {
   auto& l = logger_ptr();
   l->sinks().clear();

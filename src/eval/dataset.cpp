@@ -196,7 +196,7 @@ LabelImage read_ground_truth(const DatasetSpec& spec, const std::string& path) {
                       ", y=" + std::to_string(i / map.width) + ") is neither a class (0.." +
                       std::to_string(k - 1) + ") nor the ignore label " + std::to_string(spec.ignore_label));
   }
-  return LabelImage{map.width, map.height, std::move(map.values)};
+  return map;
 }
 
 std::string prediction_file_name(const DatasetSpec& spec, const std::string& stem) {
@@ -204,18 +204,18 @@ std::string prediction_file_name(const DatasetSpec& spec, const std::string& ste
 }
 
 void write_prediction(const DatasetSpec& spec, const std::string& path, const LabelImage& prediction) {
-  if (prediction.labels.size() != static_cast<std::size_t>(prediction.width) * prediction.height)
-    throw Error(ErrorCode::kInvalidArgument, path + ": prediction has " + std::to_string(prediction.labels.size()) +
+  if (prediction.values.size() != static_cast<std::size_t>(prediction.width) * prediction.height)
+    throw Error(ErrorCode::kInvalidArgument, path + ": prediction has " + std::to_string(prediction.values.size()) +
                                                  " values for " + std::to_string(prediction.width) + "x" +
                                                  std::to_string(prediction.height) + " pixels");
   detail::LabelMap map;
   map.width = prediction.width;
   map.height = prediction.height;
   map.bit_depth = spec.label_bit_depth;
-  map.values.resize(prediction.labels.size());
+  map.values.resize(prediction.values.size());
   const std::uint32_t max_value = spec.label_bit_depth == 8 ? 255 : 65535;
-  for (std::size_t i = 0; i < prediction.labels.size(); ++i) {
-    const std::uint32_t v = prediction.labels[i] == kUnlabeled ? spec.ignore_label : prediction.labels[i];
+  for (std::size_t i = 0; i < prediction.values.size(); ++i) {
+    const std::uint32_t v = prediction.values[i] == kUnlabeled ? spec.ignore_label : prediction.values[i];
     if (v > max_value)
       throw Error(ErrorCode::kInvalidArgument, path + ": value " + std::to_string(v) + " does not fit a " +
                                                    std::to_string(spec.label_bit_depth) + "-bit label map");

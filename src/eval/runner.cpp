@@ -139,10 +139,10 @@ EvalSummary run_evaluation(const EvalOptions& o, const Predictor& predict) {
         throw Error(ErrorCode::kBadData, pair.image_path + ": image is " + std::to_string(pred.labels.width) + "x" +
                                              std::to_string(pred.labels.height) + " but its label " + pair.label_path +
                                              " is " + std::to_string(gt.width) + "x" + std::to_string(gt.height));
-      if (pred.labels.labels.size() != gt.labels.size())
+      if (pred.labels.values.size() != gt.values.size())
         throw Error(ErrorCode::kRuntime, pair.image_path + ": prediction has the wrong number of pixels");
       try {
-        st.cm.add(pred.labels.labels.data(), gt.labels.data(), gt.labels.size(), spec.ignore_label);
+        st.cm.add(pred.labels.values.data(), gt.values.data(), gt.values.size(), spec.ignore_label);
       } catch (const Error& e) {
         throw Error(e.code(), pair.image_path + ": " + e.what());
       }

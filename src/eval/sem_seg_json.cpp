@@ -141,8 +141,8 @@ std::string python_json_string(const std::string& s) {
 
 std::string sem_seg_json_records(const LabelImage& pred, const std::string& file_name, const DatasetSpec& spec) {
   const std::size_t n = static_cast<std::size_t>(pred.width) * static_cast<std::size_t>(pred.height);
-  if (pred.labels.size() != n)
-    throw Error(ErrorCode::kInvalidArgument, file_name + ": prediction has " + std::to_string(pred.labels.size()) +
+  if (pred.values.size() != n)
+    throw Error(ErrorCode::kInvalidArgument, file_name + ": prediction has " + std::to_string(pred.values.size()) +
                                                  " values for " + std::to_string(pred.width) + "x" +
                                                  std::to_string(pred.height) + " pixels");
   // All classes in one column-major pass: a class's run of 1s starts where its label begins and
@@ -177,7 +177,7 @@ std::string sem_seg_json_records(const LabelImage& pred, const std::string& file
   };
   for (int x = 0; x < pred.width; ++x)
     for (int y = 0; y < pred.height; ++y, ++i) {
-      const std::uint16_t v = pred.labels[static_cast<std::size_t>(y) * pred.width + x];
+      const std::uint16_t v = pred.values[static_cast<std::size_t>(y) * pred.width + x];
       if (v == previous) continue;
       end_run(previous);
       start_run(v);

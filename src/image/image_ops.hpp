@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "ovseg/io.hpp"
 #include "ovseg/ovseg.hpp"
 
 namespace ovseg::detail {
@@ -18,20 +19,11 @@ std::pair<int, int> test_resize_size(int h0, int w0, int short_edge, int max_siz
 // Pillow's Image.resize((w, h), BILINEAR) on an 8-bit RGB image, bit-exact (SPEC Appendix A.1).
 Image resize_pillow_bilinear(const Image& src, int out_width, int out_height);
 
-// A single-channel 8- or 16-bit label map.
-struct LabelMap {
-  int width = 0;
-  int height = 0;
-  int bit_depth = 8;                  // 8 or 16
-  std::vector<std::uint16_t> values;  // height * width
-};
-
-// Reads an 8-bit PNG or 16-bit TIFF/PNG label map unchanged. Throws Error(kBadData / kIo).
-LabelMap read_label_map(const std::string& path);
-// Writes a label map as PNG (8- or 16-bit) or TIFF (by the extension), atomically.
-void write_label_map(const std::string& path, const LabelMap& map);
-// Encodes an RGB8 image as PNG/JPEG (by extension) and writes it atomically.
-void write_rgb_image(const std::string& path, const Image& image);
+// Label maps and image writing are public (ovseg/io.hpp): ovseg::LabelMap, read_label_map,
+// write_label_map, write_image (label_io.cpp).
+using ::ovseg::LabelMap;
+using ::ovseg::read_label_map;
+using ::ovseg::write_label_map;
 
 // ---- Helpers shared with the tests -----------------------------------------------------------
 

@@ -37,6 +37,17 @@ std::vector<std::uint8_t> encode(const std::string& path, const std::string& ext
 
 }  // namespace
 
+}  // namespace ovseg::detail
+
+namespace ovseg {
+
+using detail::check_pixel_limit;
+using detail::HeaderSize;
+using detail::image_header_size;
+using detail::encode;
+using detail::lower_extension;
+using detail::read_file;
+
 LabelMap read_label_map(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
@@ -103,7 +114,7 @@ void write_label_map(const std::string& path, const LabelMap& map) {
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
-void write_rgb_image(const std::string& path, const Image& image) {
+void write_image(const std::string& path, const Image& image) {
   if (image.width <= 0 || image.height <= 0 ||
       image.rgb.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) * 3)
     throw Error(ErrorCode::kInvalidArgument, path + ": image is empty or its size does not match its pixels");
@@ -125,4 +136,4 @@ void write_rgb_image(const std::string& path, const Image& image) {
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
-}  // namespace ovseg::detail
+}  // namespace ovseg

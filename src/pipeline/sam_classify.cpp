@@ -163,9 +163,9 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
   res.classes = classes;
   // The online demo's path: demo mode; no mask threshold or ensemble applies (SAM's masks are binary).
   res.settings = SegmentSettings{Mode::kDemo, 0.0f, 0.0f, true};
-  // [QUIRK] the demo appends "others" to a single class; its pixels are unlabelled here.
-  std::vector<std::string> used = classes;
-  if (used.size() == 1) used.push_back("others");
+  // [QUIRK] the demo appends "others" to a single class (the one "others" rule of the library,
+  // detail::model_classes); its pixels are unlabelled here.
+  const std::vector<std::string> used = detail::model_classes(Mode::kDemo, classes);
   const bool others = classes.size() == 1;
   const auto k = static_cast<int64_t>(used.size());
   res.score_classes = used;

@@ -135,7 +135,9 @@ namespace detail {
 struct ModelAccess {
   static const Model::Impl& impl(const Model& m) { return *m.impl_; }
 };
+}  // namespace detail
 
+namespace eval {
 const char* to_string(Oracle o) noexcept {
   switch (o) {
     case Oracle::kMasks: return "masks";
@@ -154,10 +156,10 @@ Oracle parse_oracle(const std::string& s) {
 Result segment_with_oracle(const Model& model, const ImageView& image, const std::vector<std::string>& classes,
                            const SegmentOptions& options, Oracle oracle, const GroundTruthView& ground_truth) {
   return translate_errors("segment (oracle " + std::string(to_string(oracle)) + ")", [&] {
-    return ModelAccess::impl(model).segment(image, classes, options, oracle, &ground_truth);
+    return detail::ModelAccess::impl(model).segment(image, classes, options, oracle, &ground_truth);
   });
 }
-}  // namespace detail
+}  // namespace eval
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::Model(Model&&) noexcept = default;
@@ -314,8 +316,11 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     t0 = Clock::now();
   };
   auto end = [&] { result.timings[current] = ms_since(t0); };
-  const char* dump_env = std::getenv("OVSEG_DUMP_DIR");
-  const std::string dump_dir = (dump_env && *dump_env) ? dump_env : "";
+  // The debug tap (SegmentOptions::dump_dir): a stage's outputs, written right after it ran.
+  const std::string& dump_dir = options.dump_dir;
+  auto tap = [&](const char* name, const at::Tensor& t) {
+    if (!dump_dir.empty() && t.defined()) write_npy(dump_dir, name, t);
+  };
 
   // ---- preprocess: RGB, test-time resize (Pillow bilinear), normalise + pad ----
   begin(Stage::kPreprocess);
@@ -339,6 +344,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   const at::Tensor text = this->text->text_matrix(used);
   detail::release_freed_memory();  // a cold class list ran the text tower
   end();
+  tap("text_features.npy", text);
 
   // ---- proposals ----
   begin(Stage::kProposals);
@@ -351,6 +357,8 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   }
   end();
   if (oracle_masks) result.timings.proposals_ms = 0.0;
+  tap("pred_embeddings.npy", proposals.class_embeddings);
+  tap("pred_masks_lowres.npy", proposals.mask_logits);
 
   // ---- masks and regions ----
   begin(Stage::kRegions);
@@ -375,6 +383,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   detail::synchronize(device);
   detail::release_freed_memory();
   end();
+  if (regions.valid.defined()) tap("valid_flag.npy", regions.valid.to(at::kFloat));
 
   // ---- CLIP over the regions ----
   begin(Stage::kClip);
@@ -391,6 +400,7 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
     detail::release_freed_memory();
   }
   end();
+  tap("clip_logits.npy", clip_logits);
   if (oracle_masks) {
     begin(Stage::kPost);
     label_by_ground_truth_regions(result, classes, *gt, gt_masks.classes, regions, clip_logits, w0, h0, w, h);
@@ -463,15 +473,8 @@ Result Model::Impl::segment(const ImageView& view, const std::vector<std::string
   }
   end();
 
-  if (!dump_dir.empty()) {
-    write_npy(dump_dir, "pred_embeddings.npy", proposals.class_embeddings);
-    write_npy(dump_dir, "pred_masks_lowres.npy", proposals.mask_logits);
-    write_npy(dump_dir, "text_features.npy", text);
-    write_npy(dump_dir, "valid_flag.npy", regions.valid.to(at::kFloat));
-    write_npy(dump_dir, "clip_logits.npy", clip_logits);
-    write_npy(dump_dir, "sem_seg.npy", post.scores);
-    detail::log().info("segment: intermediates written to {}", dump_dir);
-  }
+  tap("sem_seg.npy", post.scores);
+  if (!dump_dir.empty()) detail::log().debug("segment: intermediates written to {}", dump_dir);
   result.timings.total_ms = ms_since(t_start);
   if (options.progress) options.progress("done", 1.0f);  // the work is done: nothing left to cancel
   detail::log().debug("segment {}x{} → {}x{}, K={}, {} valid region(s), {:.1f} ms", w0, h0, w, h, k, nv,

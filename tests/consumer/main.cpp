@@ -1,6 +1,6 @@
-// The smallest real user of the installed library: the public header and ovseg::ovseg only.
+// The smallest real user of the installed library: the public headers and ovseg::ovseg only.
 //   ovseg_consumer --version-check
-//   ovseg_consumer --model BUNDLE --image IMAGE --classes a,b,c [--mode eval|demo]
+//   ovseg_consumer --model BUNDLE --image IMAGE --classes a,b,c [--mode eval|demo] [--labels-out PNG]
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <ovseg/io.hpp>
 #include <ovseg/ovseg.hpp>
 
 namespace {
@@ -24,14 +25,15 @@ std::vector<std::string> split_classes(const std::string& list) {
 int usage() {
   std::fprintf(stderr,
                "usage: ovseg_consumer --version-check\n"
-               "       ovseg_consumer --model BUNDLE --image IMAGE --classes a,b,c [--mode eval|demo]\n");
+               "       ovseg_consumer --model BUNDLE --image IMAGE --classes a,b,c [--mode eval|demo] "
+               "[--labels-out PNG]\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir, image_path, classes, mode = "eval";
+  std::string model_dir, image_path, classes, mode = "eval", labels_out;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--version-check") {
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
     else if (arg == "--image") image_path = argv[++i];
     else if (arg == "--classes") classes = argv[++i];
     else if (arg == "--mode") mode = argv[++i];
+    else if (arg == "--labels-out") labels_out = argv[++i];
     else return usage();
   }
   if (model_dir.empty() || image_path.empty() || classes.empty()) return usage();
@@ -57,6 +60,8 @@ int main(int argc, char** argv) {
     for (std::size_t c = 0; c < r.classes.size(); ++c)
       std::printf("%s\t%lld\n", r.classes[c].c_str(), static_cast<long long>(r.class_pixels[c]));
     std::printf("(unlabeled)\t%lld\n", static_cast<long long>(r.unlabeled_pixels));
+    // The label map exactly as `ovseg segment` writes it (ovseg/io.hpp).
+    if (!labels_out.empty()) ovseg::write_label_map(labels_out, ovseg::label_map(r));
     return 0;
   } catch (const ovseg::Error& e) {
     std::fprintf(stderr, "ovseg_consumer: %s\n", e.what());

@@ -95,8 +95,8 @@ class SyntheticDataset {
       eval::Prediction p;
       p.labels.width = img.cols;
       p.labels.height = img.rows;
-      p.labels.labels = read_raw_u16(pred_dir_ / (pair.stem + ".u16"));
-      if (p.labels.labels.size() != img.total())
+      p.labels.values = read_raw_u16(pred_dir_ / (pair.stem + ".u16"));
+      if (p.labels.values.size() != img.total())
         throw Error(ErrorCode::kRuntime, pair.stem + ": stored prediction has the wrong size");
       p.timings.proposals_ms = proposals_ms;
       p.timings.clip_ms = clip_ms;

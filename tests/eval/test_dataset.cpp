@@ -193,10 +193,10 @@ TEST(GroundTruth, ReadsBothFormatsAndRejectsValuesOutsideTheClasses) {
   const auto gt = read_ground_truth(a150, (dir.path() / "a.png").string());
   EXPECT_EQ(gt.width, 3);
   EXPECT_EQ(gt.height, 2);
-  EXPECT_EQ(gt.labels, v8);
+  EXPECT_EQ(gt.values, v8);
   const std::vector<std::uint16_t> v16 = {0, 846, 65535, 300, 512, 1};
   test::write_label_file(dir.path() / "a.tif", 2, 3, v16, 16);
-  EXPECT_EQ(read_ground_truth(a847, (dir.path() / "a.tif").string()).labels, v16);
+  EXPECT_EQ(read_ground_truth(a847, (dir.path() / "a.tif").string()).values, v16);
 
   const std::vector<std::uint16_t> bad = {0, 150, 255, 7, 8, 9};  // 150 is no class of A-150
   test::write_label_file(dir.path() / "bad.png", 3, 2, bad, 8);
@@ -217,7 +217,7 @@ TEST(Prediction, WrittenInTheDatasetFormatWithUnlabeledAsIgnore) {
   TempDir dir("pred");
   const auto& a150 = dataset_spec("ade150");
   const auto& a847 = dataset_spec("ade847");
-  LabelImage p{3, 2, {0, 149, kUnlabeled, 7, 8, 9}};
+  LabelImage p{3, 2, 16, {0, 149, kUnlabeled, 7, 8, 9}};
   const auto png = (dir.path() / prediction_file_name(a150, "ADE_val_1")).string();
   EXPECT_EQ(png, (dir.path() / "ADE_val_1.png").string());
   write_prediction(a150, png, p);
@@ -227,7 +227,7 @@ TEST(Prediction, WrittenInTheDatasetFormatWithUnlabeledAsIgnore) {
   EXPECT_EQ(m8.at<std::uint8_t>(0, 2), 255);
   EXPECT_EQ(m8.at<std::uint8_t>(1, 2), 9);
 
-  LabelImage q{2, 3, {0, 846, kUnlabeled, 300, 512, 1}};
+  LabelImage q{2, 3, 16, {0, 846, kUnlabeled, 300, 512, 1}};
   const auto tif = (dir.path() / prediction_file_name(a847, "ADE_val_2")).string();
   EXPECT_EQ(tif, (dir.path() / "ADE_val_2.tif").string());
   write_prediction(a847, tif, q);
@@ -237,9 +237,9 @@ TEST(Prediction, WrittenInTheDatasetFormatWithUnlabeledAsIgnore) {
   EXPECT_EQ(m16.at<std::uint16_t>(1, 0), 65535);
   EXPECT_EQ(m16.at<std::uint16_t>(2, 0), 512);
 
-  LabelImage too_big{1, 1, {300}};
+  LabelImage too_big{1, 1, 16, {300}};
   EXPECT_THROW(write_prediction(a150, (dir.path() / "x.png").string(), too_big), Error);
-  LabelImage wrong_size{2, 2, {1}};
+  LabelImage wrong_size{2, 2, 16, {1}};
   EXPECT_THROW(write_prediction(a150, (dir.path() / "y.png").string(), wrong_size), Error);
 }
 

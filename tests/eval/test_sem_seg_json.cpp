@@ -79,7 +79,7 @@ TEST(Rle, RoundTripOnRandomMasks) {
 TEST(SemSegJson, RecordsOfEncodeJsonSemSeg) {
   DatasetSpec spec = dataset_spec("voc20");
   // 2×3 prediction: classes 4 and 1, one unlabeled pixel (demo mode) that belongs to no record.
-  LabelImage pred{3, 2, {4, 1, 1, 4, 1, kUnlabeled}};
+  LabelImage pred{3, 2, 16, {4, 1, 1, 4, 1, kUnlabeled}};
   const std::string text = "[" + sem_seg_json_records(pred, "d/VOC2012/JPEGImages/a\xc3\xa9\"b.jpg", spec) + "]";
   // The exact text of json.dumps (", " and ": " separators, ASCII escapes), classes ascending.
   // Column-major: 4 4 | 1 1 | 1 U.  Class 1: 0 0 1 1 1 0 → {2,3,1} → "231"; class 4: 1 1 0 0 0 0 → {0,2,4}.
@@ -99,8 +99,8 @@ TEST(SemSegJson, RecordsOfEncodeJsonSemSeg) {
   EXPECT_EQ(k[0]["category_id"].get<int>(), 103);
   EXPECT_EQ(k[1]["category_id"].get<int>(), 112);
   // A label outside the classes is refused; an all-unlabeled map has no record.
-  EXPECT_THROW(sem_seg_json_records(LabelImage{1, 1, {20}}, "x.jpg", spec), Error);
-  EXPECT_EQ(sem_seg_json_records(LabelImage{1, 1, {kUnlabeled}}, "x.jpg", spec), "");
+  EXPECT_THROW(sem_seg_json_records(LabelImage{1, 1, 16, {20}}, "x.jpg", spec), Error);
+  EXPECT_EQ(sem_seg_json_records(LabelImage{1, 1, 16, {kUnlabeled}}, "x.jpg", spec), "");
 }
 
 TEST(SemSegJson, PythonJsonStringEscapes) {

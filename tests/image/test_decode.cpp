@@ -544,13 +544,13 @@ TEST(DecodeErrors, DecodeImageUsesTheGivenName) {
 }
 
 TEST(DecodeRoundTrip, DecodeImageEqualsLoadImage) {
-  // write_rgb_image (PNG, lossless) → both entry points give the same pixels back.
+  // write_image (PNG, lossless) → both entry points give the same pixels back.
   TempDir dir("decode_rt");
   Image img;
   img.width = 19;
   img.height = 11;
   for (int i = 0; i < 19 * 11 * 3; ++i) img.rgb.push_back(static_cast<std::uint8_t>(i * 37 + 5));
-  detail::write_rgb_image(dir.file("x.png"), img);
+  write_image(dir.file("x.png"), img);
   const Image a = load_image(dir.file("x.png"));
   const std::vector<std::uint8_t> bytes = test::slurp(dir.file("x.png"));
   const Image b = decode_image(bytes.data(), bytes.size(), "x.png");

@@ -143,7 +143,7 @@ TEST(LabelMapIo, ReadErrors) {
   rgb.width = 3;
   rgb.height = 2;
   rgb.rgb.assign(18, 7);
-  detail::write_rgb_image(dir.file("rgb.png"), rgb);
+  write_image(dir.file("rgb.png"), rgb);
   EXPECT_EQ(code_of(dir.file("rgb.png")), static_cast<int>(ErrorCode::kBadData));  // 3 channels
 }
 
@@ -207,10 +207,10 @@ TEST(RgbImageIo, PngIsLosslessAndJpegIsClose) {
     for (int x = 0; x < 64; ++x)
       img.rgb.insert(img.rgb.end(), {static_cast<std::uint8_t>(x * 4), static_cast<std::uint8_t>(y * 5),
                                      static_cast<std::uint8_t>(200 - x)});
-  detail::write_rgb_image(dir.file("a.png"), img);
+  write_image(dir.file("a.png"), img);
   const Image png = load_image(dir.file("a.png"));
   EXPECT_TRUE(png.rgb == img.rgb) << test::first_difference(png, img);
-  detail::write_rgb_image(dir.file("a.JPG"), img);
+  write_image(dir.file("a.JPG"), img);
   const Image jpg = load_image(dir.file("a.JPG"));
   ASSERT_EQ(jpg.width, 64);
   ASSERT_EQ(jpg.height, 48);
@@ -220,7 +220,7 @@ TEST(RgbImageIo, PngIsLosslessAndJpegIsClose) {
   EXPECT_LE(worst, 12);
   EXPECT_EQ(directory_entries(dir.path()), (std::vector<std::string>{"a.JPG", "a.png"}));
   try {
-    detail::write_rgb_image(dir.file("a.xyz"), img);
+    write_image(dir.file("a.xyz"), img);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);

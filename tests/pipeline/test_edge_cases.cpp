@@ -1,11 +1,12 @@
 // Degenerate proposals (SPEC §6.5, §7.1, §9 #33), the demo's "others" mechanism (§7.3), option
 // overrides, cancellation, precision/device errors and bad images — through the public API, with
-// the expected scores recomputed here from the dumped intermediates (OVSEG_DUMP_DIR).
+// the expected scores recomputed here from the dumped intermediates (SegmentOptions::dump_dir).
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -35,7 +36,7 @@ Dumped segment_dumped(const Model& model, const Image& image, const std::vector<
   Dumped d;
   d.dir = scratch_dir("edge-" + tag);
   opts.keep_scores = true;
-  ScopedEnv env("OVSEG_DUMP_DIR", d.dir);
+  opts.dump_dir = d.dir;
   d.result = model.segment(image.view(), classes, opts);
   return d;
 }
@@ -284,6 +285,32 @@ TEST_F(EdgeCases, ProgressReportsStagesAndCanCancel) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kCancelled);
   }
+}
+
+// The debug tap writes each stage's outputs right after the stage: a run stopped before "clip"
+// leaves what the earlier stages computed, and nothing of the later ones.
+TEST_F(EdgeCases, DumpDirHoldsTheStagesThatRanBeforeACancel) {
+  const std::string dir = scratch_dir("tap-cancel-at-clip");
+  SegmentOptions o;
+  o.dump_dir = dir;
+  o.progress = [](const char* stage, float) { return std::string(stage) != "clip"; };
+  EXPECT_THROW(model_->segment(image_.view(), classes_, o), Error);
+  namespace fs = std::filesystem;
+  for (const char* f : {"text_features.npy", "pred_embeddings.npy", "pred_masks_lowres.npy", "valid_flag.npy"})
+    EXPECT_TRUE(fs::is_regular_file(fs::path(dir) / f)) << f;
+  for (const char* f : {"clip_logits.npy", "sem_seg.npy"}) EXPECT_FALSE(fs::exists(fs::path(dir) / f)) << f;
+  // The text features written after "text" are the model's own.
+  const NpyArray t = read_npy(dir + "/text_features.npy");
+  const std::vector<float> expected = model_->text_features(classes_);
+  ASSERT_EQ(t.values.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) ASSERT_EQ(static_cast<float>(t.values[i]), expected[i]) << i;
+  // The old environment switch is gone: without the option nothing is written.
+  const std::string none = scratch_dir("tap-off");
+  {
+    ScopedEnv env("OVSEG_DUMP_DIR", none);
+    model_->segment(image_.view(), classes_, {});
+  }
+  EXPECT_TRUE(fs::is_empty(none));
 }
 
 TEST_F(EdgeCases, ConcurrentCallsGiveTheSameResult) {

@@ -293,12 +293,9 @@ TEST(OracleFixture, LabelsModeScoresAreTheOneHotSumOverTheValidProposals) {
   SegmentOptions so;
   so.keep_scores = true;
   const std::string dir = scratch_dir("oracle-labels");
-  Result r;
-  {
-    ScopedEnv env("OVSEG_DUMP_DIR", dir);
-    r = detail::segment_with_oracle(model, f.image.view(), f.classes, so, detail::Oracle::kLabels,
-                                    {gt.data(), w0, h0, 255});
-  }
+  so.dump_dir = dir;
+  const Result r = detail::segment_with_oracle(model, f.image.view(), f.classes, so, detail::Oracle::kLabels,
+                                               {gt.data(), w0, h0, 255});
   // From the dumped proposals: binary = M > thr, majority GT class (nearest-resized GT) per valid
   // query, S = Σ onehot·M over the valid queries, bilinear to the original size, argmax.
   const NpyArray low_npy = read_npy(dir + "/pred_masks_lowres.npy");

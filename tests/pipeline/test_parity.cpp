@@ -1,5 +1,5 @@
 // Parity with the reference ov-seg on every shared fixture that has a bundle: final scores,
-// label maps and (through the OVSEG_DUMP_DIR switch) the intermediates, for both paths.
+// label maps and (through SegmentOptions::dump_dir) the intermediates, for both paths.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -59,13 +59,10 @@ void check_run(const FixtureRun& run) {
   const Model& model = cached_model(run.bundle);
   const Image image = load_image(fixture_image(run));
   const auto classes = fixture_classes(run);
-  const SegmentOptions opts = fixture_options(run);
+  SegmentOptions opts = fixture_options(run);
   const std::string dump = scratch_dir("dump-" + run.name + "-" + run.mode_dir);
-  Result r;
-  {
-    ScopedEnv env("OVSEG_DUMP_DIR", dump);
-    r = model.segment(image.view(), classes, opts);
-  }
+  opts.dump_dir = dump;  // the debug tap: every stage's intermediates
+  const Result r = model.segment(image.view(), classes, opts);
   const auto& meta = run.meta;
   const Timings& t = r.timings;
   std::printf("[parity] %s/%s timings (ms): preprocess %.1f, text %.1f, proposals %.1f, regions %.1f, clip %.1f, "

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <unordered_map>
 
-#include "common/fs_util.hpp"
+#include "ovseg/io.hpp"
 #include "ovseg/ovseg.hpp"
 
 namespace ovseg::cli {
@@ -156,8 +156,8 @@ std::vector<std::string> parse_class_lines(const std::string& text_in, const std
 }
 
 std::vector<std::string> read_class_file(const std::string& path) {
-  if (path == "-") return parse_class_lines(detail::read_stream(stdin, "<stdin>", kMaxClassFileBytes), "<stdin>");
-  return parse_class_lines(detail::read_text_file(path, kMaxClassFileBytes), path);
+  if (path == "-") return parse_class_lines(read_stream(stdin, "<stdin>", kMaxClassFileBytes), "<stdin>");
+  return parse_class_lines(read_text_file(path, kMaxClassFileBytes), path);
 }
 
 }  // namespace ovseg::cli

@@ -12,11 +12,10 @@
 #include "class_list.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
-#include "common/fs_util.hpp"
-#include "common/log.hpp"
+#include "cli_log.hpp"
 #include "ovseg/eval.hpp"
+#include "ovseg/io.hpp"
 #include "ovseg/ovseg.hpp"
-#include "pipeline/oracle.hpp"
 #include "progress.hpp"
 #include "stop_signal.hpp"
 
@@ -54,7 +53,7 @@ struct EvalArgs {
 
 // The bundle's identity: its manifest lists every file with its sha256 (checked at load).
 std::string bundle_checksum(const std::string& bundle_dir) {
-  return detail::sha256_file((fs::path(bundle_dir) / "manifest.json").string());
+  return sha256_file((fs::path(bundle_dir) / "manifest.json").string());
 }
 
 std::string fixed6(float v) {
@@ -65,7 +64,7 @@ std::string fixed6(float v) {
 
 int run_eval(const EvalArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
-  auto& log = detail::log();
+  const auto& log = cli_log();
 
   // 1. Everything that can be checked before the (slow) model load.
   const bool custom = a.dataset == "custom";
@@ -105,17 +104,17 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   }
   const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
   // Temporaries that a killed earlier run (kill -9 during a checkpoint or report write) left.
-  if (const std::size_t swept = detail::sweep_stale_temporaries(output) +
-                                detail::sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
-                                detail::sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
+  if (const std::size_t swept = sweep_stale_temporaries(output) +
+                                sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
+                                sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
       swept > 0)
     log.info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
   if (!a.resume && fs::exists(checkpoint))
     throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
                                                           "continue it, or choose another --output");
   SegmentOptions so = segment_options(a.segment_flags);
-  const detail::Oracle oracle = detail::parse_oracle(a.oracle);
-  if (oracle != detail::Oracle::kNone && so.mode != Mode::kEval)
+  const eval::Oracle oracle = eval::parse_oracle(a.oracle);
+  if (oracle != eval::Oracle::kNone && so.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "--oracle runs on the evaluation path; it cannot be combined with --mode demo");
   // The ensemble weight: -w, else the dataset's (ov-seg GETTING_STARTED: 0.6 PC, 0.45 PAS-20) on
   // the evaluation path, else the bundle's (the config's 0.7, the commands).
@@ -128,7 +127,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   }
   if (so.clip_ensemble == false && so.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "eval: --maskformer-only needs --mode eval");
-  if (so.clip_ensemble == false && oracle != detail::Oracle::kNone)
+  if (so.clip_ensemble == false && oracle != eval::Oracle::kNone)
     throw Error(ErrorCode::kInvalidArgument, "eval: --oracle needs the CLIP branch; it cannot be combined with --maskformer-only");
   so.progress = [](const char*, float) { return !StopSignals::stop_requested(); };
   if (so.mode == Mode::kDemo)
@@ -157,12 +156,12 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                 {"mask_threshold", fixed6(settings.mask_threshold)},
                 {"ensemble_weight", fixed6(settings.ensemble_weight)},
                 {"ensemble_weight_source", weight_source},
-                {"oracle", detail::to_string(oracle)},
+                {"oracle", eval::to_string(oracle)},
                 {"precision", info.precision}};
   // What an oracle does not use is recorded as such (the numbers do not depend on it).
-  if (oracle == detail::Oracle::kMasks) o.settings["mask_threshold"] = "unused (oracle masks)";
-  if (oracle != detail::Oracle::kNone) {
-    o.settings["ensemble_weight"] = "unused (oracle " + std::string(detail::to_string(oracle)) + ")";
+  if (oracle == eval::Oracle::kMasks) o.settings["mask_threshold"] = "unused (oracle masks)";
+  if (oracle != eval::Oracle::kNone) {
+    o.settings["ensemble_weight"] = "unused (oracle " + std::string(eval::to_string(oracle)) + ")";
     o.settings["ensemble_weight_source"] = "-";
   }
   if (custom) {
@@ -197,17 +196,18 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                                            std::to_string(image.height) + " but its label " + pair.label_path +
                                            " is " + std::to_string(label_w) + "x" + std::to_string(label_h));
     Result r;
-    if (oracle == detail::Oracle::kNone) {
+    if (oracle == eval::Oracle::kNone) {
       r = model.segment(image.view(), classes, so);
     } else {
       const eval::LabelImage gt = eval::read_ground_truth(spec, pair.label_path);
-      const detail::GroundTruthView view{gt.labels.data(), gt.width, gt.height, spec.ignore_label};
-      r = detail::segment_with_oracle(model, image.view(), classes, so, oracle, view);
+      const eval::GroundTruthView view{gt.values.data(), gt.width, gt.height, spec.ignore_label};
+      r = eval::segment_with_oracle(model, image.view(), classes, so, oracle, view);
     }
     eval::Prediction p;
     p.labels.width = r.width;
     p.labels.height = r.height;
-    p.labels.labels = std::move(r.labels);
+    p.labels.bit_depth = 16;
+    p.labels.values = std::move(r.labels);
     p.timings = r.timings;
     return p;
   };

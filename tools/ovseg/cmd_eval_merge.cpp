@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "common/log.hpp"
+#include "cli_log.hpp"
 #include "ovseg/eval.hpp"
 
 namespace fs = std::filesystem;

@@ -13,9 +13,8 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "common/fs_util.hpp"
-#include "common/log.hpp"
-#include "image/image_ops.hpp"
+#include "ovseg/io.hpp"
+#include "cli_log.hpp"
 #include "inputs.hpp"
 #include "model_flags.hpp"
 #include "ovseg/sam.hpp"
@@ -47,15 +46,15 @@ void write_mask_folder(const std::string& dir, const SamResult& r) {
   fs::create_directories(tmp);
   try {
     for (std::size_t i = 0; i < r.masks.size(); ++i) {
-      detail::LabelMap map;
+      LabelMap map;
       map.width = r.width;
       map.height = r.height;
       map.bit_depth = 8;
       map.values.resize(r.masks[i].segmentation.size());
       for (std::size_t p = 0; p < map.values.size(); ++p) map.values[p] = r.masks[i].segmentation[p] ? 255 : 0;
-      detail::write_label_map((tmp / (std::to_string(i) + ".png")).string(), map);
+      write_label_map((tmp / (std::to_string(i) + ".png")).string(), map);
     }
-    detail::write_file_atomic((tmp / "metadata.csv").string(), amg_metadata_csv(r));
+    write_file_atomic((tmp / "metadata.csv").string(), amg_metadata_csv(r));
     const fs::path old = target.parent_path() / (target.filename().string() + ".old-" + std::to_string(::getpid()));
     const bool had = fs::exists(target);
     if (had) fs::rename(target, old);
@@ -81,17 +80,17 @@ int run_masks(const MasksArgs& a) {
       const std::string base = (fs::path(a.output) / in.out_stem).string();
       if (a.rle) {
         fs::create_directories(fs::path(base).parent_path());
-        detail::write_file_atomic(base + ".json", amg_rle_json(r));
+        write_file_atomic(base + ".json", amg_rle_json(r));
       } else {
         write_mask_folder(base, r);
       }
-      detail::log().info("{}: {} masks in {:.2f} s ({} crop{})", in.path, r.masks.size(), r.timings.total_ms / 1000.0,
+      cli_log().info("{}: {} masks in {:.2f} s ({} crop{})", in.path, r.masks.size(), r.timings.total_ms / 1000.0,
                          r.crops, r.crops == 1 ? "" : "s");
     } catch (const Error& e) {
-      detail::log().error("{}: {}", in.path, e.what());
+      cli_log().error("{}: {}", in.path, e.what());
       failed.push_back(in.path);
     } catch (const std::exception& e) {
-      detail::log().error("{}: {}", in.path, e.what());
+      cli_log().error("{}: {}", in.path, e.what());
       failed.push_back(in.path);
     }
   }

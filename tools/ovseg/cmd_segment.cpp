@@ -16,8 +16,8 @@
 #include "class_list.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
-#include "common/fs_util.hpp"
-#include "common/log.hpp"
+#include "ovseg/io.hpp"
+#include "cli_log.hpp"
 #include "inputs.hpp"
 #include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
@@ -74,7 +74,7 @@ struct Decoded {
 
 int run_segment(SegmentArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
-  auto& log = detail::log();
+  const auto& log = cli_log();
 
   // 1. Classes.
   if (a.class_flags.classes_file_opt->count() && a.class_flags.classes_file == "-" &&
@@ -135,7 +135,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     for (const auto& im : images)
       dirs.insert(fs::path(output_paths(a.output, im.out_stem, false, false, false)[0]).parent_path().string());
     std::size_t swept = 0;
-    for (const auto& d : dirs) swept += detail::sweep_stale_temporaries(d);
+    for (const auto& d : dirs) swept += sweep_stale_temporaries(d);
     if (swept > 0) log.info("segment: removed {} stale temporary file(s) of an interrupted run", swept);
   }
   // Special files (FIFOs, sockets, devices) are refused before anything is read: reading one
@@ -151,7 +151,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     const auto st = fs::status(images[i].path, ec);
     if (!ec && fs::exists(st) && !fs::is_regular_file(st) && !fs::is_directory(st)) {
       struct ::stat sb {};
-      const std::string kind = ::stat(images[i].path.c_str(), &sb) == 0 ? detail::file_kind(sb.st_mode) : "special file";
+      const std::string kind = ::stat(images[i].path.c_str(), &sb) == 0 ? file_kind(sb.st_mode) : "special file";
       failures.push_back({i, "not a regular file (" + kind + "); refused without reading it"});
       continue;
     }

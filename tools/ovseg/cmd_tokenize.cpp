@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "common/fs_util.hpp"
+#include "ovseg/io.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/tokenizer.hpp"
 
@@ -34,7 +34,7 @@ TokenizerChoice from_bundle(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
   std::string manifest_text;
   try {
-    manifest_text = detail::read_text_file(path, std::uint64_t{16} << 20);
+    manifest_text = read_text_file(path, std::uint64_t{16} << 20);
   } catch (const Error& e) {
     throw Error(ErrorCode::kBadModel, std::string(e.what()) + " (the bundle manifest)");
   }

@@ -5,7 +5,7 @@
 
 #include <chrono>
 
-#include "common/log.hpp"
+#include "cli_log.hpp"
 
 namespace ovseg::cli {
 
@@ -86,7 +86,7 @@ std::vector<std::string> choose_classes(const ClassFlags& flags) {
   if (flags.classes_opt->count()) return parse_class_string(flags.classes);
   if (flags.classes_file_opt->count()) return read_class_file(flags.classes_file);
   if (flags.preset_opt->count())
-    detail::log().warn("--preset is deprecated for class lists: use --dataset-classes {}", flags.dataset_classes);
+    cli_log().warn("--preset is deprecated for class lists: use --dataset-classes {}", flags.dataset_classes);
   if (flags.dataset_classes_opt->count() || flags.preset_opt->count()) return preset_classes(flags.dataset_classes);
   throw Error(ErrorCode::kInvalidArgument,
               "no classes given: use --classes \"sky,tree,red car\", --classes-file FILE or --dataset-classes NAME");
@@ -94,7 +94,7 @@ std::vector<std::string> choose_classes(const ClassFlags& flags) {
 
 Model load_model(const std::string& bundle_dir, const ModelOptions& options, const std::vector<std::string>& classes,
                  double* text_ms_out) {
-  auto& log = detail::log();
+  const auto& log = cli_log();
   const auto start = std::chrono::steady_clock::now();
   Model model = Model::load(bundle_dir, options);
   const auto& info = model.info();

@@ -3,8 +3,7 @@
 
 #include <cstdint>
 
-#include "common/fs_util.hpp"
-#include "image/image_ops.hpp"
+#include "ovseg/io.hpp"
 #include "class_list.hpp"
 #include "inputs.hpp"
 #include "overlay.hpp"
@@ -36,32 +35,19 @@ void write_segment_outputs(const ModelInfo& info, const OutputRequest& request, 
   if (request.overlay) outputs.overlay = paths[next++];
   if (request.json) outputs.report = paths[next++];
   if (request.save_scores) outputs.scores = paths[next++];
-  const int bit_depth = r.classes.size() <= 255 ? 8 : 16;
-  if (request.overlay) detail::write_rgb_image(outputs.overlay, render_overlay(image, r));
+  const LabelMap labels = label_map(r);  // 8-bit (255 = unlabeled) up to 255 classes, else 16-bit
+  const int bit_depth = labels.bit_depth;
+  if (request.overlay) write_image(outputs.overlay, render_overlay(image, r));
   if (request.json) {
     // Paths are bytes on Linux: a name that is not UTF-8 is written with U+FFFD in place of each
     // invalid byte (README, "JSON reports"); the name itself is kept in "input_bytes" (hex).
     nlohmann::json report = make_segment_report(info, request, in, outputs, r, bit_depth, decode_ms, regions);
     if (!is_valid_utf8(in.path)) report["input_bytes"] = hex_bytes(in.path);
     const std::string text = report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    detail::write_file_atomic(outputs.report, text);
+    write_file_atomic(outputs.report, text);
   }
-  if (request.save_scores) {
-    const std::int64_t c = static_cast<std::int64_t>(r.score_classes.size());
-    if (r.scores.size() != static_cast<std::size_t>(c) * r.width * r.height)
-      throw Error(ErrorCode::kRuntime, "score map has an unexpected size");
-    const auto npy = detail::npy_float32(r.scores.data(), {c, r.height, r.width});
-    detail::write_file_atomic(outputs.scores, npy.data(), npy.size());
-  }
-  detail::LabelMap lm;
-  lm.width = r.width;
-  lm.height = r.height;
-  lm.bit_depth = bit_depth;
-  lm.values = r.labels;
-  if (bit_depth == 8)
-    for (auto& v : lm.values)
-      if (v == kUnlabeled) v = 255;
-  detail::write_label_map(outputs.label_map, lm);
+  if (request.save_scores) write_scores_npy(outputs.scores, r);
+  write_label_map(outputs.label_map, labels);
 }
 
 }  // namespace ovseg::cli

@@ -1,6 +1,8 @@
 // The JSON report of one segmented image (`ovseg segment --json`, STEM.json).
 #include "segment_output.hpp"
 
+#include "ovseg/io.hpp"
+
 #include <cmath>
 
 namespace ovseg::cli {
@@ -30,7 +32,7 @@ nlohmann::json make_segment_report(const ModelInfo& info, const OutputRequest& r
   if (r.score_classes != r.classes) j["score_classes"] = r.score_classes;
   j["label_map"] = {{"path", outputs.label_map},
                     {"bit_depth", bit_depth},
-                    {"unlabeled_value", bit_depth == 8 ? 255 : 65535}};
+                    {"unlabeled_value", unlabeled_value(bit_depth)}};
   if (!outputs.overlay.empty()) j["overlay"] = outputs.overlay;
   if (!outputs.report.empty()) j["report"] = outputs.report;
   if (!outputs.scores.empty())
