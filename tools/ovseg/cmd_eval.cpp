@@ -1,6 +1,5 @@
 // `ovseg eval`: the reference's evaluation on the paper's five benchmarks (A-150, A-847, PC-59,
 // PC-459, PAS-20) or a custom dataset in the same style, resumable and shardable.
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
