@@ -3,17 +3,213 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <set>
 #include <vector>
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
+#if defined(OVSEG_HAVE_FREETYPE)
+#include <opencv2/freetype.hpp>
+#endif
 
 #include "class_list.hpp"
+#include "cli_log.hpp"
+
+#if !defined(OVSEG_OVERLAY_FONT)
+#define OVSEG_OVERLAY_FONT ""
+#endif
+#if !defined(OVSEG_OVERLAY_CJK_FONT)
+#define OVSEG_OVERLAY_CJK_FONT ""
+#endif
 
 namespace ovseg::cli {
 namespace {
 
 constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+
+// UTF-8 → code points; a byte that does not start a well-formed character becomes U+FFFD.
+std::vector<char32_t> decode_utf8(const std::string& s) {
+  std::vector<char32_t> out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const int n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    char32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    bool ok = n > 0 && i + n <= s.size();
+    for (int k = 1; ok && k < n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) ok = false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+               (cp >= 0xD800 && cp <= 0xDFFF)))
+      ok = false;
+    out.push_back(ok ? cp : 0xFFFD);
+    i += ok ? n : 1;
+  }
+  return out;
+}
+
+void append_utf8(std::string& out, char32_t c) {
+  if (c < 0x80) {
+    out.push_back(static_cast<char>(c));
+  } else if (c < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else if (c < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  }
+}
+
+// Han, kana, Hangul, CJK punctuation and full-width forms: what DejaVu Sans does not draw.
+bool is_cjk(char32_t c) {
+  return (c >= 0x1100 && c <= 0x11FF) || (c >= 0x2E80 && c <= 0x2FDF) || (c >= 0x3000 && c <= 0x9FFF) ||
+         (c >= 0xA960 && c <= 0xA97F) || (c >= 0xAC00 && c <= 0xD7FF) || (c >= 0xF900 && c <= 0xFAFF) ||
+         (c >= 0xFE30 && c <= 0xFE4F) || (c >= 0xFF00 && c <= 0xFFEF) || (c >= 0x20000 && c <= 0x3FFFF);
+}
+
+// Writes text with OpenCV's freetype module where the build has it and the fonts load, with the
+// Hershey font in ASCII otherwise. Positions are those of cv::putText: `org` is the left end of
+// the baseline; sizes are cv::getTextSize's (height above the baseline, `baseline` below it).
+class Painter {
+ public:
+  explicit Painter(const OverlayFonts& fonts) {
+#if defined(OVSEG_HAVE_FREETYPE)
+    main_ = load(fonts.main);
+    if (main_) cjk_ = load(fonts.cjk);
+#else
+    (void)fonts;
+#endif
+  }
+
+  bool truetype() const {
+#if defined(OVSEG_HAVE_FREETYPE)
+    return !main_.empty();
+#else
+    return false;
+#endif
+  }
+
+  // The text as it will be drawn: ASCII with '?' for the Hershey font; control characters
+  // become spaces either way.
+  std::string label(const std::string& utf8) const {
+    if (!truetype()) return ascii_label(utf8);
+    std::string out;
+    for (char32_t c : decode_utf8(utf8)) append_utf8(out, c < 0x20 || (c >= 0x7F && c < 0xA0) ? U' ' : c);
+    return out;
+  }
+
+  cv::Size size(const std::string& text, double scale, int thickness, int* baseline) const {
+#if defined(OVSEG_HAVE_FREETYPE)
+    if (truetype()) {
+      const int px = pixel_height(scale);
+      cv::Size total(0, 0);
+      for (const auto& run : runs(text)) {
+        int b = 0;
+        const cv::Size s = font(run)->getTextSize(run.text, px, -1, &b);
+        total.width += s.width;
+        total.height = std::max(total.height, s.height);
+      }
+      // Outlines grow the text by their width on every side.
+      total.width += thickness;
+      total.height = std::max(total.height, px * 3 / 4) + thickness / 2;
+      *baseline = px / 4 + thickness / 2;
+      return total;
+    }
+#endif
+    return cv::getTextSize(text, kFont, scale, thickness, baseline);
+  }
+
+  void put(cv::Mat& img, const std::string& text, cv::Point org, double scale, const cv::Scalar& colour,
+           int thickness, bool outline_only = false) const {
+#if defined(OVSEG_HAVE_FREETYPE)
+    if (truetype()) {
+      const int px = pixel_height(scale);
+      for (const auto& run : runs(text)) {
+        const auto& f = font(run);
+        f->putText(img, run.text, org, px, colour, outline_only ? std::max(1, thickness) : -1, cv::LINE_AA, true);
+        int b = 0;
+        org.x += f->getTextSize(run.text, px, -1, &b).width;
+      }
+      return;
+    }
+#endif
+    (void)outline_only;
+    cv::putText(img, text, org, kFont, scale, colour, thickness, cv::LINE_AA);
+  }
+
+  // Text with a dark outline so it stays legible on any colour.
+  void outlined(cv::Mat& img, const std::string& text, cv::Point org, double scale, int thickness,
+                const cv::Scalar& colour = cv::Scalar(255, 255, 255)) const {
+    if (truetype()) {
+      put(img, text, org, scale, cv::Scalar(0, 0, 0), thickness + 1, /*outline_only=*/true);
+      put(img, text, org, scale, colour, thickness);
+      return;
+    }
+    put(img, text, org, scale, cv::Scalar(0, 0, 0), thickness + 2 + thickness / 2);
+    put(img, text, org, scale, colour, thickness);
+  }
+
+ private:
+#if defined(OVSEG_HAVE_FREETYPE)
+  struct Run {
+    std::string text;
+    bool cjk = false;
+  };
+
+  // The Hershey font's scale 1 is about 30 pixels from ascender to descender.
+  static int pixel_height(double scale) { return std::max(8, static_cast<int>(std::lround(30.0 * scale))); }
+
+  static cv::Ptr<cv::freetype::FreeType2> load(const std::string& path) {
+    if (path.empty()) return {};
+    std::error_code ec;
+    std::string problem;
+    if (!std::filesystem::is_regular_file(path, ec)) {
+      problem = "not found";
+    } else {
+      try {
+        auto f = cv::freetype::createFreeType2();
+        f->loadFontData(path, 0);
+        return f;
+      } catch (const cv::Exception& e) {
+        problem = e.what();
+      }
+    }
+    static std::mutex mu;
+    static std::set<std::string> warned;
+    std::lock_guard<std::mutex> lock(mu);
+    if (warned.insert(path).second)
+      cli_log().warn("overlay font {}: {}; class names are drawn without it (ASCII, '?' for other characters)",
+                         path, problem);
+    return {};
+  }
+
+  // Consecutive characters that one font draws. Without a CJK font, CJK characters become '?'.
+  std::vector<Run> runs(const std::string& text) const {
+    std::vector<Run> out;
+    for (char32_t c : decode_utf8(text)) {
+      const bool cjk = is_cjk(c) && !cjk_.empty();
+      if (is_cjk(c) && !cjk) c = U'?';
+      if (out.empty() || out.back().cjk != cjk) out.push_back({std::string(), cjk});
+      append_utf8(out.back().text, c);
+    }
+    return out;
+  }
+
+  const cv::Ptr<cv::freetype::FreeType2>& font(const Run& r) const { return r.cjk ? cjk_ : main_; }
+
+  cv::Ptr<cv::freetype::FreeType2> main_, cjk_;
+#endif
+};
 
 std::array<std::uint8_t, 3> hsv_to_rgb(double h, double s, double v) {
   const double i = std::floor(h * 6.0);
@@ -37,16 +233,13 @@ cv::Scalar rgb_scalar(const std::array<std::uint8_t, 3>& c) { return cv::Scalar(
 // "road, route" → "road": the datasets list synonyms after the first comma.
 std::string primary_name(const std::string& s) { return trim(s.substr(0, s.find(','))); }
 
+// At most `max_chars` characters (code points), the last three "..." when it is cut.
 std::string truncate(const std::string& s, std::size_t max_chars) {
-  if (s.size() <= max_chars) return s;
-  return s.substr(0, max_chars - 3) + "...";
-}
-
-// Text with a dark outline so it stays legible on any colour.
-void outlined_text(cv::Mat& img, const std::string& text, cv::Point org, double scale, int thickness,
-                   const cv::Scalar& colour = cv::Scalar(255, 255, 255)) {
-  cv::putText(img, text, org, kFont, scale, cv::Scalar(0, 0, 0), thickness + 2 + thickness / 2, cv::LINE_AA);
-  cv::putText(img, text, org, kFont, scale, colour, thickness, cv::LINE_AA);
+  const auto cps = decode_utf8(s);
+  if (cps.size() <= max_chars) return s;
+  std::string out;
+  for (std::size_t i = 0; i + 3 < max_chars; ++i) append_utf8(out, cps[i]);
+  return out + "...";
 }
 
 std::string format_share(double percent) {
@@ -116,11 +309,27 @@ std::string ascii_label(const std::string& utf8) {
   return out;
 }
 
-Image render_overlay(const Image& image, const Result& result) {
+OverlayFonts OverlayFonts::defaults() {
+  OverlayFonts f{OVSEG_OVERLAY_FONT, OVSEG_OVERLAY_CJK_FONT};
+  if (const char* e = std::getenv("OVSEG_OVERLAY_FONT")) f.main = e;
+  if (const char* e = std::getenv("OVSEG_OVERLAY_CJK_FONT")) f.cjk = e;
+  return f;
+}
+
+bool overlay_truetype_available() {
+#if defined(OVSEG_HAVE_FREETYPE)
+  return true;
+#else
+  return false;
+#endif
+}
+
+Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts) {
   const int w = image.width, h = image.height;
   if (w != result.width || h != result.height || result.labels.size() != static_cast<std::size_t>(w) * h)
     throw Error(ErrorCode::kRuntime, "overlay: image and label map sizes differ");
   const int num_classes = static_cast<int>(result.classes.size());
+  const Painter painter(fonts);
   cv::Mat img(h, w, CV_8UC3, const_cast<std::uint8_t*>(image.rgb.data()));
   cv::Mat labels(h, w, CV_16UC1, const_cast<std::uint16_t*>(result.labels.data()));
 
@@ -171,9 +380,9 @@ Image render_overlay(const Image& image, const Result& result) {
   const int thick = std::max(1, static_cast<int>(std::lround(scale * 1.4)));
   std::vector<cv::Rect> placed;
   for (const auto& rl : find_label_anchors(labels, num_classes, result.class_pixels)) {
-    const std::string name = truncate(ascii_label(primary_name(result.classes[rl.cls])), 24);
+    const std::string name = truncate(painter.label(primary_name(result.classes[rl.cls])), 24);
     int baseline = 0;
-    const cv::Size ts = cv::getTextSize(name, kFont, scale, thick + 2, &baseline);
+    const cv::Size ts = painter.size(name, scale, thick + 2, &baseline);
     if (rl.area < ts.area() / 2) continue;
     cv::Rect chosen;
     for (const int dy : {0, 1, -1, 2, -2}) {
@@ -188,7 +397,7 @@ Image render_overlay(const Image& image, const Result& result) {
     }
     if (chosen.area() == 0) continue;
     placed.push_back(chosen);
-    outlined_text(blend, name, cv::Point(chosen.x + 2, chosen.y + 2 + ts.height), scale, thick);
+    painter.outlined(blend, name, cv::Point(chosen.x + 2, chosen.y + 2 + ts.height), scale, thick);
   }
 
   // 4. Legend panel: one row per present class (largest share first), then "unlabeled".
@@ -206,7 +415,7 @@ Image render_overlay(const Image& image, const Result& result) {
                    [&](int a, int b) { return result.class_pixels[a] > result.class_pixels[b]; });
   std::vector<Entry> entries;
   for (int c : present)
-    entries.push_back({std::to_string(c) + " " + truncate(ascii_label(result.classes[c]), 36),
+    entries.push_back({std::to_string(c) + " " + truncate(painter.label(result.classes[c]), 36),
                        format_share(100.0 * result.class_pixels[c] / total), rgb_scalar(palette[c]), false});
   if (result.unlabeled_pixels > 0)
     entries.push_back({"unlabeled", format_share(100.0 * result.unlabeled_pixels / total), cv::Scalar(0, 0, 0), true});
@@ -214,17 +423,17 @@ Image render_overlay(const Image& image, const Result& result) {
   const double ls = std::clamp(h / 900.0, 0.45, 1.5);
   const int lthick = std::max(1, static_cast<int>(std::lround(ls * 1.3)));
   int base = 0;
-  const int text_h = cv::getTextSize("Ag", kFont, ls, lthick, &base).height;
+  const int text_h = painter.size("Ag", ls, lthick, &base).height;
   const int row_h = text_h * 2 + base;
   const int margin = std::max(6, text_h);
   const int swatch = text_h + base + 2;
   int name_w = 0, share_w = 0;
   for (const auto& e : entries) {
-    name_w = std::max(name_w, cv::getTextSize(e.text, kFont, ls, lthick, &base).width);
-    share_w = std::max(share_w, cv::getTextSize(e.share, kFont, ls, lthick, &base).width);
+    name_w = std::max(name_w, painter.size(e.text, ls, lthick, &base).width);
+    share_w = std::max(share_w, painter.size(e.share, ls, lthick, &base).width);
   }
   const std::string title = std::to_string(present.size()) + " of " + std::to_string(num_classes) + " classes";
-  const int title_w = cv::getTextSize(title, kFont, ls, lthick, &base).width;
+  const int title_w = painter.size(title, ls, lthick, &base).width;
   const int col_w = std::max(swatch + margin + name_w + 2 * margin + share_w, title_w) + margin;
   const int header_h = margin + row_h;
   const int min_rows = std::min<int>(static_cast<int>(entries.size()), 6);
@@ -236,8 +445,7 @@ Image render_overlay(const Image& image, const Result& result) {
   cv::Mat canvas(canvas_h, w + panel_w, CV_8UC3, cv::Scalar(32, 32, 32));
   blend.copyTo(canvas(cv::Rect(0, 0, w, h)));
   const int px = w + margin;
-  cv::putText(canvas, title, cv::Point(px, margin + text_h), kFont, ls, cv::Scalar(230, 230, 230), lthick,
-              cv::LINE_AA);
+  painter.put(canvas, title, cv::Point(px, margin + text_h), ls, cv::Scalar(230, 230, 230), lthick);
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const int col = static_cast<int>(i) / rows_per_col, row = static_cast<int>(i) % rows_per_col;
     const int x = px + col * col_w;
@@ -247,11 +455,9 @@ Image render_overlay(const Image& image, const Result& result) {
     if (entries[i].hatched) cv::line(canvas, sw.tl(), sw.br(), cv::Scalar(200, 200, 200), 1, cv::LINE_AA);
     cv::rectangle(canvas, sw, cv::Scalar(200, 200, 200), 1);
     const int ty = y + (row_h + text_h) / 2;
-    cv::putText(canvas, entries[i].text, cv::Point(x + swatch + margin, ty), kFont, ls, cv::Scalar(240, 240, 240),
-                lthick, cv::LINE_AA);
-    const int sw_w = cv::getTextSize(entries[i].share, kFont, ls, lthick, &base).width;
-    cv::putText(canvas, entries[i].share, cv::Point(x + col_w - margin - sw_w, ty), kFont, ls,
-                cv::Scalar(200, 200, 200), lthick, cv::LINE_AA);
+    painter.put(canvas, entries[i].text, cv::Point(x + swatch + margin, ty), ls, cv::Scalar(240, 240, 240), lthick);
+    const int sw_w = painter.size(entries[i].share, ls, lthick, &base).width;
+    painter.put(canvas, entries[i].share, cv::Point(x + col_w - margin - sw_w, ty), ls, cv::Scalar(200, 200, 200), lthick);
   }
 
   Image out;
