@@ -218,12 +218,15 @@ struct OVSEG_API Box {
 
 // One valid region (a MaskFormer query whose mask passes the threshold).
 struct OVSEG_API Segment {
-  int query = 0;         // query index (0..Q-1)
+  int query = 0;         // query index (0..Q-1); SAM proposals: the mask's index in the generator's output
   int class_index = 0;   // best class of the region (index into Result::classes)
-  float score = 0;       // its ensembled probability
+  float score = 0;       // its ensembled probability (SAM: its demo class probability)
   std::int64_t area = 0; // pixels of the binary mask, at the original image size
   Box box;               // bounding box of the binary mask, at the original image size
-  bool selected = false; // demo path: the region was chosen by at least one class
+  bool selected = false; // demo path and SAM: the region was chosen by at least one class
+  // SAM proposals only (ovseg/sam.hpp; 0 otherwise): the generator's scores of the mask.
+  float predicted_iou = 0;
+  float stability_score = 0;
 };
 
 struct OVSEG_API Result {

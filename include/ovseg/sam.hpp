@@ -145,7 +145,10 @@ struct OVSEG_API SamRegion {
 };
 
 struct OVSEG_API SamSegmentation {
-  Result result;                  // label map etc. at the original size (segments left empty)
+  // Label map etc. at the original size; `segments` = every SAM mask in the generator's order
+  // (query = its index): box and area scaled to the original size, the best of the caller's
+  // classes and its probability, selected, predicted IoU and stability score.
+  Result result;
   std::vector<SamRegion> regions; // the generator's order
   int sam_width = 0, sam_height = 0;  // the demo resize
   SamTimings sam_timings;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <mutex>
 #include <new>
 #include <utility>
@@ -338,6 +339,36 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
       const cv::Mat ch(static_cast<int>(h), static_cast<int>(w), CV_32F, score_small.data() + c * h * w);
       cv::Mat dst(H0, W0, CV_32F, res.scores.data() + c * H0 * W0);
       cv::resize(ch, dst, cv::Size(W0, H0), 0, 0, cv::INTER_NEAREST);
+    }
+  }
+  // Result::segments: every SAM mask in the generator's order, in the original image's coordinates
+  // as the MaskFormer path reports its regions (box scaled with floor/ceil, area scaled), the best
+  // of the caller's classes ("others" excluded), and the generator's scores.
+  {
+    const double sx = static_cast<double>(W0) / static_cast<double>(w);
+    const double sy = static_cast<double>(H0) / static_cast<double>(h);
+    const int64_t kc_seg = others ? k - 1 : k;
+    res.segments.reserve(out.regions.size());
+    for (const SamRegion& reg : out.regions) {
+      Segment seg;
+      seg.query = reg.index;
+      int best = 0;
+      for (int c = 1; c < kc_seg; ++c)
+        if (reg.probs[static_cast<size_t>(c)] > reg.probs[static_cast<size_t>(best)]) best = c;
+      seg.class_index = best;
+      seg.score = reg.probs[static_cast<size_t>(best)];
+      const Box& b = reg.box;
+      if (b.x1 > b.x0 && b.y1 > b.y0) {
+        seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
+        seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
+        seg.box.x1 = std::min(W0, static_cast<int>(std::ceil(b.x1 * sx)));
+        seg.box.y1 = std::min(H0, static_cast<int>(std::ceil(b.y1 * sy)));
+      }
+      seg.area = std::llround(static_cast<double>(reg.area) * sx * sy);
+      seg.selected = reg.selected;
+      seg.predicted_iou = reg.predicted_iou;
+      seg.stability_score = reg.stability_score;
+      res.segments.push_back(seg);
     }
   }
   out.classify_ms = ms_since(t0);

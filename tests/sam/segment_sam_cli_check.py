@@ -6,6 +6,7 @@ edge cases: no mask surviving (all unlabelled, a message), granularity 0 and 1, 
 and the ov-seg-way variant (--sam-classifier ovseg) measured against the demo.
 Exit 77 without a SAM fixture with "classify". Cost: ≈ 25 s per run on 2 cores."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,10 +69,35 @@ class SegmentSamCli(unittest.TestCase):
                     self.assertEqual({r["index"] for r in regs if r["selected"]}, sel)
                     boxes = sf.load_array(rd, meta, "region_boxes", t)
                     np.testing.assert_array_equal(np.array([r["box"] for r in regs]), boxes)
+                    self.check_segments(d, meta, rep, preds, sel, boxes, len(run["classes"]))
                     ref = sf.load_array(rd, meta, "label", t)
                     self.assertEqual(label.shape, ref.shape)
                     eq = np.mean(label == ref)
                     self.assertGreaterEqual(eq, 0.9999, f"labels {eq:.6f} equal")
+
+    def check_segments(self, d, meta, rep, preds, selected, boxes, k):
+        """The report's segments: every SAM mask in the generator's order, box and area scaled to
+        the original size (floor/ceil, as MaskFormer regions), the best caller class (no "others"),
+        the generator's predicted IoU and stability score; all against the fixture."""
+        segs = rep["segments"]
+        self.assertEqual([s["query"] for s in segs], list(range(preds.shape[0])))
+        h, w = meta["amg_input_size_hw"]
+        h0, w0 = meta["original_size_hw"]
+        sx, sy = w0 / w, h0 / h
+        area = np.load(os.path.join(d, meta["tensors"]["area"]["file"]))
+        iou = np.load(os.path.join(d, meta["tensors"]["predicted_iou"]["file"]))
+        stab = np.load(os.path.join(d, meta["tensors"]["stability_score"]["file"]))
+        for i, s in enumerate(segs):
+            x0, y0, x1, y1 = (float(v) for v in boxes[i])
+            want = [math.floor(x0 * sx), math.floor(y0 * sy), min(w0, math.ceil(x1 * sx)), min(h0, math.ceil(y1 * sy))]
+            self.assertEqual(s["box"], want, f"segment {i} box")
+            # The official area (at the SAM input size) scaled; ovseg's masks may differ by 1-2 pixels.
+            self.assertLessEqual(abs(s["area"] - area[i] * sx * sy), 1 + 2 * sx * sy, f"segment {i} area")
+            self.assertLess(abs(s["predicted_iou"] - float(iou[i])), 1e-4)
+            self.assertLess(abs(s["stability_score"] - float(stab[i])), 1e-4)
+            self.assertEqual(s["class_index"], int(np.argmax(preds[i, :k])))
+            self.assertLess(abs(s["score"] - float(preds[i, :k].max())), 1e-4)
+            self.assertEqual(s["selected"], i in selected)
 
     def test_edge_cases_and_variant(self):
         d, meta = FIXTURES[0]
@@ -82,6 +108,7 @@ class SegmentSamCli(unittest.TestCase):
                                       ["--pred-iou-thresh", "1.0"])
             self.assertTrue((label == 255).all())
             self.assertEqual(rep["sam_regions"], [])
+            self.assertEqual(rep["segments"], [])
             self.assertIn("no SAM mask survived", err + json.dumps(rep))
             # Granularity 0: every region with a positive score is selected for every class.
             rep0, label0, _ = segment(d, meta, os.path.join(tmp, "g0"), classes, 0.0)

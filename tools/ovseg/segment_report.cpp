@@ -60,7 +60,11 @@ nlohmann::json make_segment_report(const ModelInfo& info, const OutputRequest& r
                {"score", round_to(s.score, 1e-6)},
                {"area", s.area},
                {"box", {s.box.x0, s.box.y0, s.box.x1, s.box.y1}}};
-    if (r.settings.mode == Mode::kDemo) sj["selected"] = s.selected;
+    if (r.settings.mode == Mode::kDemo || request.sam) sj["selected"] = s.selected;
+    if (request.sam) {  // the SAM masks: the generator's scores too
+      sj["predicted_iou"] = s.predicted_iou;
+      sj["stability_score"] = s.stability_score;
+    }
     segs.push_back(std::move(sj));
   }
   j["segments"] = segs;
