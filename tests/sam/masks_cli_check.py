@@ -19,6 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import sam_fixtures as sf  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "..", "eval"))
+import coco_rle  # noqa: E402  (the tests' COCO RLE, written from pycocotools' description)
+
 BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
 BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
 FIXTURES = sf.sam_fixtures()
@@ -39,33 +42,6 @@ def read_folder(folder):
         rows = list(csv.DictReader(f))
     masks = [np.asarray(Image.open(os.path.join(folder, f"{i}.png"))) for i in range(len(rows))]
     return rows, masks
-
-
-def coco_decode(rle):
-    """pycocotools' string RLE -> HxW bool (reference decoder written from the format)."""
-    h, w = rle["size"]
-    s = rle["counts"]
-    counts, p = [], 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1f) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    flat = np.zeros(h * w, dtype=bool)
-    idx, val = 0, False
-    for c in counts:
-        flat[idx:idx + c] = val
-        idx += c
-        val = not val
-    return flat.reshape(w, h).T
 
 
 class MasksCli(unittest.TestCase):
@@ -125,7 +101,7 @@ class MasksCli(unittest.TestCase):
             for i, rec in enumerate(recs):
                 self.assertEqual(list(rec.keys()), ["segmentation", "area", "bbox", "predicted_iou",
                                                     "point_coords", "stability_score", "crop_box"])
-                np.testing.assert_array_equal(coco_decode(rec["segmentation"]), masks[i] > 0)
+                np.testing.assert_array_equal(coco_rle.decode(rec["segmentation"]) > 0, masks[i] > 0)
                 self.assertEqual(rec["area"], int(rows[i]["area"]))
                 self.assertEqual(rec["predicted_iou"], float(rows[i]["predicted_iou"]))
 
