@@ -73,7 +73,7 @@ class Modules {
   Modules(const Modules&) = delete;
   Modules& operator=(const Modules&) = delete;
 
-  // x [1,3,Hp,Wp] float32 → (class embeddings [Q,E], mask logits [Q,Hp/4,Wp/4]), float32.
+  // x [1,3,Hp,Wp] float32 → (class embeddings [Q,E], mask logits [Q,Hp/s,Wp/s]), float32.
   std::pair<at::Tensor, at::Tensor> proposals(const at::Tensor& x) const;
   // images [N,3,R,R], masks [N,1,R,R] float32 → L2-normalised embeddings [N,E] float32.
   at::Tensor clip_visual(const at::Tensor& images, const at::Tensor& masks) const;
@@ -158,7 +158,7 @@ ProposalInput prepare_proposal_input(const Image& resized, const Manifest& manif
 
 struct Proposals {
   at::Tensor class_embeddings;  // [Q,E] float32, before L2 normalisation
-  at::Tensor mask_logits;       // [Q,Hp/4,Wp/4] float32
+  at::Tensor mask_logits;       // [Q,Hp/s,Wp/s] float32, s = the mask stride (4; 2 for the demo model)
 };
 Proposals run_proposals(const Modules& modules, const at::Tensor& padded);
 
@@ -183,7 +183,7 @@ class SoftMasks {
   int64_t rows_per_chunk() const;
 
  private:
-  at::Tensor logits_;  // [Q,Hp/4,Wp/4] float32
+  at::Tensor logits_;  // [Q,Hp/s,Wp/s] float32
   int64_t hp_, wp_, h_, w_;
 };
 

@@ -37,8 +37,16 @@ Proposals run_proposals(const Modules& modules, const at::Tensor& padded) {
   auto [emb, masks] = modules.proposals(padded);
   if (emb.size(0) != masks.size(0))
     throw Error(ErrorCode::kRuntime, "proposals module: class embeddings and masks disagree on the query count");
-  if (masks.size(1) * 4 != padded.size(2) || masks.size(2) * 4 != padded.size(3))
-    throw Error(ErrorCode::kRuntime, "proposals module: mask logits are not at stride 4 of the padded input");
+  // The reference upsamples the mask logits to the padded input's size, whatever their stride:
+  // 4 with ov-seg's backbones, 2 with a Swin of PATCH_SIZE 2 (the demo model). One integer
+  // stride for both axes.
+  const int64_t mh = masks.size(1);
+  const int64_t mw = masks.size(2);
+  if (mh <= 0 || mw <= 0 || padded.size(2) % mh != 0 || padded.size(3) % mw != 0 ||
+      padded.size(2) / mh != padded.size(3) / mw)
+    throw Error(ErrorCode::kRuntime, "proposals module: mask logits [" + std::to_string(mh) + "," +
+                                         std::to_string(mw) + "] are not at one integer stride of the padded input [" +
+                                         std::to_string(padded.size(2)) + "," + std::to_string(padded.size(3)) + "]");
   return Proposals{emb.contiguous(), masks.contiguous()};
 }
 

@@ -80,7 +80,7 @@ SoftMasks::SoftMasks(at::Tensor mask_logits, int64_t hp, int64_t wp, int64_t h, 
     : logits_(std::move(mask_logits)), hp_(hp), wp_(wp), h_(h), w_(w) {}
 
 at::Tensor SoftMasks::rows(const at::Tensor& queries) const {
-  // [n,Hp/4,Wp/4] → [1,n,Hp,Wp] (bilinear, align_corners false, sizes given, no scale factors)
+  // [n,Hp/s,Wp/s] → [1,n,Hp,Wp] (bilinear, align_corners false, sizes given, no scale factors)
   at::Tensor up = at::upsample_bilinear2d(logits_.index_select(0, queries).unsqueeze(0), {hp_, wp_},
                                           /*align_corners=*/false);
   // The crop is materialised before the sigmoid: the reference applies it to a contiguous

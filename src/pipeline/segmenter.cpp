@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "common/fs_util.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "image/image_ops.hpp"
 #include "pipeline/oracle.hpp"
@@ -23,11 +24,8 @@ namespace fs = std::filesystem;
 namespace ovseg {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+using detail::Clock;
+using detail::ms_since;
 
 using detail::translate_errors;
 

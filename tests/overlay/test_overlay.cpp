@@ -98,6 +98,15 @@ TEST(OverlayText, MissingFontFallsBackToAscii) {
   }
 }
 
+TEST(OverlayText, MalformedUtf8IsDrawnAsReplacementCharacters) {
+  // A truncated sequence, a stray continuation byte, an overlong '/' and a UTF-16 surrogate: each
+  // bad byte is one U+FFFD, the rest of the name is kept.
+  const std::string r = "\xEF\xBF\xBD";
+  EXPECT_TRUE(same(render({"caf\xC3", "\x80x"}, kTrueType), render({"caf" + r, r + "x"}, kTrueType)));
+  EXPECT_TRUE(same(render({"\xC0\xAFy", "\xED\xA0\x80z"}, kTrueType), render({r + r + "y", r + r + r + "z"}, kTrueType)));
+  EXPECT_FALSE(same(render({"caf\xC3", "\x80x"}, kTrueType), render({"caf", "x"}, kTrueType)));
+}
+
 TEST(OverlayText, LongNamesAreCutBetweenCharacters) {
   // 30 two-byte characters: cutting bytes at 24 would split one; the result must stay valid.
   std::string name;

@@ -104,6 +104,56 @@ class TrainStepTest(unittest.TestCase):
             self.assertEqual(arch["vocab_size"], 49408)
             self.assertEqual(arch["prompt_depth"], 3)
 
+    def smoke_maskformer_loss(self, workers):
+        with tempfile.TemporaryDirectory() as d:
+            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
+                     "--out", d, "--smoke", "--workers", str(workers)])
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            line = [ln for ln in r.stdout.splitlines() if "maskformer step 0/1" in ln]
+            self.assertEqual(len(line), 1, r.stdout)
+            return float(line[0].split(" loss ")[1].split()[0])
+
+    def test_two_workers_see_the_whole_batch(self):
+        """The data-parallel MaskFormer stage: the step-0 loss rank 0 logs is the sum of both
+        ranks' shares, i.e. the one-process loss of the whole batch (each rank alone holds one
+        of the two smoke samples)."""
+        if not os.path.isfile(VOCAB):
+            self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
+        self.assertAlmostEqual(self.smoke_maskformer_loss(2), self.smoke_maskformer_loss(1),
+                               places=2)
+
+    def test_batch_shares_add_up_to_the_batch_gradient(self):
+        """What data parallelism relies on: the summed losses of the ranks' shares of a batch
+        (every other sample) give the gradient of the whole batch (matching is per sample)."""
+        import torch
+        import train
+        from ovseg_export import config as config_mod
+        torch.manual_seed(0)
+        cfg = config_mod.load_config(train.CONFIG)
+        prop, _, _, non_object = train.build_models(cfg)
+        prop.train()
+        t_feat = torch.nn.functional.normalize(torch.randn(len(scenes.SEEN_CLASSES), 64), dim=-1)
+        criterion = train.MaskFormerLoss(
+            cfg, {scenes.CLASS_INDEX[n]: i for i, n in enumerate(scenes.SEEN_CLASSES)}, t_feat)
+        pool = train.render_pool(4, 5, 64, 128)
+        img, lab = train.batch_scenes(pool, range(4), torch.Generator().manual_seed(1), 64)
+        params = list(prop.parameters()) + [non_object]
+
+        def grads(shares):
+            for p in params:
+                p.grad = None
+            for sl in shares:
+                c, m, d = criterion(prop, non_object, img[sl], lab[sl])
+                ((c + 20.0 * m + d) / 4).backward()
+            return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+        whole = grads([slice(0, 4)])
+        split = grads([slice(0, None, 2), slice(1, None, 2)])
+        total = torch.cat([g.flatten() for g in whole])
+        self.assertGreater(float(total.norm()), 0.0)
+        self.assertLess(float((total - torch.cat([g.flatten() for g in split])).norm()),
+                        1e-4 * float(total.norm()))
+
 
 class DemoBundleTest(unittest.TestCase):
     def test_segments_the_examples(self):

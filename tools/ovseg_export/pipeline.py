@@ -158,10 +158,13 @@ def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = 
 # Regions (SPEC §4.6, §6)
 # --------------------------------------------------------------------------------------------
 
-def upsample_masks(mask_logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """[Q,Hp/4,Wp/4] logits → sigmoid masks [Q,h,w] (bilinear 4×, crop, sigmoid)."""
+def upsample_masks(mask_logits: torch.Tensor, h: int, w: int, stride: int = 4) -> torch.Tensor:
+    """[Q,Hp/s,Wp/s] logits → sigmoid masks [Q,h,w] (bilinear to the padded size Hp×Wp, crop,
+    sigmoid). s, the mask stride, is 4 with ov-seg's backbones and 2 with a Swin of PATCH_SIZE 2
+    (the demo model): the reference upsamples to the padded input's size whatever it is."""
     q, hl, wl = mask_logits.shape
-    up = F.interpolate(mask_logits[None], size=(hl * 4, wl * 4), mode="bilinear", align_corners=False)
+    up = F.interpolate(mask_logits[None], size=(hl * stride, wl * stride), mode="bilinear",
+                       align_corners=False)
     return up[0, :, :h, :w].sigmoid()
 
 
@@ -257,7 +260,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     T = text_features(backend, classes, trim_tokens=trim_tokens)
     t0 = timer.add("text", t0)
 
-    masks = upsample_masks(mask_logits, h, w)
+    masks = upsample_masks(mask_logits, h, w, stride=x.shape[-2] // mask_logits.shape[-2])
     if clip_branch:
         valid, images, rmasks = region_batch(resized, masks, thr, pre)
     else:  # CLIP_ENSEMBLE False: no regions, no CLIP (OVSeg.semantic_inference)
