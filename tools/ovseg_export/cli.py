@@ -1,13 +1,12 @@
 """Command line of tools/ovseg-export."""
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional
 
 from . import config as config_mod
 from .export import EXPORTER_VERSION, export_bundle
-from .load import ExportError, UsageError
+from .load import ExportError, UsageError, read_json_option
 from .presets import PRESETS
 from .templates import TEMPLATE_SETS
 
@@ -75,17 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_clip_arch(text: str) -> dict:
-    try:
-        if os.path.isfile(text):
-            with open(text, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        else:
-            data = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--clip-arch: not a JSON object or file ({e})") from None
+    data = read_json_option(text, "--clip-arch")
     required = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
                 "context_length", "vocab_size", "transformer_width", "transformer_layers")
-    if not isinstance(data, dict) or any(k not in data for k in required):
+    if any(k not in data for k in required):
         raise UsageError(f"--clip-arch: needs the keys {', '.join(required)}")
     return {k: int(v) for k, v in data.items() if isinstance(v, (int, float))}
 

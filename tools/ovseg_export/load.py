@@ -1,10 +1,11 @@
 """Checkpoint reading with the official loader's semantics (SPEC §2.1) and a key report."""
 import collections
+import json
 import os
 import pickle
 import sys
 import zipfile
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +18,21 @@ class ExportError(Exception):
 
 class UsageError(ExportError):
     exit_code = 2
+
+
+def read_json_option(text: str, option: str) -> Dict[str, Any]:
+    """The value of a command-line option that takes a JSON object inline or a JSON file's path."""
+    try:
+        if os.path.isfile(text):
+            with open(text, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        else:
+            data = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{option}: not a JSON object or file ({e})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{option}: not a JSON object")
+    return data
 
 
 class CheckpointReadError(ExportError):

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .export import EXPORTER_VERSION, sha256_file, write_bundle
+from .export import EXPORTER_VERSION, sha256_file
 from .load import (CheckpointReadError, ExportError, IncompatibleCheckpoint, UsageError,
-                   match_state, read_checkpoint)
+                   match_state, read_checkpoint, read_json_option)
 from .modules.sam import SIZES, Sam, arch_for_size, arch_from_state_dict
 
 FORMAT = "ovseg-sam-bundle"
@@ -64,19 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     verb.add_argument("-v", "--verbose", action="store_true", help="list ignored keys too")
     return p
 
-
-def _read_json_arg(text: str) -> Dict[str, Any]:
-    try:
-        if os.path.isfile(text):
-            with open(text, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        else:
-            data = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--arch: not a JSON object or file ({e})") from None
-    if not isinstance(data, dict):
-        raise UsageError("--arch: not a JSON object")
-    return data
 
 
 def build_eager(sd: Optional[Dict[str, torch.Tensor]], overrides: Dict[str, Any],
@@ -198,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     err = sys.stderr
     try:
-        overrides = _read_json_arg(args.arch) if args.arch else {}
+        overrides = read_json_option(args.arch, "--arch") if args.arch else {}
         if args.random_init and args.checkpoint:
             raise UsageError("--checkpoint and --random-init exclude each other")
         res = export_sam(args.out, args.checkpoint, overrides, random_init=args.random_init,

@@ -13,7 +13,7 @@ appear in a `seen` scene, and their names are never shown to the training. Every
 shape and every pattern still occurs in other compositions, so a held-out name is made of seen
 words only.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw

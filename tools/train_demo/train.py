@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -575,6 +576,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, metavar="N",
                     help="MaskFormer stage data-parallel over N one-thread processes (2 on a "
                     "quiet 2-core machine: 1.8x; on a loaded one the ranks wait for each other)")
+    ap.add_argument("--prompts-only", metavar="CKPT", help="tune the mask prompts of this trained "
+                    "checkpoint again (stage 3 only, from the prompts' initialisation: what a "
+                    "full run with the same seed and schedule gives)")
     ap.add_argument("--smoke", action="store_true", help="one step per stage on a few scenes")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     ap.add_argument("--snapshot-every", type=int, default=0, metavar="N",
@@ -607,6 +611,14 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(a.seed)
     if a.init_clip:
         load_clip_state(torch.load(a.init_clip, map_location="cpu")["model"], visual, text)
+    if a.prompts_only:   # everything but the prompts, which keep their initialisation
+        sd = torch.load(a.prompts_only, map_location="cpu")["model"]
+        prompts_init = visual.mask_embedding.detach().clone()
+        prop.load_state_dict({k: v for k, v in sd.items() if not k.startswith("clip_adapter.")})
+        load_clip_state(sd, visual, text)
+        with torch.no_grad():
+            visual.mask_embedding.copy_(prompts_init)
+            non_object.copy_(sd["clip_adapter.non_object_embedding"])
 
     log(f"rendering {sched['scenes']} training scenes")
     pool = render_pool(sched["scenes"], a.seed, int(cfg["INPUT"]["MIN_SIZE_TEST"]),
@@ -616,25 +628,31 @@ def main(argv=None) -> int:
         f"{len(scenes.HELDOUT_CLASSES)} held-out names never shown")
 
     losses = {}
-    losses["clip"] = stage_clip(visual, text, crops, tokens, sched, gen, prompts=False)
-    with torch.no_grad():
-        t_feat = text_features(text, tokens).to(a.device)
-    prop.to(a.device)
-    non_object.data = non_object.data.to(a.device)
-    snapshot = None
-    if a.snapshot_every > 0:
-        snapshot = (a.snapshot_every, partial(write_snapshot, a.out, a.config, visual, text))
-    losses["maskformer"] = stage_maskformer(prop, non_object, t_feat, pool, class_to_train, cfg,
-                                            sched, gen, snapshot, a.workers)
-    prop.cpu()
-    non_object.data = non_object.data.cpu()
-    losses["mpt"] = stage_clip(visual, text, crops, tokens, sched, gen, prompts=True)
+    if not a.prompts_only:
+        losses["clip"] = stage_clip(visual, text, crops, tokens, sched, gen, prompts=False)
+        with torch.no_grad():
+            t_feat = text_features(text, tokens).to(a.device)
+        prop.to(a.device)
+        non_object.data = non_object.data.to(a.device)
+        snapshot = None
+        if a.snapshot_every > 0:
+            snapshot = (a.snapshot_every, partial(write_snapshot, a.out, a.config, visual, text))
+        losses["maskformer"] = stage_maskformer(prop, non_object, t_feat, pool, class_to_train,
+                                                cfg, sched, gen, snapshot, a.workers)
+        prop.cpu()
+        non_object.data = non_object.data.cpu()
+    # Stage 3 draws from its own random stream, so that --prompts-only on a full run's checkpoint
+    # gives what the full run's stage 3 gives.
+    mpt_gen = torch.Generator().manual_seed(a.seed + 1)
+    losses["mpt"] = stage_clip(visual, text, crops, tokens, sched, mpt_gen, prompts=True)
 
     write_checkpoint(a.out, a.config, prop, visual, text, non_object,
                      sum(sched[k] for k in ("clip_steps", "mf_steps", "mpt_steps")))
     info = {"seed": a.seed, "schedule": sched, "final_losses": losses, "torch": torch.__version__,
             "threads": a.threads, "seconds": round(time.time() - t_start, 1),
-            "cpu_seconds": round(time.process_time() - cpu_start, 1)}
+            "cpu_seconds": round(time.process_time() - cpu_start
+                                 + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                                 + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime, 1)}
     with open(os.path.join(a.out, "train_log.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)
     log(f"done in {info['seconds']} s wall, {info['cpu_seconds']} s CPU: {a.out}/checkpoint.pth")
