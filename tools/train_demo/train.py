@@ -444,6 +444,9 @@ def stage_maskformer(prop, non_object, t_feat, pool, class_to_train, cfg, sched,
 def maskformer_worker(rank: int, workers: int, tmp: str, prop, non_object, t_feat, pool,
                       class_to_train, cfg, sched, gen_state, snapshot) -> None:
     torch.set_num_threads(1)
+    # Loopback only: the ranks share this machine, and a host whose name does not resolve (a
+    # sandboxed CI runner) would otherwise stop gloo from finding an address.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method="file://" + os.path.join(tmp, "rendezvous"),
                             rank=rank, world_size=workers)
     gen = torch.Generator()
