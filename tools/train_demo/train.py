@@ -590,6 +590,10 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one schedule entry (e.g. mf_steps=10)")
     a = ap.parse_args(argv)
+    if a.workers < 1:
+        ap.error("--workers: at least 1")
+    if a.workers > 1 and a.device != "cpu":
+        ap.error("--workers > 1 runs on the CPU only (gloo); use --workers 1 with --device")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     sched = dict(SMOKE if a.smoke else SCHEDULE)
