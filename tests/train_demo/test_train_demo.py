@@ -127,6 +127,34 @@ class TrainStepTest(unittest.TestCase):
             # Same seed, same initialisation, same stage-3 stream: the same prompts again.
             self.assertTrue(torch.equal(a[prompts], b[prompts]))
 
+    def test_diagnose_reads_a_checkpoint(self):
+        """tools/train_demo/diagnose.py (the README's per-stage figures) on a one-step checkpoint:
+        one JSON line per mode, shares in [0, 1], every heldout scene's held-out object counted."""
+        if not os.path.isfile(VOCAB):
+            self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
+        with tempfile.TemporaryDirectory() as d:
+            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
+                     "--out", d, "--smoke", "--workers", "1"])
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            ckpt = os.path.join(d, "checkpoint.pth")
+            out = {}
+            for what in ("proposals", "crops"):
+                r = run([sys.executable, os.path.join(TOOLS, "diagnose.py"), what, ckpt,
+                         "--count", "3", "--bpe-vocab", VOCAB])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                out[what] = json.loads(r.stdout)
+            self.assertGreater(out["proposals"]["objects"], 0)
+            for k in ("best_iou", "share_ge_0.5", "share_ge_0.75", "backgrounds_best_iou"):
+                self.assertTrue(0.0 <= out["proposals"][k] <= 1.0, out["proposals"])
+            self.assertGreaterEqual(out["crops"]["crops_heldout"], 3)
+            for k in ("prompts_off", "prompts_on"):
+                for v in out["crops"][k].values():
+                    self.assertTrue(0.0 <= v <= 1.0, out["crops"])
+            r = run([sys.executable, os.path.join(TOOLS, "diagnose.py"), "crops",
+                     os.path.join(d, "missing.pth")])
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("missing.pth", r.stderr)
+
     def smoke_maskformer_loss(self, workers):
         with tempfile.TemporaryDirectory() as d:
             r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,

@@ -64,7 +64,7 @@ TEMPERATURE = 100.0   # CLIP's logit scale, as at inference
 # choice). MaskFormer's training matters most and takes ~90 % of the time: its steps run
 # data-parallel on both cores (--workers 2). CLIP regions of 64 px (32 px before) and frozen
 # text blocks named ground-truth crops of held-out compositions better (measured on 60 tuning
-# scenes: 47 % -> 67 % correct); a Swin of PATCH_SIZE 2 (masks at stride 2) gave better
+# scenes: 49 % -> 69 % correct); a Swin of PATCH_SIZE 2 (masks at stride 2) gave better
 # proposals per step than PATCH_SIZE 4 or a 192 px input.
 # clip_text_blocks: 1 trains the text transformer blocks, 0 keeps them at their random
 # initialisation, 2 makes them a uniform bag of words (bag_of_words; measured worse than 0 at
@@ -86,8 +86,9 @@ def log(msg: str) -> None:
 # Data
 # ------------------------------------------------------------------------------------------
 
-def render_pool(n: int, seed: int, short: int, max_size: int) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """Seen-split scenes as the pipeline sees them: rendered at their full size (320-640 px, as
+def render_pool(n: int, seed: int, short: int, max_size: int, split: str = "seen"
+                ) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Scenes of a split (training: seen) as the pipeline sees them: rendered at their full size (320-640 px, as
     `render` writes them), then resized to the test scale as the pipeline's preprocessing does
     (ResizeShortestEdge to MIN_SIZE_TEST/MAX_SIZE_TEST, Pillow bilinear); labels nearest, as the
     oracle evaluations resize them. (The first demo model rendered them natively at 128 px:
@@ -96,9 +97,9 @@ def render_pool(n: int, seed: int, short: int, max_size: int) -> List[Tuple[np.n
     proposal IoU 0.550 vs 0.551; the pool now matches the test images anyway.)"""
     pool = []
     for i in range(n):
-        rng = scenes.scene_rng(seed, "seen", i)
+        rng = scenes.scene_rng(seed, split, i)
         h, w = scenes.scene_size(rng)
-        img, lab = scenes.render_scene(rng, h, w, "seen")
+        img, lab = scenes.render_scene(rng, h, w, split)
         nh, nw = shortest_edge_size(h, w, short, max_size)
         img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR)).copy()
         lab = np.asarray(Image.fromarray(lab).resize((nw, nh), Image.NEAREST)).copy()
