@@ -29,6 +29,8 @@ from ._ovseg import (  # noqa: F401
     Result,
     Segment,
     Tokenizer,
+    dataset_classes,
+    dataset_names,
     decode_image,
     load_image,
     set_log_level,
@@ -39,7 +41,8 @@ __version__ = version()
 
 __all__ = [
     "UNLABELED", "CancelledError", "Error", "ErrorCode", "FileError", "ImageError", "InvalidArgumentError",
-    "Model", "ModelError", "ModelInfo", "Result", "Segment", "Tokenizer", "decode_image", "load_image",
+    "Model", "ModelError", "ModelInfo", "Result", "Segment", "Tokenizer", "dataset_classes", "dataset_names",
+    "decode_image", "load_image",
     "set_log_level", "tokenize", "version",
 ]
 

@@ -21,6 +21,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -28,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "ovseg/eval.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/tokenizer.hpp"
 
@@ -102,6 +104,27 @@ std::string to_path(py::handle o, const char* what) {
   return b.cast<std::string>();
 }
 
+// A Python str → UTF-8. A str that has no UTF-8 form (a lone surrogate such as "\ud800", from
+// os.fsdecode or a JSON escape) is an InvalidArgumentError naming where, not pybind11's bare
+// "Unable to cast" RuntimeError.
+std::string utf8_text(py::handle s, const std::string& what) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(s.ptr(), &size);
+  if (data) return std::string(data, static_cast<std::size_t>(size));
+  PyErr_Clear();
+  const Py_ssize_t n = PyUnicode_GetLength(s.ptr());
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const Py_UCS4 c = PyUnicode_ReadChar(s.ptr(), i);
+    if (c >= 0xD800 && c <= 0xDFFF) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "%04X", static_cast<unsigned>(c));
+      throw_invalid(what + " is not valid text: a lone surrogate U+" + hex + " at character " + std::to_string(i) +
+                    " (it has no UTF-8 form)");
+    }
+  }
+  throw_invalid(what + " is not valid text (it has no UTF-8 form)");
+}
+
 std::vector<std::string> to_class_list(py::handle classes) {
   if (py::isinstance<py::str>(classes) || py::isinstance<py::bytes>(classes))
     throw py::type_error("classes must be a list of names such as [\"sky\", \"tree\"], not a single " +
@@ -112,7 +135,7 @@ std::vector<std::string> to_class_list(py::handle classes) {
   for (py::handle c : classes) {
     if (!py::isinstance<py::str>(c))
       throw py::type_error("classes[" + std::to_string(out.size()) + "] must be a str, not " + type_name(c));
-    out.push_back(c.cast<std::string>());
+    out.push_back(utf8_text(c, "classes[" + std::to_string(out.size()) + "]"));
   }
   return out;
 }
@@ -359,12 +382,12 @@ PyTokenizer load_tokenizer(const std::string& path, const std::optional<std::str
 py::array tokenize_texts(const PyTokenizer& t, py::handle texts, std::optional<int> context_length, bool truncate) {
   std::vector<std::string> list;
   if (py::isinstance<py::str>(texts)) {
-    list.push_back(texts.cast<std::string>());
+    list.push_back(utf8_text(texts, "texts"));
   } else {
     for (py::handle s : texts) {
       if (!py::isinstance<py::str>(s))
         throw py::type_error("texts[" + std::to_string(list.size()) + "] must be a str, not " + type_name(s));
-      list.push_back(s.cast<std::string>());
+      list.push_back(utf8_text(s, "texts[" + std::to_string(list.size()) + "]"));
     }
   }
   const int ctx = context_length.value_or(t.context_length);
@@ -524,6 +547,16 @@ PYBIND11_MODULE(_ovseg, m) {
       py::arg("level"),
       "set_log_level(level)\n\nLevel of the library's log lines on stderr: \"trace\", \"debug\", \"info\" "
       "(the default), \"warn\", \"error\" or \"off\".");
+
+  // --- the datasets' class lists ----------------------------------------------------------------
+  m.def("dataset_names", &ovseg::preset_names,
+        "dataset_names() -> list[str]\n\nThe datasets whose class lists ship with ovseg: ade150, ade847, pc59, "
+        "pc459, voc20, coco171.");
+  m.def(
+      "dataset_classes", [](const std::string& name) { return ovseg::preset_classes(name); }, py::arg("name"),
+      "dataset_classes(name) -> list[str]\n\nThe class names of a dataset (dataset_names()) in label order, as "
+      "ov-seg's evaluation registers them (share/ovseg/class_lists.json of the installation, or the source "
+      "tree's data/). Raises InvalidArgumentError for an unknown name.");
 
   // --- images ------------------------------------------------------------------------------------
   m.def(

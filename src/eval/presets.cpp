@@ -1,5 +1,6 @@
-// Class-name presets. The lists are third-party data (the datasets' class names); ovseg reads them
-// from a JSON file ({"ade150": [...], ...}) installed beside it rather than compiling them in.
+// Class-name presets. The lists (the datasets' class names, data/class_lists.json in the
+// repository) are read from a JSON file ({"ade150": [...], ...}) installed beside the library
+// (<prefix>/share/ovseg) rather than compiled in; a build tree reads the source tree's copy.
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -73,9 +74,9 @@ std::string find_presets_file(const std::string& presets_file) {
   std::vector<fs::path> candidates;
   add_prefix_candidates(this_library(), candidates);
   add_prefix_candidates(this_executable(), candidates);
-#ifdef OVSEG_BUILD_TREE_SHARED_DIR
-  // A build tree: the shared reference folder the build was configured with (OVSEG_SHARED_DIR).
-  candidates.push_back(fs::path(OVSEG_BUILD_TREE_SHARED_DIR) / kPresetsName);
+#ifdef OVSEG_BUILD_TREE_DATA_DIR
+  // A build tree (not installed): the repository's data/ folder the build was configured from.
+  candidates.push_back(fs::path(OVSEG_BUILD_TREE_DATA_DIR) / kPresetsName);
 #endif
   std::string tried;
   for (const auto& c : candidates) {

@@ -1,5 +1,6 @@
 // Class-name presets: lookup order, stripping, unknown names.
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,36 @@ TEST(Presets, ReadsTheSharedClassListsInLabelOrderStripped) {
   EXPECT_EQ(preset_classes("coco171").size(), 171u);
 }
 
+// The repository ships the datasets' class lists (data/class_lists.json): a build tree finds them
+// with no environment variable and no ../shared.
+TEST(Presets, ShippedListsAreFoundWithoutEnvironmentOrSharedFolder) {
+  ScopedEnv env("OVSEG_PRESETS", nullptr);
+  const std::string found = find_presets_file();
+  EXPECT_EQ(found.find("shared"), std::string::npos) << found;
+  EXPECT_TRUE(std::filesystem::equivalent(found, test::source_dir() + "/data/class_lists.json")) << found;
+  const auto ade150 = preset_classes("ade150");
+  ASSERT_EQ(ade150.size(), 150u);
+  EXPECT_EQ(ade150[0], "wall");
+  EXPECT_EQ(ade150[8], "window");
+  EXPECT_EQ(preset_classes("ade847").size(), 847u);
+  EXPECT_EQ(preset_classes("pc59").size(), 59u);
+  EXPECT_EQ(preset_classes("pc459").size(), 459u);
+  EXPECT_EQ(preset_classes("voc20").size(), 20u);
+  EXPECT_EQ(preset_classes("voc20")[0], "aeroplane");
+  EXPECT_EQ(preset_classes("coco171").size(), 171u);
+}
+
+// ... and they are the reference's lists, name for name, in label order.
+TEST(Presets, ShippedListsEqualTheReferenceLists) {
+  const std::string ref = test::shared_dir() + "/class_lists.json";
+  OVSEG_REQUIRE_PATH(ref);
+  ScopedEnv env("OVSEG_PRESETS", nullptr);
+  for (const auto& name : preset_names()) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(preset_classes(name), preset_classes(name, ref));
+  }
+}
+
 TEST(Presets, ExplicitFileWinsOverTheEnvironmentAndNamesAreStripped) {
   TempDir dir("presets");
   test::write_bytes(dir.path() / "mine.json", R"({"ade150": ["  wall ", "window\t", "road, route"]})");
@@ -89,18 +120,6 @@ TEST(Presets, UnknownNameListsTheKnownOnes) {
     for (const auto& n : preset_names()) EXPECT_NE(msg.find(n), std::string::npos) << msg;
   }
   EXPECT_EQ(preset_names(), (std::vector<std::string>{"ade150", "ade847", "pc59", "pc459", "voc20", "coco171"}));
-}
-
-TEST(Presets, WithoutOverridesABuildTreeFindsTheSharedFileBesideTheSources) {
-  const std::string file = test::shared_dir() + "/class_lists.json";
-  OVSEG_REQUIRE_PATH(file);
-  if (std::filesystem::path(test::shared_dir()).lexically_normal() !=
-      (std::filesystem::path(test::source_dir()) / ".." / "shared" / "ovseg").lexically_normal())
-    GTEST_SKIP() << "the shared directory is not beside the sources";
-  ScopedEnv env("OVSEG_PRESETS", nullptr);
-  const std::string found = find_presets_file();
-  EXPECT_TRUE(std::filesystem::equivalent(found, file)) << found;
-  EXPECT_EQ(preset_classes("voc20").size(), 20u);
 }
 
 }  // namespace
