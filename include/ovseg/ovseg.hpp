@@ -101,7 +101,9 @@ OVSEG_API Image to_rgb(const ImageView& view);
 // ------------------------------------------------------------------------------------------------
 // Model
 // ------------------------------------------------------------------------------------------------
-enum class Precision { kFp32, kBf16, kFp16 };
+// kAuto: the fastest precision that keeps the labels (resolve_precision): fp16 on CUDA, bf16 on a
+// CPU with native bf16 instructions, else fp32.
+enum class Precision { kFp32, kBf16, kFp16, kAuto };
 enum class Mode {
   kEval,  // OVSeg.semantic_inference: the evaluation path (ensemble of both branches)
   kDemo,  // OVSegDEMO.demo_inference: one region per class, unlabelled pixels possible
@@ -109,11 +111,26 @@ enum class Mode {
 
 OVSEG_API const char* to_string(Precision p) noexcept;
 OVSEG_API const char* to_string(Mode m) noexcept;
-OVSEG_API Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16"; throws kInvalidArgument
+OVSEG_API Precision parse_precision(const std::string& s);  // "fp32" | "bf16" | "fp16" | "auto"; throws kInvalidArgument
 OVSEG_API Mode parse_mode(const std::string& s);            // "eval" | "demo"; throws kInvalidArgument
 // "cpu" → -1, "cuda" → 0, "cuda:N" → N (at most 3 digits); anything else throws kInvalidArgument.
 // The syntax only (what Model::load accepts): whether that GPU exists is known when loading.
 OVSEG_API int check_device(const std::string& device);
+
+// What this CPU can do, as far as the choice of precision goes (cpuid and the OS's saved state).
+struct OVSEG_API CpuFeatures {
+  bool avx2 = false;         // AVX2 + FMA
+  bool avx512f = false;
+  bool avx512_bf16 = false;  // native bf16 dot products (Zen 4 and later, Cooper Lake, Sapphire Rapids)
+  bool amx_bf16 = false;
+  bool native_bf16() const noexcept;
+  std::string summary() const;  // e.g. "AVX2+FMA AVX-512F AVX512_BF16 (native bf16)"
+};
+OVSEG_API CpuFeatures cpu_features();
+// The precision a model on `device` runs in: kAuto resolved; kBf16 on a CPU without native bf16
+// throws kInvalidArgument naming what is missing (it would be > 10x slower than fp32), unless
+// OVSEG_ALLOW_SLOW_BF16=1 (then a warning). Others as asked.
+OVSEG_API Precision resolve_precision(Precision requested, const std::string& device);
 
 struct OVSEG_API ModelOptions {
   std::string device = "cpu";            // "cpu", "cuda", "cuda:N" (check_device)

@@ -12,6 +12,7 @@ const char* to_string(Precision p) noexcept {
     case Precision::kFp32: return "fp32";
     case Precision::kBf16: return "bf16";
     case Precision::kFp16: return "fp16";
+    case Precision::kAuto: return "auto";
   }
   return "?";
 }
@@ -22,7 +23,8 @@ Precision parse_precision(const std::string& s) {
   if (s == "fp32" || s == "float32") return Precision::kFp32;
   if (s == "bf16" || s == "bfloat16") return Precision::kBf16;
   if (s == "fp16" || s == "float16" || s == "half") return Precision::kFp16;
-  throw Error(ErrorCode::kInvalidArgument, "unknown precision '" + s + "' (expected fp32, bf16 or fp16)");
+  if (s == "auto") return Precision::kAuto;
+  throw Error(ErrorCode::kInvalidArgument, "unknown precision '" + s + "' (expected fp32, bf16, fp16 or auto)");
 }
 
 Mode parse_mode(const std::string& s) {

@@ -142,6 +142,7 @@ c10::ScalarType scalar_type(Precision p) {
     case Precision::kFp32: return at::kFloat;
     case Precision::kBf16: return at::kBFloat16;
     case Precision::kFp16: return at::kHalf;
+    case Precision::kAuto: break;  // resolved before (resolve_precision)
   }
   return at::kFloat;
 }

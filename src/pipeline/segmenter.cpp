@@ -175,7 +175,9 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     c10::InferenceMode guard;
     const auto t0 = Clock::now();
     impl->manifest = detail::read_manifest(bundle_dir, /*verify_checksums=*/true);
-    impl->modules = detail::Modules::load(impl->manifest, impl->device, detail::scalar_type(options.precision));
+    const Precision precision = resolve_precision(options.precision, options.device);
+    impl->model_options.precision = precision;
+    impl->modules = detail::Modules::load(impl->manifest, impl->device, detail::scalar_type(precision));
     detail::TextCacheOptions cache;
     cache.disk = options.text_disk_cache;
     cache.dir = options.text_disk_cache ? detail::resolve_text_cache_dir(options.text_cache_dir) : std::string();
@@ -202,7 +204,7 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     info.source_sha256 = m.source_sha256;
     info.manifest_json = m.json_pretty;
     info.device = impl->device.str();
-    info.precision = to_string(options.precision);
+    info.precision = to_string(precision);
     detail::log().info("loaded {} ({} + {}) on {} as {} in {:.0f} ms", m.name, m.backbone, m.clip_model, info.device,
                        info.precision, ms_since(t0));
     return Model(std::move(impl));

@@ -71,6 +71,8 @@ std::string describe(const ModelInfo& info) {
     line(o, "source sha256", info.source_sha256);
   }
   line(o, "loaded on", info.device + ", " + info.precision);
+  line(o, "this CPU", cpu_features().summary() + "; --precision auto = " +
+                          to_string(resolve_precision(Precision::kAuto, "cpu")) + " on the CPU");
 
   o << "\nArchitecture\n";
   const json& arch = at(m, "architecture");

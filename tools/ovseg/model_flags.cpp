@@ -12,8 +12,9 @@ namespace ovseg::cli {
 void add_model_flags(CLI::App& app, ModelFlags& flags) {
   app.add_option("-d,--device", flags.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--precision", flags.precision,
-                 "fp32, bf16 (the CLIP visual tower in bfloat16, the rest fp32) or fp16 (CUDA)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+                 "fp32, bf16 (the CLIP visual tower in bfloat16, the rest fp32; CPUs with native bf16 only), "
+                 "fp16 (CUDA) or auto (fp16 on CUDA, bf16 with native bf16, else fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16", "auto"}))
       ->capture_default_str();
   app.add_option("-j,--threads", flags.threads, "CPU threads of the model (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
