@@ -192,23 +192,6 @@ class Painter {
 #endif
 };
 
-std::array<std::uint8_t, 3> hsv_to_rgb(double h, double s, double v) {
-  const double i = std::floor(h * 6.0);
-  const double f = h * 6.0 - i;
-  const double p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
-  double r = 0, g = 0, b = 0;
-  switch (static_cast<int>(i) % 6) {
-    case 0: r = v, g = t, b = p; break;
-    case 1: r = q, g = v, b = p; break;
-    case 2: r = p, g = v, b = t; break;
-    case 3: r = p, g = q, b = v; break;
-    case 4: r = t, g = p, b = v; break;
-    default: r = v, g = p, b = q; break;
-  }
-  auto to8 = [](double x) { return static_cast<std::uint8_t>(std::lround(std::clamp(x, 0.0, 1.0) * 255.0)); };
-  return {to8(r), to8(g), to8(b)};
-}
-
 cv::Scalar rgb_scalar(const std::array<std::uint8_t, 3>& c) { return cv::Scalar(c[0], c[1], c[2]); }
 
 // "road, route" → "road": the datasets list synonyms after the first comma.
@@ -268,13 +251,88 @@ std::vector<RegionLabel> find_label_anchors(const cv::Mat& labels, int num_class
 
 }  // namespace
 
-std::array<std::uint8_t, 3> class_colour(int index) {
-  constexpr double kGolden = 0.61803398874989484820;
-  const double h = std::fmod(0.11 + index * kGolden, 1.0);
-  // Alternate saturation and value too, so that classes whose hues come close stay apart.
-  const double s = (index % 2 == 0) ? 0.80 : 0.55;
-  const double v = (index % 3 == 1) ? 0.80 : 1.0;
-  return hsv_to_rgb(h, s, v);
+namespace {
+
+std::array<double, 3> srgb_to_lab(const std::array<std::uint8_t, 3>& c) {
+  auto lin = [](std::uint8_t v) {
+    const double x = v / 255.0;
+    return x <= 0.04045 ? x / 12.92 : std::pow((x + 0.055) / 1.055, 2.4);
+  };
+  const double r = lin(c[0]), g = lin(c[1]), b = lin(c[2]);
+  const double X = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+  const double Y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  const double Z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+  auto f = [](double t) { return t > 216.0 / 24389.0 ? std::cbrt(t) : (24389.0 / 27.0 * t + 16.0) / 116.0; };
+  const double fx = f(X), fy = f(Y), fz = f(Z);
+  return {116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)};
+}
+
+double lab_distance(const std::array<double, 3>& a, const std::array<double, 3>& b) {
+  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+}
+
+}  // namespace
+
+const std::vector<std::array<std::uint8_t, 3>>& distinct_colours() {
+  static const std::vector<std::array<std::uint8_t, 3>> colours = [] {
+    constexpr std::size_t kCount = 256;
+    // Candidates: a 12-step RGB grid, without the very dark and very light colours (lightness
+    // 35..85), against which neither the image under the tint nor the white labels would show.
+    std::vector<std::array<std::uint8_t, 3>> cand;
+    std::vector<std::array<double, 3>> lab;
+    for (int r = 0; r < 12; ++r)
+      for (int g = 0; g < 12; ++g)
+        for (int b = 0; b < 12; ++b) {
+          const std::array<std::uint8_t, 3> c{static_cast<std::uint8_t>(r * 255 / 11), static_cast<std::uint8_t>(g * 255 / 11),
+                                              static_cast<std::uint8_t>(b * 255 / 11)};
+          const auto l = srgb_to_lab(c);
+          if (l[0] < 35.0 || l[0] > 85.0) continue;
+          cand.push_back(c);
+          lab.push_back(l);
+        }
+    // Start from a strong red; then each next colour is the candidate farthest from all chosen.
+    std::vector<double> nearest(cand.size(), 1e300);
+    std::vector<std::array<std::uint8_t, 3>> out;
+    std::size_t pick = 0;
+    double best = -1e300;
+    const auto red = srgb_to_lab({230, 25, 40});
+    for (std::size_t i = 0; i < cand.size(); ++i) {
+      const double d = -lab_distance(lab[i], red);
+      if (d > best) best = d, pick = i;
+    }
+    while (out.size() < kCount && out.size() < cand.size()) {
+      out.push_back(cand[pick]);
+      best = -1.0;
+      std::size_t next = 0;
+      for (std::size_t i = 0; i < cand.size(); ++i) {
+        nearest[i] = std::min(nearest[i], lab_distance(lab[i], lab[pick]));
+        if (nearest[i] > best) best = nearest[i], next = i;
+      }
+      pick = next;
+    }
+    return out;
+  }();
+  return colours;
+}
+
+double colour_difference(const std::array<std::uint8_t, 3>& a, const std::array<std::uint8_t, 3>& b) {
+  return lab_distance(srgb_to_lab(a), srgb_to_lab(b));
+}
+
+void Palette::assign(const std::vector<int>& present) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int c : present)
+    if (!slot_.count(c)) {
+      const std::size_t next = slot_.size();
+      slot_.emplace(c, next);
+    }
+}
+
+std::array<std::uint8_t, 3> Palette::colour(int class_index) {
+  assign({class_index});
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto& colours = distinct_colours();
+  return colours[slot_.at(class_index) % colours.size()];
 }
 
 std::string ascii_label(const std::string& utf8) {
@@ -305,7 +363,7 @@ bool overlay_truetype_available() {
 #endif
 }
 
-Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts) {
+Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts, Palette* palette) {
   const int w = image.width, h = image.height;
   if (w != result.width || h != result.height || result.labels.size() != static_cast<std::size_t>(w) * h)
     throw Error(ErrorCode::kRuntime, "overlay: image and label map sizes differ");
@@ -314,10 +372,22 @@ Image render_overlay(const Image& image, const Result& result, const OverlayFont
   cv::Mat img(h, w, CV_8UC3, const_cast<std::uint8_t*>(image.rgb.data()));
   cv::Mat labels(h, w, CV_16UC1, const_cast<std::uint16_t*>(result.labels.data()));
 
-  std::vector<std::array<std::uint8_t, 3>> palette(num_classes);
-  for (int c = 0; c < num_classes; ++c) palette[c] = class_colour(c);
+  // The classes present, largest share first: the largest region gets the batch's next colour first.
+  std::vector<long long> pixels(num_classes, 0);
+  for (const std::uint16_t l : result.labels)
+    if (l < num_classes) ++pixels[l];
+  std::vector<int> present;
+  for (int c = 0; c < num_classes; ++c)
+    if (pixels[c] > 0) present.push_back(c);
+  std::stable_sort(present.begin(), present.end(), [&](int a, int b) { return pixels[a] > pixels[b]; });
+  Palette own;
+  Palette& colours = palette ? *palette : own;
+  colours.assign(present);
+  std::vector<std::array<std::uint8_t, 3>> palette_rgb(num_classes, std::array<std::uint8_t, 3>{0, 0, 0});
+  for (int c : present) palette_rgb[c] = colours.colour(c);
 
-  // 1. Blend: half image, half class colour; unlabelled pixels are dimmed instead.
+  // 1. Blend: kTintPercent class colour over the image, so that the image stays visible under it;
+  // unlabelled pixels are dimmed instead.
   cv::Mat blend(h, w, CV_8UC3);
   for (int y = 0; y < h; ++y) {
     const auto* src = img.ptr<std::uint8_t>(y);
@@ -327,7 +397,8 @@ Image render_overlay(const Image& image, const Result& result, const OverlayFont
       const int l = lab[x];
       for (int k = 0; k < 3; ++k) {
         const int v = src[3 * x + k];
-        dst[3 * x + k] = static_cast<std::uint8_t>(l < num_classes ? (v + palette[l][k] + 1) / 2 : (v * 3) / 8);
+        dst[3 * x + k] = static_cast<std::uint8_t>(
+            l < num_classes ? ((100 - kTintPercent) * v + kTintPercent * palette_rgb[l][k] + 50) / 100 : (v * 3) / 8);
       }
     }
   }
@@ -389,15 +460,10 @@ Image render_overlay(const Image& image, const Result& result, const OverlayFont
     bool hatched;
   };
   const double total = static_cast<double>(w) * h;
-  std::vector<int> present;
-  for (int c = 0; c < num_classes; ++c)
-    if (c < static_cast<int>(result.class_pixels.size()) && result.class_pixels[c] > 0) present.push_back(c);
-  std::stable_sort(present.begin(), present.end(),
-                   [&](int a, int b) { return result.class_pixels[a] > result.class_pixels[b]; });
   std::vector<Entry> entries;
   for (int c : present)
     entries.push_back({std::to_string(c) + " " + truncate(painter.label(result.classes[c]), 36),
-                       format_share(100.0 * result.class_pixels[c] / total), rgb_scalar(palette[c]), false});
+                       format_share(100.0 * static_cast<double>(pixels[c]) / total), rgb_scalar(palette_rgb[c]), false});
   if (result.unlabeled_pixels > 0)
     entries.push_back({"unlabeled", format_share(100.0 * result.unlabeled_pixels / total), cv::Scalar(0, 0, 0), true});
 

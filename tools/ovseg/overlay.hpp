@@ -5,15 +5,38 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "ovseg/ovseg.hpp"
 
 namespace ovseg::cli {
 
-// A stable colour for class `index` (golden-ratio hue steps, so neighbouring indices differ
-// strongly and a class keeps its colour whatever the list's length). RGB.
-std::array<std::uint8_t, 3> class_colour(int index);
+// The overlay colours, RGB: a fixed sequence in which each colour is the one (of a grid of
+// mid-lightness RGB colours) farthest in CIELAB from all colours before it (greedy max-min), so
+// that any first k of them are as distinct as k colours can be. 256 entries.
+const std::vector<std::array<std::uint8_t, 3>>& distinct_colours();
+
+// CIE76 colour difference (Euclidean distance in CIELAB, D65) of two sRGB colours.
+double colour_difference(const std::array<std::uint8_t, 3>& a, const std::array<std::uint8_t, 3>& b);
+
+// The colours of one batch of overlays (one class list). A class gets a colour when it first
+// appears in the batch, the next one of distinct_colours(), and keeps it for the rest of the
+// batch; so the classes present in an image are clearly apart whatever their indices, and a class
+// looks the same in every image of the batch. Thread-safe.
+class Palette {
+ public:
+  // Gives colours to the classes of `present` that have none yet, in that order.
+  void assign(const std::vector<int>& present);
+  // The colour of `class_index` (given now if it has none yet).
+  std::array<std::uint8_t, 3> colour(int class_index);
+
+ private:
+  std::mutex mutex_;
+  std::map<int, std::size_t> slot_;
+};
 
 // Hershey fonts only draw ASCII: other characters become '?' (the JSON keeps the exact names).
 std::string ascii_label(const std::string& utf8);
@@ -36,7 +59,12 @@ bool overlay_truetype_available();
 
 // Renders the overlay. `image` is the decoded RGB input at the result's size. The output is
 // image.height tall (taller only when the legend needs it) and wider than the image by the
-// legend panel; the image occupies its top-left image.width × image.height corner.
-Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts = OverlayFonts::defaults());
+// legend panel; the image occupies its top-left image.width × image.height corner. `palette`:
+// the batch's colours (null: this image's own, as for a batch of one).
+Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts = OverlayFonts::defaults(),
+                     Palette* palette = nullptr);
+
+// The share of the class colour in a labelled pixel of the overlay (the rest is the image).
+inline constexpr int kTintPercent = 40;
 
 }  // namespace ovseg::cli

@@ -37,7 +37,7 @@ void write_segment_outputs(const ModelInfo& info, const OutputRequest& request, 
   if (request.save_scores) outputs.scores = paths[next++];
   const LabelMap labels = label_map(r);  // 8-bit (255 = unlabeled) up to 255 classes, else 16-bit
   const int bit_depth = labels.bit_depth;
-  if (request.overlay) write_image(outputs.overlay, render_overlay(image, r));
+  if (request.overlay) write_image(outputs.overlay, render_overlay(image, r, OverlayFonts::defaults(), request.palette.get()));
   if (request.json) {
     // Paths are bytes on Linux: a name that is not UTF-8 is written with U+FFFD in place of each
     // invalid byte (README, "JSON reports"); the name itself is kept in "input_bytes" (hex).

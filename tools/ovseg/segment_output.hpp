@@ -2,6 +2,7 @@
 // report (segment_report.cpp) and writing them all (segment_output.cpp).
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "inputs.hpp"
+#include "overlay.hpp"
 #include "ovseg/ovseg.hpp"
 #include "ovseg/sam.hpp"
 
@@ -28,6 +30,8 @@ struct OutputRequest {
   bool json = false;
   bool save_scores = false;
   std::optional<SamReport> sam;  // set with --proposals sam
+  // The overlays' colours, shared by every image of the run (a class keeps its colour).
+  std::shared_ptr<Palette> palette = std::make_shared<Palette>();
 };
 
 // The paths of one image's outputs; empty = not written.
