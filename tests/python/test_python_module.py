@@ -33,13 +33,25 @@ THREADS = 1  # as the CLI tests: the machine is shared, and equal thread counts 
 
 import ovseg  # noqa: E402  (PYTHONPATH set by ctest)
 
-TMP = tempfile.mkdtemp(prefix="ovseg_py_")
-CACHE = os.path.join(TMP, "cache")
-SMALL = os.path.join(TMP, "small_bundle")
+# Made in setUpModule (never at import: a skipped run leaves nothing behind).
+TMP = CACHE = SMALL = None
 _models = {}
 
 
+def _missing_reference():
+    return [p for p in (IMAGE, VOCAB, os.path.join(BUNDLE, "manifest.json")) if not os.path.isfile(p)]
+
+
 def setUpModule():
+    global TMP, CACHE, SMALL
+    # However the module is started (ctest, unittest, pytest): without the reference, every test skips.
+    missing = _missing_reference()
+    if missing:
+        raise unittest.SkipTest(f"not found: {', '.join(missing)} (the shared fixture, or its bundle "
+                                "from ctest's export_fixture_bundles)")
+    TMP = tempfile.mkdtemp(prefix="ovseg_py_")
+    CACHE = os.path.join(TMP, "cache")
+    SMALL = os.path.join(TMP, "small_bundle")
     ovseg.set_log_level("warn")
     # The fast bundle: links to the exported modules, the manifest with a 64-pixel test size.
     os.makedirs(SMALL)
@@ -56,7 +68,8 @@ def setUpModule():
 
 def tearDownModule():
     _models.clear()
-    shutil.rmtree(TMP, ignore_errors=True)
+    if TMP:
+        shutil.rmtree(TMP, ignore_errors=True)
 
 
 def model(which="small"):
@@ -518,7 +531,7 @@ class DocumentationTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    missing = [p for p in (IMAGE, VOCAB, os.path.join(BUNDLE, "manifest.json")) if not os.path.isfile(p)]
+    missing = _missing_reference()
     if missing:
         print(f"test_python_module: skipped: not found: {', '.join(missing)} "
               "(the shared fixture, or its bundle from ctest's export_fixture_bundles)")

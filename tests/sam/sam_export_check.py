@@ -20,7 +20,15 @@ from ovseg_export.sam_export import export_sam  # noqa: E402
 from ovseg_export.load import IncompatibleCheckpoint  # noqa: E402
 
 sys.path.insert(0, HERE)
-from sam_fixtures import load_array, sam_fixtures  # noqa: E402
+from sam_fixtures import SHARED, load_array, sam_fixtures  # noqa: E402
+
+FIXTURES = sam_fixtures()
+
+
+def setUpModule():
+    # However the module is started (ctest, unittest, pytest): no fixture, every test skips.
+    if not FIXTURES:
+        raise unittest.SkipTest(f"no SAM fixture under {SHARED}")
 
 
 class SamExportTest(unittest.TestCase):
@@ -79,7 +87,6 @@ class SamExportTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    FIXTURES = sam_fixtures()
     if not FIXTURES:
         print("SKIP: no SAM fixture under", SHARED)
         sys.exit(77)

@@ -26,6 +26,12 @@ OV_BUNDLES = os.environ.get("OVSEG_TEST_BUNDLE_DIR", os.path.join(sf.REPO, "buil
 FIXTURES = [(d, m) for d, m in sf.sam_fixtures() if isinstance(m.get("classify"), dict)]
 
 
+def setUpModule():
+    # However the module is started (ctest, unittest, pytest): no fixture, every test skips.
+    if not FIXTURES:
+        raise unittest.SkipTest(f"no SAM fixture with a classification under {sf.SHARED}")
+
+
 def ov_bundle(meta):
     ck = meta["classify"]["checkpoint"]  # shared/ovseg/fixtures/<name>/checkpoint.pth
     return os.path.join(OV_BUNDLES, os.path.basename(os.path.dirname(ck)))
