@@ -290,11 +290,51 @@ struct OVSEG_API ModelInfo {
   std::string manifest_json;     // the whole manifest, pretty-printed
   std::string device;            // where the modules run
   std::string precision;
+  // sha256 of the manifest, the precision and the device kind: what an Analysis must have been
+  // made with to be classified by this model.
+  std::string fingerprint;
 };
 
 namespace detail {
 struct ModelAccess;  // the library's internal entry points (e.g. the evaluation oracles)
+struct AnalysisAccess;
 }
+
+// Everything of one image that does not depend on the class names (Model::analyze): the
+// MaskFormer proposals (embeddings and mask logits), the valid regions and the CLIP embedding of
+// each, for one model, precision, device and mask threshold. Model::classify turns it into the
+// Result of any class list, ensemble weight and mode in milliseconds, exactly what segment()
+// gives. Movable, not copyable; immutable, so threads may classify one analysis at once.
+class OVSEG_API Analysis {
+ public:
+  Analysis(Analysis&&) noexcept;
+  Analysis& operator=(Analysis&&) noexcept;
+  Analysis(const Analysis&) = delete;
+  Analysis& operator=(const Analysis&) = delete;
+  ~Analysis();
+
+  std::size_t bytes() const noexcept;  // memory it holds
+  int width() const noexcept;          // original image size
+  int height() const noexcept;
+  int num_regions() const noexcept;    // valid regions (each with its CLIP embedding)
+  float mask_threshold() const noexcept;
+  bool clip_ensemble() const noexcept;  // false: made MaskFormer-only (no regions, no CLIP)
+  const std::string& model_fingerprint() const noexcept;  // ModelInfo::fingerprint of its model
+  const Timings& timings() const noexcept;  // the class-agnostic stages, when it was made
+
+  // A versioned binary file: exact float32 tensors, the model's fingerprint and the settings,
+  // with a checksum; written atomically (concurrent writers of one path never leave a torn file).
+  void save(const std::string& path) const;
+  // Throws Error(kBadData) naming the file for a truncated, corrupt or foreign file, kIo when it
+  // cannot be read. Whether it fits a model is checked by Model::classify.
+  static Analysis load(const std::string& path);
+
+ private:
+  friend struct detail::AnalysisAccess;
+  struct Impl;
+  explicit Analysis(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 class OVSEG_API Model {
  public:
@@ -308,8 +348,23 @@ class OVSEG_API Model {
   ~Model();
 
   // Segments one image with the given class names. Safe to call from several threads.
+  // Exactly classify(analyze(image, options), classes, options).
   Result segment(const ImageView& image, const std::vector<std::string>& classes,
                  const SegmentOptions& options = {}) const;
+
+  // The class-agnostic part of segment(): preprocess, proposals, regions and CLIP. Of the
+  // options, mode and mask_threshold (the threshold, the mode's default when unset) and
+  // clip_ensemble (false: MaskFormer-only, no regions) decide what it holds; progress and
+  // dump_dir work as in segment(). Timings of the stages are in Analysis::timings().
+  Analysis analyze(const ImageView& image, const SegmentOptions& options = {}) const;
+  Analysis analyze_file(const std::string& path, const SegmentOptions& options = {}) const;
+  // The rest: text features, ensemble, score map, labels. The Result equals segment()'s for the
+  // same image, classes and options, byte for byte; its timings show only the stages that ran
+  // (text, post). Throws Error(kInvalidArgument) naming the option when the analysis does not
+  // fit: made by another model (bundle, precision or device), with another mask threshold, or
+  // MaskFormer-only while the options ask for the CLIP ensemble.
+  Result classify(const Analysis& analysis, const std::vector<std::string>& classes,
+                  const SegmentOptions& options = {}) const;
   Result segment_file(const std::string& path, const std::vector<std::string>& classes,
                       const SegmentOptions& options = {}) const;
 

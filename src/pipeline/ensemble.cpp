@@ -119,6 +119,7 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
     const at::Tensor pv = w_ens > 0 ? out.region_probs : p;  // [Nv,K]
     // Binary masks Bbin [Nv,h,w] of the valid queries, as float one chunk at a time.
     mask_rows = [&in, valid_index](int64_t i0, int64_t n) {
+      if (in.binary_valid_only) return in.binary.narrow(0, i0, n).to(at::kFloat);
       return in.binary.index_select(0, valid_index.narrow(0, i0, n)).to(at::kFloat);
     };
     z = at::zeros({nv, k}, pv.options());

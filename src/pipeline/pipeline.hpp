@@ -216,6 +216,9 @@ at::Tensor maskformer_logits(const at::Tensor& class_embeddings, const at::Tenso
 // tensor when there is no region.
 at::Tensor clip_region_logits(const Modules& modules, const Regions& regions, const at::Tensor& text,
                               double temperature, int batch);
+// Its class-agnostic half: the L2-normalised CLIP embeddings [Nv,E] float32 of the valid regions
+// (an empty [0,E] tensor when there is none). clip_region_logits = similarity_logits of these.
+at::Tensor clip_region_features(const Modules& modules, const Regions& regions, int batch);
 // Regions per CLIP forward: `requested` when > 0, else what a memory budget allows.
 int choose_region_batch(const Manifest& manifest, c10::Device device, c10::ScalarType dtype, int requested,
                         int64_t num_regions);
@@ -231,6 +234,7 @@ struct EnsembleInput {
   at::Tensor mf_logits;    // [Q,K+1]
   const SoftMasks* masks = nullptr;  // M (eval path)
   at::Tensor binary;       // B [Q,h,w] bool = M > mask_threshold (demo path; Regions::binary)
+  bool binary_valid_only = false;  // binary holds the valid queries' rows only, [Nv,h,w] in query order
   at::Tensor valid;        // [Q] bool
   at::Tensor clip_logits;  // [Nv,K+1] (Nv may be 0)
   double ensemble_weight = 0;

@@ -42,18 +42,27 @@ int choose_region_batch(const Manifest& manifest, c10::Device device, c10::Scala
   return static_cast<int>(std::min<int64_t>(std::max<int64_t>(num_regions, 1), std::min<int64_t>(batch, 1024)));
 }
 
-at::Tensor clip_region_logits(const Modules& modules, const Regions& regions, const at::Tensor& text,
-                              double temperature, int batch) {
-  const int64_t nv = regions.images.size(0);
-  if (nv == 0) return at::empty({0, text.size(0)}, text.options());
+at::Tensor clip_region_features(const Modules& modules, const Regions& regions, int batch) {
+  const int64_t nv = regions.images.defined() ? regions.images.size(0) : 0;
+  const int64_t e = modules.non_object_embedding().size(1);
+  if (nv == 0) return at::empty({0, e}, at::TensorOptions().dtype(at::kFloat).device(modules.device()));
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < nv; start += batch) {
     const int64_t count = std::min<int64_t>(batch, nv - start);
     parts.push_back(modules.clip_visual(regions.images.narrow(0, start, count), regions.masks.narrow(0, start, count)));
   }
   at::Tensor features = parts.size() == 1 ? parts[0] : at::cat(parts, 0);  // [Nv,E], L2-normalised
-  if (features.dim() != 2 || features.size(0) != nv || features.size(1) != text.size(1))
+  if (features.dim() != 2 || features.size(0) != nv || features.size(1) != e)
     throw Error(ErrorCode::kRuntime, "clip_visual module: unexpected output shape");
+  return features;
+}
+
+at::Tensor clip_region_logits(const Modules& modules, const Regions& regions, const at::Tensor& text,
+                              double temperature, int batch) {
+  const int64_t nv = regions.images.defined() ? regions.images.size(0) : 0;
+  if (nv == 0) return at::empty({0, text.size(0)}, text.options());
+  const at::Tensor features = clip_region_features(modules, regions, batch);
+  if (features.size(1) != text.size(1)) throw Error(ErrorCode::kRuntime, "clip_visual module: unexpected output shape");
   return similarity_logits(features.to(text.device()), text, temperature);  // [Nv,K+1]
 }
 

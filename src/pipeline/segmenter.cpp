@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <new>
 #include <optional>
 
@@ -16,6 +17,7 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "image/image_ops.hpp"
+#include "pipeline/analysis.hpp"
 #include "pipeline/oracle.hpp"
 #include "pipeline/pipeline.hpp"
 
@@ -115,6 +117,39 @@ SegmentSettings resolve_settings(const ModelInfo& info, const SegmentOptions& op
   return s;
 }
 
+// Each stage: report progress (the caller may cancel), then time it into `timings`.
+class StageClock {
+ public:
+  StageClock(const SegmentOptions& options, Timings& timings, const char* what)
+      : options_(options), timings_(timings), what_(what) {}
+  void begin(Stage stage) {
+    const auto index = static_cast<std::size_t>(stage);
+    if (options_.progress && !options_.progress(to_string(stage), static_cast<float>(index) / kNumStages))
+      throw Error(ErrorCode::kCancelled,
+                  std::string(what_) + ": cancelled by the progress callback (" + to_string(stage) + ")");
+    current_ = stage;
+    t0_ = Clock::now();
+  }
+  void end() { timings_[current_] = ms_since(t0_); }
+  const Timings& timings() const { return timings_; }
+
+ private:
+  const SegmentOptions& options_;
+  Timings& timings_;
+  const char* what_;
+  Stage current_ = Stage::kPreprocess;
+  Clock::time_point t0_ = Clock::now();
+};
+
+void check_image(const ImageView& view) {
+  if (view.data == nullptr || view.width <= 0 || view.height <= 0)
+    throw Error(ErrorCode::kBadImage, "image: empty image (no pixel data or a zero size)");
+  const int channels = view.format == PixelFormat::kGray ? 1
+                       : (view.format == PixelFormat::kRgba || view.format == PixelFormat::kBgra) ? 4 : 3;
+  if (view.stride != 0 && view.stride < static_cast<std::size_t>(view.width) * channels)
+    throw Error(ErrorCode::kBadImage, "image: stride " + std::to_string(view.stride) + " is shorter than a row");
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -127,6 +162,20 @@ struct Model::Impl {
 
   Result segment(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options,
                  detail::Oracle oracle = detail::Oracle::kNone, const detail::GroundTruthView* gt = nullptr) const;
+  // The oracle analyses (eval::segment_with_oracle): their own flow, which needs the classes early.
+  Result segment_oracle(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options,
+                        detail::Oracle oracle, const detail::GroundTruthView* gt) const;
+  // segment() = classify(analyze()). `between` runs after preprocess (segment(): the text stage,
+  // in the stage table's order); `text` given = already computed (no text stage in classify).
+  detail::AnalysisData analyze(const ImageView& view, const SegmentOptions& options, StageClock& clock,
+                               const std::function<void()>& between = {}) const;
+  Result classify(const detail::AnalysisData& a, const std::vector<std::string>& classes,
+                  const SegmentOptions& options, StageClock& clock, const at::Tensor* text = nullptr) const;
+  // The argument checks of segment()/classify() (classes) and of every entry (settings, image).
+  static void check_classes(const std::vector<std::string>& classes, const char* what);
+  // The settings of these options, checked (ranges, MaskFormer-only needs eval); *weight: the
+  // ensemble weight as the double the maths uses.
+  SegmentSettings checked_settings(const SegmentOptions& options, double* weight, const char* what) const;
 };
 
 namespace detail {
@@ -205,6 +254,9 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     info.manifest_json = m.json_pretty;
     info.device = impl->device.str();
     info.precision = to_string(precision);
+    const std::string identity = m.json_pretty + "\nprecision " + info.precision + "\ndevice " +
+                                 (impl->device.is_cuda() ? "cuda" : "cpu");
+    info.fingerprint = detail::sha256_hex(identity.data(), identity.size());
     detail::log().info("loaded {} ({} + {}) on {} as {} in {:.0f} ms", m.name, m.backbone, m.clip_model, info.device,
                        info.precision, ms_since(t0));
     return Model(std::move(impl));
@@ -235,6 +287,43 @@ std::vector<float> Model::text_features(const std::vector<std::string>& classes)
   });
 }
 
+Analysis Model::analyze(const ImageView& image, const SegmentOptions& options) const {
+  return translate_errors("analyze", [&] {
+    c10::InferenceMode guard;
+    const auto t_start = Clock::now();
+    double weight = 0;
+    (void)impl_->checked_settings(options, &weight, "analyze");
+    check_image(image);
+    Timings timings;
+    StageClock clock(options, timings, "analyze");
+    detail::AnalysisData a = impl_->analyze(image, options, clock);
+    a.timings.total_ms = ms_since(t_start);
+    if (options.progress) options.progress("done", 1.0f);
+    return detail::AnalysisAccess::make(std::move(a));
+  });
+}
+
+Analysis Model::analyze_file(const std::string& path, const SegmentOptions& options) const {
+  const Image img = load_image(path);
+  return translate_errors(path, [&] { return analyze(img.view(), options); });
+}
+
+Result Model::classify(const Analysis& analysis, const std::vector<std::string>& classes,
+                       const SegmentOptions& options) const {
+  return translate_errors("classify", [&] {
+    c10::InferenceMode guard;
+    const auto t_start = Clock::now();
+    Impl::check_classes(classes, "classify");
+    Timings timings;
+    StageClock clock(options, timings, "classify");
+    Result r = impl_->classify(detail::AnalysisAccess::data(analysis), classes, options, clock);
+    r.timings = timings;
+    r.timings.total_ms = ms_since(t_start);
+    if (options.progress) options.progress("done", 1.0f);
+    return r;
+  });
+}
+
 Result Model::segment(const ImageView& image, const std::vector<std::string>& classes,
                       const SegmentOptions& options) const {
   return translate_errors("segment", [&] { return impl_->segment(image, classes, options); });
@@ -246,9 +335,277 @@ Result Model::segment_file(const std::string& path, const std::vector<std::strin
   return translate_errors(path, [&] { return impl_->segment(img.view(), classes, options); });
 }
 
+void Model::Impl::check_classes(const std::vector<std::string>& classes, const char* what) {
+  if (classes.empty()) throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": the class list is empty");
+  if (classes.size() >= kUnlabeled)
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + ": too many classes (" + std::to_string(classes.size()) + ")");
+  for (std::size_t i = 0; i < classes.size(); ++i)
+    if (classes[i].find_first_not_of(" \t\r\n\f\v") == std::string::npos)
+      throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": class " + std::to_string(i) + " is an empty name");
+}
+
+SegmentSettings Model::Impl::checked_settings(const SegmentOptions& options, double* weight, const char* what) const {
+  const SegmentSettings settings = resolve_settings(info, options);
+  const float threshold = settings.mask_threshold;
+  // The bundle's weight as the manifest's double; a caller's float as the decimal it stands for.
+  *weight = options.ensemble_weight ? as_decimal_double(*options.ensemble_weight)
+                                    : manifest.defaults(options.mode).ensemble_weight;
+  if (!(threshold >= 0.0f && threshold <= 1.0f))
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": mask_threshold must be in [0, 1]");
+  if (!(*weight >= 0.0 && *weight <= 1.0))
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": ensemble_weight must be in [0, 1]");
+  if (!settings.clip_ensemble && options.mode != Mode::kEval)
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) +
+                    ": MaskFormer-only (clip_ensemble false) needs eval mode: the reference's demo path "
+                    "uses the CLIP branch's regions");
+  return settings;
+}
+
 Result Model::Impl::segment(const ImageView& view, const std::vector<std::string>& classes,
                             const SegmentOptions& options, detail::Oracle oracle,
                             const detail::GroundTruthView* gt) const {
+  if (oracle != detail::Oracle::kNone) return segment_oracle(view, classes, options, oracle, gt);
+  c10::InferenceMode guard;
+  const auto t_start = Clock::now();
+  // Every argument is checked before any work, in this order.
+  check_classes(classes, "segment");
+  double weight = 0;
+  (void)checked_settings(options, &weight, "segment");
+  check_image(view);
+  const std::vector<std::string> used = detail::model_classes(options.mode, classes);
+
+  Timings timings;
+  StageClock clock(options, timings, "segment");
+  at::Tensor text;
+  // The text features T [(K+1),E] between preprocess and proposals, as the stage table orders them.
+  const detail::AnalysisData a = analyze(view, options, clock, [&] {
+    clock.begin(Stage::kText);
+    text = this->text->text_matrix(used);
+    detail::release_freed_memory();  // a cold class list ran the text tower
+    clock.end();
+    if (!options.dump_dir.empty()) write_npy(options.dump_dir, "text_features.npy", text);
+  });
+  Result result = classify(a, classes, options, clock, &text);
+  result.timings = timings;
+  result.timings.total_ms = ms_since(t_start);
+  if (options.progress) options.progress("done", 1.0f);  // the work is done: nothing left to cancel
+  detail::log().debug("segment {}x{} → {}x{}, K={}, {} valid region(s), {:.1f} ms", a.width, a.height,
+                      a.resized_width, a.resized_height, used.size(), a.queries.size(), result.timings.total_ms);
+  return result;
+}
+
+detail::AnalysisData Model::Impl::analyze(const ImageView& view, const SegmentOptions& options, StageClock& clock,
+                                          const std::function<void()>& between) const {
+  const detail::Manifest& m = manifest;
+  const SegmentSettings settings = resolve_settings(info, options);
+  const float threshold = settings.mask_threshold;
+  const bool clip_branch = settings.clip_ensemble;
+  // The debug tap (SegmentOptions::dump_dir): a stage's outputs, written right after it ran.
+  auto tap = [&](const char* name, const at::Tensor& t) {
+    if (!options.dump_dir.empty() && t.defined()) write_npy(options.dump_dir, name, t);
+  };
+  detail::AnalysisData a;
+  a.model_fingerprint = info.fingerprint;
+  a.mask_threshold = threshold;
+  a.clip_branch = clip_branch;
+
+  // ---- preprocess: RGB, test-time resize (Pillow bilinear), normalise + pad ----
+  clock.begin(Stage::kPreprocess);
+  const Image rgb = to_rgb(view);
+  const int h0 = rgb.height;
+  const int w0 = rgb.width;
+  const auto [h, w] = detail::test_resize_size(h0, w0, m.min_size_test, m.max_size_test);
+  Image resized_storage;
+  if (h != h0 || w != w0) resized_storage = detail::resize_pillow_bilinear(rgb, w, h);
+  const Image& resized = (h != h0 || w != w0) ? resized_storage : rgb;
+  const detail::ProposalInput input = detail::prepare_proposal_input(resized, m, device);
+  a.width = w0;
+  a.height = h0;
+  a.resized_width = w;
+  a.resized_height = h;
+  a.padded_height = input.padded.size(2);
+  a.padded_width = input.padded.size(3);
+  detail::synchronize(device);
+  clock.end();
+  if (between) between();
+
+  // ---- proposals ----
+  clock.begin(Stage::kProposals);
+  detail::Proposals proposals = detail::run_proposals(*modules, input.padded);
+  detail::synchronize(device);
+  // The backbone's activations are gone: give their pages back before the next stage's peak.
+  detail::release_freed_memory();
+  clock.end();
+  tap("pred_embeddings.npy", proposals.class_embeddings);
+  tap("pred_masks_lowres.npy", proposals.mask_logits);
+
+  // ---- masks and regions ----
+  clock.begin(Stage::kRegions);
+  const detail::SoftMasks masks(proposals.mask_logits, a.padded_height, a.padded_width, h, w);
+  detail::Regions regions;
+  if (clip_branch) {
+    regions = detail::extract_regions(input.image, masks, threshold, m);
+  } else {
+    // MaskFormer-only: no region is extracted (the threshold plays no part, as in the reference).
+    regions.valid = at::zeros({masks.num_queries()}, at::TensorOptions().dtype(at::kBool).device(device));
+  }
+  detail::synchronize(device);
+  detail::release_freed_memory();
+  clock.end();
+  tap("valid_flag.npy", regions.valid.to(at::kFloat));
+
+  // ---- CLIP over the regions: their embeddings (the class names enter in classify) ----
+  clock.begin(Stage::kClip);
+  if (clip_branch) {
+    const auto nv = static_cast<int64_t>(regions.queries.size());
+    const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
+    a.clip_features = detail::clip_region_features(*modules, regions, batch);
+    // B of the valid queries only (the others' rows are all false).
+    a.binary_valid = nv > 0 ? regions.binary.index_select(
+                                  0, at::tensor(regions.queries, at::TensorOptions().dtype(at::kLong)).to(device))
+                            : at::zeros({0, h, w}, at::TensorOptions().dtype(at::kBool).device(device));
+    detail::synchronize(device);
+    detail::release_freed_memory();
+  }
+  clock.end();
+
+  a.class_embeddings = proposals.class_embeddings;
+  a.mask_logits = proposals.mask_logits;
+  a.valid = regions.valid;
+  a.queries = std::move(regions.queries);
+  a.boxes = std::move(regions.boxes);
+  a.areas = std::move(regions.areas);
+  for (const Stage st : {Stage::kPreprocess, Stage::kProposals, Stage::kRegions, Stage::kClip})
+    a.timings[st] = clock.timings()[st];
+  return a;
+}
+
+Result Model::Impl::classify(const detail::AnalysisData& a, const std::vector<std::string>& classes,
+                             const SegmentOptions& options, StageClock& clock, const at::Tensor* text_in) const {
+  const detail::Manifest& m = manifest;
+  double weight = 0;
+  const SegmentSettings settings = checked_settings(options, &weight, "classify");
+  // Whether the analysis fits: the same model, threshold and (for the CLIP ensemble) regions.
+  if (a.model_fingerprint != info.fingerprint)
+    throw Error(ErrorCode::kInvalidArgument,
+                "classify: the analysis was made by another model (bundle, precision or device: fingerprint " +
+                    a.model_fingerprint.substr(0, 12) + ", this model's " + info.fingerprint.substr(0, 12) + ")");
+  if (settings.mask_threshold != a.mask_threshold)
+    throw Error(ErrorCode::kInvalidArgument,
+                "classify: mask_threshold " + std::to_string(settings.mask_threshold) + " differs from the " +
+                    std::to_string(a.mask_threshold) + " the analysis was made with (analyze the image again)");
+  const bool clip_branch = settings.clip_ensemble;
+  if (clip_branch && !a.clip_branch)
+    throw Error(ErrorCode::kInvalidArgument,
+                "classify: clip_ensemble: the analysis is MaskFormer-only (no regions, no CLIP), the options ask "
+                "for the CLIP ensemble (analyze the image again without clip_ensemble false)");
+  auto tap = [&](const char* name, const at::Tensor& t) {
+    if (!options.dump_dir.empty() && t.defined()) write_npy(options.dump_dir, name, t);
+  };
+  const std::vector<std::string> used = detail::model_classes(options.mode, classes);
+  const int64_t k = static_cast<int64_t>(used.size());
+  const int w0 = a.width, h0 = a.height, w = a.resized_width, h = a.resized_height;
+
+  Result result;
+  result.settings = settings;
+  result.classes = classes;
+  result.score_classes = used;
+  result.width = w0;
+  result.height = h0;
+  result.resized_width = w;
+  result.resized_height = h;
+
+  // ---- text features T [(K+1),E] ----
+  at::Tensor text;
+  if (text_in) {
+    text = *text_in;
+  } else {
+    clock.begin(Stage::kText);
+    text = this->text->text_matrix(used);
+    detail::release_freed_memory();  // a cold class list ran the text tower
+    clock.end();
+    tap("text_features.npy", text);
+  }
+
+  // ---- ensemble, score map, resize, argmax ----
+  clock.begin(Stage::kPost);
+  const auto nv = clip_branch ? static_cast<int64_t>(a.queries.size()) : int64_t{0};
+  const at::Tensor clip_logits =
+      clip_branch ? detail::similarity_logits(a.clip_features.to(text.device()), text, m.temperature)  // [Nv,K+1]
+                  : at::zeros({0, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
+  tap("clip_logits.npy", clip_logits);
+  const detail::SoftMasks masks(a.mask_logits.to(device), a.padded_height, a.padded_width, h, w);
+  detail::EnsembleInput ens;
+  ens.mf_logits = detail::maskformer_logits(a.class_embeddings.to(device), text, m.temperature);
+  ens.masks = &masks;
+  if (options.mode == Mode::kDemo) {
+    ens.binary = a.binary_valid.to(device);
+    ens.binary_valid_only = true;
+  }
+  ens.valid = clip_branch ? a.valid.to(device)
+                          : at::zeros({a.valid.size(0)}, at::TensorOptions().dtype(at::kBool).device(device));
+  ens.clip_logits = clip_logits;
+  ens.ensemble_weight = weight;
+  ens.clip_branch = clip_branch;
+  ens.mode = options.mode;
+  ens.skip_last_selection = detail::others_selects_no_region(options.mode, used);
+  ens.out_height = h0;
+  ens.out_width = w0;
+  ens.keep_scores = options.keep_scores || !options.dump_dir.empty();
+  detail::EnsembleOutput post = detail::ensemble(ens);
+
+  const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);
+  result.labels.resize(pixels);
+  result.class_pixels.assign(classes.size(), 0);
+  const auto caller_k = static_cast<int32_t>(classes.size());
+  for (std::size_t i = 0; i < pixels; ++i) {
+    const int32_t label = post.argmax[i];
+    const bool unlabeled = post.degenerate || (!post.uncovered.empty() && post.uncovered[i]) || label >= caller_k;
+    if (unlabeled) {
+      result.labels[i] = kUnlabeled;
+      ++result.unlabeled_pixels;
+    } else {
+      result.labels[i] = static_cast<std::uint16_t>(label);
+      ++result.class_pixels[static_cast<std::size_t>(label)];
+    }
+  }
+  if (options.keep_scores) {
+    const at::Tensor sc = post.scores.contiguous();
+    result.scores.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+  }
+
+  // Segments: boxes/areas of the binary masks at the resized size, scaled to the original.
+  const double sx = static_cast<double>(w0) / w;
+  const double sy = static_cast<double>(h0) / h;
+  const auto probs = post.region_probs.accessor<float, 2>();
+  for (int64_t r = 0; r < nv; ++r) {
+    Segment seg;
+    seg.query = static_cast<int>(a.queries[static_cast<std::size_t>(r)]);
+    int best = 0;
+    for (int c = 1; c < caller_k; ++c)
+      if (probs[r][c] > probs[r][best]) best = c;
+    seg.class_index = best;
+    seg.score = probs[r][best];
+    const auto& b = a.boxes[static_cast<std::size_t>(r)];
+    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
+    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
+    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
+    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
+    seg.area = std::llround(static_cast<double>(a.areas[static_cast<std::size_t>(r)]) * sx * sy);
+    seg.selected = options.mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
+    result.segments.push_back(seg);
+  }
+  clock.end();
+  tap("sem_seg.npy", post.scores);
+  if (!options.dump_dir.empty()) detail::log().debug("segment: intermediates written to {}", options.dump_dir);
+  return result;
+}
+
+Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std::string>& classes,
+                                   const SegmentOptions& options, detail::Oracle oracle,
+                                   const detail::GroundTruthView* gt) const {
   c10::InferenceMode guard;
   const auto t_start = Clock::now();
   const detail::Manifest& m = manifest;
