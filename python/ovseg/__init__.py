@@ -17,6 +17,7 @@ import os as _os
 
 from ._ovseg import (  # noqa: F401
     UNLABELED,
+    Analysis,
     CancelledError,
     Error,
     ErrorCode,
@@ -40,7 +41,7 @@ from ._ovseg import (  # noqa: F401
 __version__ = version()
 
 __all__ = [
-    "UNLABELED", "CancelledError", "Error", "ErrorCode", "FileError", "ImageError", "InvalidArgumentError",
+    "UNLABELED", "Analysis", "CancelledError", "Error", "ErrorCode", "FileError", "ImageError", "InvalidArgumentError",
     "Model", "ModelError", "ModelInfo", "Result", "Segment", "Tokenizer", "dataset_classes", "dataset_names",
     "decode_image", "load_image",
     "set_log_level", "tokenize", "version",

@@ -142,7 +142,33 @@ class ModelInfo:
     @property
     def precision(self) -> str: ...
     @property
+    def fingerprint(self) -> str: ...
+    @property
     def manifest(self) -> dict: ...
+
+class Analysis:
+    """The class-agnostic part of one image (Model.analyze); classify it with any class list."""
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def num_regions(self) -> int: ...
+    @property
+    def mask_threshold(self) -> float: ...
+    @property
+    def clip_ensemble(self) -> bool: ...
+    @property
+    def model_fingerprint(self) -> str: ...
+    @property
+    def timings(self) -> Dict[str, float]: ...
+    def save(self, path: _Path) -> None:
+        """Writes it to a file (versioned, checksummed, exact float32), atomically."""
+    @staticmethod
+    def load(path: _Path) -> "Analysis":
+        """Reads a saved analysis; ovseg.Error for a corrupt, truncated or foreign file."""
 
 class Model:
     """A loaded model bundle; thread-safe, segment() releases the GIL."""
@@ -156,6 +182,15 @@ class Model:
                 progress: Optional[Callable[[str, float], Optional[bool]]] = None) -> Result:
         """Labels every pixel of `image` (a path, or H×W×3 uint8 RGB unless channel_order="bgr")
         with one of `classes`."""
+    def analyze(self, image: _ImageLike, *, mode: str = "eval", mask_threshold: Optional[float] = None,
+                clip_ensemble: Optional[bool] = None, channel_order: str = "rgb",
+                progress: Optional[Callable[[str, float], Optional[bool]]] = None) -> Analysis:
+        """The class-agnostic stages once (proposals, regions, CLIP embeddings); GIL released."""
+    def classify(self, analysis: Analysis, classes: Iterable[str], *, mode: str = "eval",
+                 mask_threshold: Optional[float] = None, ensemble_weight: Optional[float] = None,
+                 clip_ensemble: Optional[bool] = None, keep_scores: bool = False,
+                 progress: Optional[Callable[[str, float], Optional[bool]]] = None) -> Result:
+        """segment()'s Result for these classes from an analysis, byte for byte, in milliseconds."""
     def text_features(self, classes: Iterable[str]) -> npt.NDArray[np.float32]:
         """float32 [K+1, E]: the classes' text features and the non-object embedding."""
     def prepare_classes(self, classes: Iterable[str]) -> float:

@@ -276,11 +276,11 @@ struct ProgressState {
   std::optional<py::error_already_set> error;
 };
 
-PyResult segment(const ovseg::Model& model, py::handle image, py::handle classes, const std::string& mode,
-                 std::optional<float> mask_threshold, std::optional<float> ensemble_weight, bool keep_scores,
-                 const std::string& channel_order, py::object progress) {
-  ImageArg img = to_image(image, channel_order);
-  const std::vector<std::string> names = to_class_list(classes);
+// The options of segment/analyze/classify, with the progress bridge: between stages the caller's
+// callback, and Ctrl-C (signals reach Python only while it runs bytecode, so a KeyboardInterrupt is
+// picked up here and cancels the call).
+ovseg::SegmentOptions segment_options(ProgressState& state, const std::string& mode, std::optional<float> mask_threshold,
+                                      std::optional<float> ensemble_weight, bool keep_scores, py::object progress) {
   if (!progress.is_none() && !PyCallable_Check(progress.ptr()))
     throw py::type_error("progress must be a callable (stage: str, fraction: float) -> bool | None, not " +
                          type_name(progress));
@@ -289,10 +289,7 @@ PyResult segment(const ovseg::Model& model, py::handle image, py::handle classes
   so.mask_threshold = mask_threshold;
   so.ensemble_weight = ensemble_weight;
   so.keep_scores = keep_scores;
-  ProgressState state;
   state.callback = std::move(progress);
-  // Between stages: the caller's callback, and Ctrl-C (signals reach Python only while it runs
-  // bytecode, so a KeyboardInterrupt is picked up here and cancels the call).
   so.progress = [&state](const char* stage, float fraction) -> bool {
     py::gil_scoped_acquire gil;
     if (state.error) return false;
@@ -309,30 +306,75 @@ PyResult segment(const ovseg::Model& model, py::handle image, py::handle classes
       return false;
     }
   };
+  return so;
+}
 
-  ovseg::Result result;
+// Runs f() without the GIL; a Python exception raised in the callback (or by Ctrl-C) is the one
+// the caller sees, else an ovseg::Error is rethrown with the GIL held.
+template <class F>
+auto run_without_gil(ProgressState& state, F&& f) -> decltype(f()) {
+  std::optional<decltype(f())> value;
   std::optional<ovseg::Error> failure;
   {
     py::gil_scoped_release nogil;
     try {
-      result = img.path ? model.segment_file(*img.path, names, so) : model.segment(img.view, names, so);
+      value.emplace(f());
     } catch (const ovseg::Error& e) {
       failure = e;
     }
   }
-  // A Python exception raised in the callback (or by Ctrl-C) is the one the caller sees.
   if (state.error) {
     state.error->restore();
     throw py::error_already_set();
   }
   if (failure) throw *failure;
+  return std::move(*value);
+}
 
+PyResult to_py_result(ovseg::Result&& result) {
   PyResult out;  // the settings applied are the result's own (Result::settings)
   out.mode = ovseg::to_string(result.settings.mode);
   out.mask_threshold = result.settings.mask_threshold;
   out.ensemble_weight = result.settings.ensemble_weight;
   out.r = std::make_shared<const ovseg::Result>(std::move(result));
   return out;
+}
+
+PyResult segment(const ovseg::Model& model, py::handle image, py::handle classes, const std::string& mode,
+                 std::optional<float> mask_threshold, std::optional<float> ensemble_weight, bool keep_scores,
+                 const std::string& channel_order, py::object progress) {
+  ImageArg img = to_image(image, channel_order);
+  const std::vector<std::string> names = to_class_list(classes);
+  ProgressState state;
+  const ovseg::SegmentOptions so =
+      segment_options(state, mode, mask_threshold, ensemble_weight, keep_scores, std::move(progress));
+  return to_py_result(run_without_gil(state, [&] {
+    return img.path ? model.segment_file(*img.path, names, so) : model.segment(img.view, names, so);
+  }));
+}
+
+std::shared_ptr<ovseg::Analysis> analyze(const ovseg::Model& model, py::handle image, const std::string& mode,
+                                               std::optional<float> mask_threshold, std::optional<bool> clip_ensemble,
+                                               const std::string& channel_order, py::object progress) {
+  ImageArg img = to_image(image, channel_order);
+  ProgressState state;
+  ovseg::SegmentOptions so = segment_options(state, mode, mask_threshold, std::nullopt, false, std::move(progress));
+  so.clip_ensemble = clip_ensemble;
+  return run_without_gil(state, [&] {
+    return std::make_shared<ovseg::Analysis>(img.path ? model.analyze_file(*img.path, so)
+                                                            : model.analyze(img.view, so));
+  });
+}
+
+PyResult classify(const ovseg::Model& model, const ovseg::Analysis& analysis, py::handle classes,
+                  const std::string& mode, std::optional<float> mask_threshold, std::optional<float> ensemble_weight,
+                  std::optional<bool> clip_ensemble, bool keep_scores, py::object progress) {
+  const std::vector<std::string> names = to_class_list(classes);
+  ProgressState state;
+  ovseg::SegmentOptions so =
+      segment_options(state, mode, mask_threshold, ensemble_weight, keep_scores, std::move(progress));
+  so.clip_ensemble = clip_ensemble;
+  return to_py_result(run_without_gil(state, [&] { return model.classify(analysis, names, so); }));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -445,6 +487,26 @@ ovseg.InvalidArgumentError (a ValueError) for a bad option.
 )doc";
 
 // help(ovseg.Model.segment): the signature by hand (pybind11's would show C++ types).
+constexpr const char* kAnalyzeDoc = R"doc(analyze(image, *, mode="eval", mask_threshold=None, clip_ensemble=None,
+        channel_order="rgb", progress=None) -> Analysis
+
+Everything of `image` that does not depend on the class names: the MaskFormer proposals, the
+valid regions (for the mode's mask threshold, or `mask_threshold`) and the CLIP embedding of each.
+model.classify(analysis, classes, ...) then gives, for any class list and ensemble weight, exactly
+what segment() gives, in milliseconds. clip_ensemble=False: MaskFormer-only (no regions, no
+CLIP). image, channel_order and progress as in segment(). The GIL is released while it computes.
+)doc";
+
+constexpr const char* kClassifyDoc = R"doc(classify(analysis, classes, *, mode="eval", mask_threshold=None,
+        ensemble_weight=None, clip_ensemble=None, keep_scores=False, progress=None) -> Result
+
+The Result of segment() for the analyzed image and these classes, byte for byte, without running
+the class-agnostic stages again (Result.timings shows only "text" and "post"). Raises
+InvalidArgumentError naming the option when the analysis does not fit: made by another model
+(bundle, precision, device), with another mask threshold, or MaskFormer-only while the CLIP
+ensemble is asked for.
+)doc";
+
 constexpr const char* kSegmentDoc = R"doc(segment(image, classes, *, mode="eval", mask_threshold=None, ensemble_weight=None,
         keep_scores=False, channel_order="rgb", progress=None) -> Result
 
@@ -696,6 +758,8 @@ PYBIND11_MODULE(_ovseg, m) {
       .def_readonly("source_sha256", &ovseg::ModelInfo::source_sha256)
       .def_readonly("device", &ovseg::ModelInfo::device)
       .def_readonly("precision", &ovseg::ModelInfo::precision)
+      .def_readonly("fingerprint", &ovseg::ModelInfo::fingerprint,
+                    "sha256 of the manifest, precision and device kind (what an Analysis must fit)")
       .def_property_readonly(
           "manifest",
           [](const ovseg::ModelInfo& i) { return py::module_::import("json").attr("loads")(i.manifest_json); },
@@ -703,6 +767,43 @@ PYBIND11_MODULE(_ovseg, m) {
       .def("__repr__", [](const ovseg::ModelInfo& i) {
         return py::str("<ovseg.ModelInfo {} ({} + CLIP {}, {} queries) on {} {}>")
             .format(i.name, i.backbone, i.clip_model, i.num_queries, i.device, i.precision);
+      });
+
+  py::class_<ovseg::Analysis, std::shared_ptr<ovseg::Analysis>>(
+      m, "Analysis",
+      "The class-agnostic part of one image (Model.analyze): proposals, valid regions, their CLIP "
+      "embeddings. Immutable; classify it with any class list (Model.classify).")
+      .def_property_readonly("bytes", &ovseg::Analysis::bytes, "Memory it holds, in bytes.")
+      .def_property_readonly("width", &ovseg::Analysis::width)
+      .def_property_readonly("height", &ovseg::Analysis::height)
+      .def_property_readonly("num_regions", &ovseg::Analysis::num_regions, "Valid regions (CLIP embeddings held).")
+      .def_property_readonly("mask_threshold", [](const ovseg::Analysis& a) { return decimal(a.mask_threshold()); })
+      .def_property_readonly("clip_ensemble", &ovseg::Analysis::clip_ensemble)
+      .def_property_readonly("model_fingerprint", &ovseg::Analysis::model_fingerprint)
+      .def_property_readonly("timings", [](const ovseg::Analysis& a) { return timings_dict(a.timings()); },
+                             "Milliseconds of the class-agnostic stages when it was made.")
+      .def(
+          "save",
+          [](const ovseg::Analysis& a, py::handle path) {
+            const std::string p = to_path(path, "path");
+            py::gil_scoped_release nogil;
+            a.save(p);
+          },
+          py::arg("path"),
+          "save(path)\n\nWrites the analysis to a file (versioned, checksummed, exact float32), atomically.")
+      .def_static(
+          "load",
+          [](py::handle path) {
+            const std::string p = to_path(path, "path");
+            py::gil_scoped_release nogil;
+            return std::make_shared<ovseg::Analysis>(ovseg::Analysis::load(p));
+          },
+          py::arg("path"),
+          "load(path) -> Analysis\n\nReads a saved analysis; ovseg.Error (a data error) for a corrupt, truncated "
+          "or foreign file.")
+      .def("__repr__", [](const ovseg::Analysis& a) {
+        return py::str("<ovseg.Analysis {}x{}, {} regions, {:.1f} MB>")
+            .format(a.width(), a.height(), a.num_regions(), static_cast<double>(a.bytes()) / 1e6);
       });
 
   py::class_<ovseg::Model>(m, "Model",
@@ -738,6 +839,13 @@ PYBIND11_MODULE(_ovseg, m) {
           py::arg("mask_threshold") = py::none(), py::arg("ensemble_weight") = py::none(),
           py::arg("keep_scores") = false, py::arg("channel_order") = "rgb", py::arg("progress") = py::none(),
           kSegmentDoc)
+      .def("analyze", &analyze, py::arg("image"), py::kw_only(), py::arg("mode") = "eval",
+           py::arg("mask_threshold") = py::none(), py::arg("clip_ensemble") = py::none(),
+           py::arg("channel_order") = "rgb", py::arg("progress") = py::none(), kAnalyzeDoc)
+      .def("classify", &classify, py::arg("analysis"), py::arg("classes"), py::kw_only(), py::arg("mode") = "eval",
+           py::arg("mask_threshold") = py::none(), py::arg("ensemble_weight") = py::none(),
+           py::arg("clip_ensemble") = py::none(), py::arg("keep_scores") = false, py::arg("progress") = py::none(),
+           kClassifyDoc)
       .def(
           "text_features",
           [](const ovseg::Model& model, py::handle classes) {
