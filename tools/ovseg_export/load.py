@@ -2,13 +2,13 @@
 import collections
 import json
 import os
-import pickle
 import sys
-import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+
+from . import safe_io, safe_pickle
 
 
 class ExportError(Exception):
@@ -20,19 +20,52 @@ class UsageError(ExportError):
     exit_code = 2
 
 
-def read_json_option(text: str, option: str) -> Dict[str, Any]:
-    """The value of a command-line option that takes a JSON object inline or a JSON file's path."""
-    try:
-        if os.path.isfile(text):
-            with open(text, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        else:
+def read_json_option(text: str, option: str, labelled: bool = False):
+    """The value of a command-line option that takes a JSON object inline or a JSON file's path
+    (a regular file, at most 16 MiB). With labelled=True: (object, label), the label naming the
+    option and the file for error messages ("--arch arch.json")."""
+    label = option
+    if os.path.lexists(text) or not text.lstrip().startswith("{"):
+        label = f"{option} {text}"
+        try:
+            data = safe_io.read_json_file(text, f"{option} file")
+        except safe_io.InputError as e:
+            raise UsageError(str(e)) from None
+    else:
+        try:
             data = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{option}: not a JSON object or file ({e})") from None
+        except ValueError as e:
+            raise UsageError(f"{option}: not a JSON object or file ({e})") from None
+        except RecursionError:
+            raise UsageError(f"{option}: the JSON is nested too deeply") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{option}: not a JSON object")
-    return data
+        raise UsageError(f"{label}: not a JSON object")
+    return (data, label) if labelled else data
+
+
+def check_out(out: str, bundle_format: str, inputs=()) -> str:
+    """safe_io.check_out_dir as a UsageError (exit 2): the absolute --out to write."""
+    try:
+        return safe_io.check_out_dir(out, bundle_format, inputs)
+    except safe_io.OutDirError as e:
+        raise UsageError(str(e)) from None
+
+
+def report_unexpected(prog: str, e: BaseException, stream=sys.stderr) -> int:
+    """The one-line report of an error no check anticipated (exit 1, "any other failure"); the
+    traceback only with OVSEG_TRACEBACK=1."""
+    if os.environ.get("OVSEG_TRACEBACK"):
+        import traceback
+        traceback.print_exception(type(e), e, e.__traceback__, file=stream)
+    if isinstance(e, MemoryError):
+        msg = "out of memory"
+    elif isinstance(e, OSError) and e.filename:
+        msg = f"{e.filename}: {e.strerror or e}"
+    else:
+        detail = " ".join(str(e).split())[:300]
+        msg = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+    print(f"{prog}: error: {msg} (set OVSEG_TRACEBACK=1 for the traceback)", file=stream)
+    return 1
 
 
 class CheckpointReadError(ExportError):
@@ -54,37 +87,31 @@ def is_ignored_key(key: str) -> bool:
     return key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES)
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """pickle.load for detectron2-style .pkl checkpoints (dicts of numpy arrays) that builds
-    only containers and numpy arrays: a pickle that names any other callable is refused instead
-    of run."""
-    _ALLOWED = {("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                ("_codecs", "encode"), ("builtins", "bytearray")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only dicts of numpy arrays "
-                                     "are read from a .pkl checkpoint)")
+def _open_input(path: str, what: str):
+    """(file, size) of a regular input file, or CheckpointReadError."""
+    try:
+        f = safe_io.open_regular(path, what)
+    except safe_io.InputError as e:
+        raise CheckpointReadError(str(e)) from None
+    return f, os.fstat(f.fileno()).st_size
 
 
-def _load_pkl(path: str) -> Mapping:
+def _load_pkl(path: str, what: str = "checkpoint") -> Mapping:
     """DetectionCheckpointer._load_file for ".pkl": the detectron2 model-zoo form
     {"model": ..., "__author__": ...} as it is; anything else is a Caffe2 / Detectron1 file:
-    its "blobs" if present, without the "*_momentum" entries."""
+    its "blobs" if present, without the "*_momentum" entries. Read by safe_pickle: containers,
+    numbers, strings and plain numeric numpy arrays only; nothing named in the file is run."""
+    f, size = _open_input(path, what)
     try:
-        with open(path, "rb") as f:
-            data = _PlainUnpickler(f, encoding="latin1").load()
+        with f:
+            data = safe_pickle.load_pickle(path, f, size, encoding="latin1")
+    except safe_pickle.ReadError as e:
+        raise CheckpointReadError(f"{path}: not a readable .pkl {what}: {e}") from None
     except OSError as e:
         raise CheckpointReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CheckpointReadError(f"{path}: not a readable .pkl checkpoint: {msg}") from None
     if not isinstance(data, Mapping):
-        raise CheckpointReadError(f"{path}: not a checkpoint (top level is a {type(data).__name__}, "
-                                  "expected a dict)")
+        raise CheckpointReadError(f"{path}: not a {what} (top level is a "
+                                  f"{safe_pickle.typename(data)}, expected a dict)")
     if "model" in data and "__author__" in data:
         return data
     if "blobs" in data:
@@ -95,34 +122,51 @@ def _load_pkl(path: str) -> Mapping:
                       if not (isinstance(k, str) and k.endswith("_momentum"))}}
 
 
-def read_state_file(path: str, what: str = "checkpoint") -> Mapping:
-    """The top-level object of a .pth/.pt (torch.load) or .pkl file, as DetectionCheckpointer
-    reads it."""
-    if not os.path.isfile(path):
-        raise CheckpointReadError(f"{path}: no such {what} file")
-    if path.endswith(".pkl"):
-        return _load_pkl(path)
+def _read_torch(path: str, what: str) -> Tuple[Any, bool]:
+    f, size = _open_input(path, what)
     try:
-        obj = torch.load(path, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - any failure means "not a readable checkpoint"
-        hint = ""
-        if zipfile.is_zipfile(path) is False and _looks_like_zip(path):
-            hint = " (the zip archive is truncated)"
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CheckpointReadError(f"{path}: not a readable PyTorch {what}{hint}: {msg}") from None
+        with f:
+            return safe_pickle.load_torch_file(path, f, size)
+    except safe_pickle.ReadError as e:
+        raise CheckpointReadError(f"{path}: not a readable PyTorch {what}: {e}") from None
+    except OSError as e:
+        raise CheckpointReadError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_state_file(path: str, what: str = "checkpoint") -> Mapping:
+    """The top-level object of a .pth/.pt (torch.save's zip or legacy format) or .pkl file, as
+    DetectionCheckpointer reads it, but as data: no code named in the file is ever run (see
+    safe_pickle)."""
+    if path.endswith(".pkl"):
+        return _load_pkl(path, what)
+    obj, torchscript = _read_torch(path, what)
+    if torchscript:
+        raise CheckpointReadError(f"{path}: a TorchScript archive, not a {what} (OpenAI's CLIP "
+                                  "file goes to --clip-weights)")
     if not isinstance(obj, Mapping):
-        raise CheckpointReadError(f"{path}: not a {what} (top level is a {type(obj).__name__}, "
-                                  "expected a dict)")
+        raise CheckpointReadError(f"{path}: not a {what} (top level is a "
+                                  f"{safe_pickle.typename(obj)}, expected a dict)")
     return obj
+
+
+# numpy dtypes torch.from_numpy takes
+_TORCH_NUMPY = {np.dtype(t) for t in ("?", "u1", "i1", "i2", "i4", "i8", "f2", "f4", "f8")}
 
 
 def tensors_of(sd: Mapping, path: str, what: str = "checkpoint") -> "collections.OrderedDict[str, torch.Tensor]":
     """String-keyed tensors (numpy arrays converted) with a common "module." prefix stripped,
-    as fvcore's Checkpointer does."""
+    as fvcore's Checkpointer does. An array referenced under several keys is converted once."""
     tensors: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
+    converted: Dict[int, torch.Tensor] = {}
     for k, v in sd.items():
-        if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.array(v, order="C"))  # a copy; keeps 0-d arrays 0-d
+        if isinstance(v, np.ndarray) and isinstance(k, str):
+            if v.dtype not in _TORCH_NUMPY:
+                raise CheckpointReadError(f"{path}: {k}: a numpy array of dtype {v.dtype}, which "
+                                          "is not a tensor type (bool, uint8, int8-64, float16-64)")
+            t = converted.get(id(v))
+            if t is None:
+                t = converted[id(v)] = torch.from_numpy(np.array(v, order="C"))  # keeps 0-d 0-d
+            v = t
         if isinstance(k, str) and isinstance(v, torch.Tensor):
             tensors[k] = v
     if not tensors:
@@ -130,6 +174,15 @@ def tensors_of(sd: Mapping, path: str, what: str = "checkpoint") -> "collections
     if all(k.startswith("module.") for k in tensors):
         tensors = collections.OrderedDict((k[len("module."):], v) for k, v in tensors.items())
     return tensors
+
+
+def _as_float32(tensors: Mapping[str, torch.Tensor]) -> Dict[int, torch.Tensor]:
+    """float32 copies of the floating tensors that are not float32, one per distinct tensor."""
+    out: Dict[int, torch.Tensor] = {}
+    for v in tensors.values():
+        if v.is_floating_point() and v.dtype != torch.float32 and id(v) not in out:
+            out[id(v)] = v.float()
+    return out
 
 
 def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
@@ -142,11 +195,10 @@ def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
         raise CheckpointReadError(f"{path}: the \"model\" entry is a {type(sd).__name__}, "
                                   "expected a state dict")
     tensors = tensors_of(sd, path)
+    floats = _as_float32(tensors)
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     for k, v in tensors.items():
-        if v.is_floating_point() and v.dtype != torch.float32:
-            v = v.float()
-        out[_rename_v1(k)] = v
+        out[_rename_v1(k)] = floats.get(id(v), v)
     return out
 
 
@@ -159,16 +211,24 @@ def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]"
     uses it) or a plain CLIP state dict (torch.load / .pkl, optionally under "model" or
     "state_dict", or already under "clip_adapter.clip_model."). Keys as in OpenAI's CLIP
     ("visual.conv1.weight", "token_embedding.weight", ...), floats as float32."""
-    if not os.path.isfile(path):
-        raise CheckpointReadError(f"{path}: no such CLIP weights file (--clip-weights)")
-    sd = None
-    if not path.endswith(".pkl") and zipfile.is_zipfile(path):
+    what = "CLIP weights file (--clip-weights)"
+    if path.endswith(".pkl"):
+        obj: Any = _load_pkl(path, what)
+        torchscript = False
+    else:
+        obj, torchscript = _read_torch(path, what)
+    if torchscript:
+        if not isinstance(obj, safe_pickle.ScriptObject):
+            raise CheckpointReadError(f"{path}: a TorchScript archive whose data is a "
+                                      f"{safe_pickle.typename(obj)}, not a module")
         try:
-            sd = torch.jit.load(path, map_location="cpu").state_dict()
-        except Exception:  # noqa: BLE001 - not TorchScript: a zip-format torch.save file
-            sd = None
-    if sd is None:
-        obj = read_state_file(path, "CLIP weights file (--clip-weights)")
+            sd: Mapping = safe_pickle.script_state_dict(obj)
+        except safe_pickle.ReadError as e:
+            raise CheckpointReadError(f"{path}: not a readable {what}: {e}") from None
+    else:
+        if not isinstance(obj, Mapping):
+            raise CheckpointReadError(f"{path}: not a {what} (top level is a "
+                                      f"{safe_pickle.typename(obj)}, expected a dict)")
         for key in ("model", "state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
@@ -179,20 +239,16 @@ def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]"
     if any(k.startswith(prefix) for k in tensors):
         tensors = collections.OrderedDict((k[len(prefix):], v) for k, v in tensors.items()
                                           if k.startswith(prefix))
+    floats = _as_float32(tensors)
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     for k, v in tensors.items():
         if k in _CLIP_NON_WEIGHTS:
             continue
-        out[k] = v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+        out[k] = floats.get(id(v), v)
     if "visual.conv1.weight" not in out or "token_embedding.weight" not in out:
         raise CheckpointReadError(f"{path}: not a CLIP ViT state dict (no visual.conv1.weight / "
                                   "token_embedding.weight)")
     return out
-
-
-def _looks_like_zip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
 
 
 def _rename_v1(key: str) -> str:

@@ -1,7 +1,8 @@
 """Prompt templates of the text side (SPEC §5.2). "{}" is replaced by the class name; the
 strings are used verbatim, including the missing final periods of templates 2-5."""
-import json
 from typing import List, Optional
+
+from .safe_io import InputError, read_json_file
 
 VILD_TEMPLATES: List[str] = [
     "a photo of a {}.",
@@ -32,10 +33,9 @@ def load_templates(template_set: str, templates_file: Optional[str] = None) -> L
         raise ValueError(f"template set {template_set!r} needs --templates-file "
                          "(a JSON list, or an object with a list under that name)")
     try:
-        with open(templates_file, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{templates_file}: cannot read templates ({e})") from None
+        data = read_json_file(templates_file, "templates file")
+    except InputError as e:
+        raise ValueError(str(e)) from None
     if isinstance(data, dict):
         if template_set not in data:
             raise ValueError(f"{templates_file}: no template list named {template_set!r}")

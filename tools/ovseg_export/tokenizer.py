@@ -4,12 +4,13 @@ Exact for ASCII prompts. For other text the normalisation is an approximation of
 (NFC + the few fixes that matter for class names), which is enough for the exporter's tests and
 the Python reference pipeline; the C++ tokenizer is the one that must be exact everywhere.
 """
-import gzip
 import html
 import unicodedata
 from typing import Dict, List, Sequence, Tuple
 
 import torch
+
+from .safe_io import read_gzip
 
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
@@ -121,8 +122,8 @@ def pre_tokenize(text: str) -> List[str]:
 class ClipTokenizer:
     def __init__(self, vocab_path: str):
         self.byte_encoder = bytes_to_unicode()
-        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        # a regular file, decompressed to at most 256 MB (as the C++ tokenizer)
+        lines = read_gzip(vocab_path, "BPE vocabulary").decode("utf-8").split("\n")
         merges = [tuple(line.split()) for line in lines[1:NUM_MERGES + 1]]
         if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
             raise ValueError(f"{vocab_path}: not a CLIP BPE merges file ({len(merges)} merges)")
