@@ -366,14 +366,26 @@ class LoaderErrorTest(unittest.TestCase):
         self.assertIn("num_batches_tracked", r.stderr)  # listed as ignored with -v
 
     def test_out_dir_replaced_atomically(self):
+        # an existing bundle is replaced as a whole; a directory holding anything the exporter
+        # did not write is not (tests/export/test_untrusted_inputs.py has the other cases)
         out = os.path.join(self.tmp, "out")
-        os.makedirs(out)
-        with open(os.path.join(out, "stale.txt"), "w") as f:
-            f.write("old")
+        r, out = self._export(CKPT, "-q")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "manifest.json"), "r", encoding="utf-8") as f:
+            first = json.load(f)["created_at"]
+        os.utime(os.path.join(out, "proposals.pt"), (0, 0))
         r, out = self._export(CKPT, "-q")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "")
-        self.assertFalse(os.path.exists(os.path.join(out, "stale.txt")))
+        self.assertNotEqual(os.stat(os.path.join(out, "proposals.pt")).st_mtime, 0)
+        self.assertTrue(first)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["out"])
+        with open(os.path.join(out, "stale.txt"), "w") as f:
+            f.write("old")
+        r, _ = self._export(CKPT, "-q")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("stale.txt", r.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(out, "stale.txt")))
         self.assertEqual(sorted(os.listdir(self.tmp)), ["out"])
 
 

@@ -1,12 +1,13 @@
 """Command line of tools/ovseg-export."""
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional
 
 from . import config as config_mod
 from .export import EXPORTER_VERSION, export_bundle
-from .load import ExportError, UsageError, read_json_option
+from .load import ExportError, UsageError, read_json_option, report_unexpected
 from .presets import PRESETS
 from .templates import TEMPLATE_SETS
 
@@ -42,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--preset", choices=sorted(PRESETS), help="released configuration")
     p.add_argument("--bpe-vocab", required=True, metavar="VOCAB",
                    help="CLIP BPE merges file (bpe_simple_vocab_16e6.txt.gz), copied into the bundle")
-    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write "
-                   "(replaced atomically if it exists)")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write; an "
+                   "existing one is replaced atomically if it is empty or an ovseg bundle holding "
+                   "only its own files (anything else is refused)")
     p.add_argument("--random-init", action="store_true",
                    help="seeded random weights instead of a checkpoint (for benchmarks)")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
@@ -73,13 +75,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# --clip-arch keys and their ranges (the released CLIPs are far inside)
+_CLIP_ARCH = {"embed_dim": (1, 8192), "image_resolution": (16, 4096), "vision_layers": (1, 256),
+              "vision_width": (64, 8192), "vision_patch_size": (1, 256), "context_length": (2, 4096),
+              "vocab_size": (1, 1 << 20), "transformer_width": (64, 8192),
+              "transformer_layers": (1, 256), "prompt_depth": (0, 256)}
+_CLIP_ARCH_OPTIONAL = ("prompt_depth",)
+
+
 def _read_clip_arch(text: str) -> dict:
-    data = read_json_option(text, "--clip-arch")
-    required = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-                "context_length", "vocab_size", "transformer_width", "transformer_layers")
+    data, label = read_json_option(text, "--clip-arch", labelled=True)
+    required = [k for k in _CLIP_ARCH if k not in _CLIP_ARCH_OPTIONAL]
     if any(k not in data for k in required):
-        raise UsageError(f"--clip-arch: needs the keys {', '.join(required)}")
-    return {k: int(v) for k, v in data.items() if isinstance(v, (int, float))}
+        raise UsageError(f"{label}: needs the keys {', '.join(required)}")
+    out = {}
+    for k, v in data.items():
+        if k not in _CLIP_ARCH:
+            raise UsageError(f"{label}: {k}: not a CLIP architecture key (known: "
+                             f"{', '.join(_CLIP_ARCH)})")
+        lo, hi = _CLIP_ARCH[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise UsageError(f"{label}: {k}: {json.dumps(v)} is not an integer in {lo}..{hi}")
+        out[k] = v
+    if out["image_resolution"] % out["vision_patch_size"]:
+        raise UsageError(f"{label}: image_resolution {out['image_resolution']} is not a multiple "
+                         f"of vision_patch_size {out['vision_patch_size']}")
+    for k in ("vision_width", "transformer_width"):
+        if out[k] % 64:
+            raise UsageError(f"{label}: {k} {out[k]} is not a multiple of 64 (the head width)")
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -107,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             random_init=args.random_init, seed=args.seed, clip_arch=clip_arch,
             allow_partial=args.allow_partial, name=args.name, template_set=template_set,
             templates_file=args.templates_file, verbose=args.verbose, quiet=args.quiet, stream=err,
-            clip_weights=args.clip_weights)
+            clip_weights=args.clip_weights, inputs=[args.config] if args.config else [])
     except config_mod.ConfigError as e:
         print(f"ovseg-export: error: {e}", file=err)
         return EXIT_USAGE
@@ -120,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ovseg-export: interrupted", file=err)
         return 130
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback (OVSEG_TRACEBACK=1 shows it)
+        return report_unexpected("ovseg-export", e, err)
     if not args.quiet:
         print(f"wrote {result['path']}: {result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f} s",
               file=sys.stdout)

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from . import config as config_mod
+from . import safe_io
 from .load import (CheckpointReadError, ExportError, IncompatibleCheckpoint, MatchReport,
-                   UsageError, match_state, read_checkpoint, read_clip_weights)
+                   UsageError, check_out, match_state, read_checkpoint, read_clip_weights)
 from .modules.clip import (RELEASED_CLIP, build_clip_text, build_clip_visual,
                            clip_arch_from_state_dict, clip_state_keys)
 from .templates import load_templates
@@ -211,7 +212,7 @@ def build_manifest(cfg: Dict[str, Any], arch: Dict[str, int], name: str, source:
     head = cfg["MODEL"]["SEM_SEG_HEAD"]
     grid = arch["image_resolution"] // arch["vision_patch_size"]
     return collections.OrderedDict([
-        ("format", "ovseg-bundle"),
+        ("format", BUNDLE_FORMAT),
         ("format_version", FORMAT_VERSION),
         ("name", name),
         ("created_by", f"ovseg-export {EXPORTER_VERSION}"),
@@ -277,14 +278,23 @@ def script_modules(modules: Dict[str, nn.Module]) -> Dict[str, torch.jit.ScriptM
 def _check_vocab(path: str) -> None:
     try:
         ClipTokenizer(path)
-    except (OSError, EOFError, ValueError, UnicodeDecodeError) as e:
+    except safe_io.InputError as e:
+        raise CheckpointReadError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise CheckpointReadError(f"{path}: not a CLIP BPE vocabulary (not UTF-8 text: "
+                                  f"{e.reason})") from None
+    except (OSError, EOFError, ValueError) as e:
         raise CheckpointReadError(f"{path}: not a CLIP BPE vocabulary ({e})") from None
 
 
+BUNDLE_FORMAT = "ovseg-bundle"
+
+
 def write_bundle(out_dir: str, scripted: Dict[str, torch.jit.ScriptModule], vocab: str,
-                 manifest_fn) -> Tuple[str, int]:
-    """Write into a temporary sibling directory and rename it into place."""
-    out_dir = os.path.abspath(out_dir)
+                 manifest_fn, inputs=()) -> Tuple[str, int]:
+    """Write into a temporary sibling directory and rename it into place. An existing out_dir
+    is replaced only if it is empty or an ovseg bundle with nothing else in it (safe_io)."""
+    out_dir = check_out(out_dir, BUNDLE_FORMAT, [vocab, *inputs])
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
@@ -327,8 +337,11 @@ def export_bundle(out_dir: str, bpe_vocab: str, cfg: Dict[str, Any], config_labe
                   name: Optional[str] = None, template_set: str = "vild",
                   templates_file: Optional[str] = None, verbose: bool = False,
                   quiet: bool = False, stream=sys.stderr,
-                  clip_weights: Optional[str] = None) -> Dict[str, Any]:
+                  clip_weights: Optional[str] = None, inputs=()) -> Dict[str, Any]:
+    """`inputs`: other files the export reads (the config); --out may not hold any of them."""
     t0 = time.perf_counter()
+    inputs = [p for p in (checkpoint, clip_weights, templates_file, *inputs) if p]
+    check_out(out_dir, BUNDLE_FORMAT, [bpe_vocab, *inputs])
     if template_set == "predefined" and templates_file is None:
         templates = [str(t) for t in cfg["MODEL"]["CLIP_ADAPTER"]["PREDEFINED_PROMPT_TEMPLATES"]]
     else:
@@ -363,5 +376,5 @@ def export_bundle(out_dir: str, bpe_vocab: str, cfg: Dict[str, Any], config_labe
         return build_manifest(cfg, arch, bundle_name, source, template_set, templates, files,
                               file_format_version)
 
-    path, size = write_bundle(out_dir, scripted, bpe_vocab, manifest_fn)
+    path, size = write_bundle(out_dir, scripted, bpe_vocab, manifest_fn, inputs)
     return {"path": path, "bytes": size, "seconds": time.perf_counter() - t0, "arch": arch}
