@@ -139,6 +139,10 @@ struct OVSEG_API ModelOptions {
   bool text_disk_cache = true;           // cache text features on disk
   std::string text_cache_dir;            // empty = $OVSEG_CACHE_DIR, else $XDG_CACHE_HOME/ovseg, else ~/.cache/ovseg
   int region_batch = 0;                  // CLIP regions per forward pass; 0 = chosen by memory
+  // Load the proposal network and the CLIP visual tower (checksums, probe) on first use instead
+  // of in load(): a model that only classifies saved analyses never reads them. A broken module
+  // then fails the first analyze()/segment() (kBadModel) rather than load().
+  bool lazy_modules = false;
 };
 
 // The stages of one segment() call, in the order they run. kStageTable below is the one place
@@ -365,6 +369,11 @@ class OVSEG_API Model {
   // MaskFormer-only while the options ask for the CLIP ensemble.
   Result classify(const Analysis& analysis, const std::vector<std::string>& classes,
                   const SegmentOptions& options = {}) const;
+  // The key an analysis of an image file is cached under: hex sha256 of the file's content
+  // (`content_sha256`, e.g. sha256_file), this model's fingerprint and the settings the analysis
+  // depends on (mask threshold, MaskFormer-only). Never a file name: two copies of an image with
+  // other bytes get other keys.
+  std::string analysis_key(const std::string& content_sha256, const SegmentOptions& options = {}) const;
   Result segment_file(const std::string& path, const std::vector<std::string>& classes,
                       const SegmentOptions& options = {}) const;
 

@@ -7,6 +7,10 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/version.h>
 
+#include <atomic>
+#include <chrono>
+#include <mutex>
+
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "pipeline/pipeline.hpp"
@@ -79,14 +83,39 @@ at::Tensor expect_tensor(const c10::IValue& v, const std::string& what) {
 // manifest (modules swapped in the map, a context length the text tower does not have, another
 // number of queries): one tiny forward pass each, so that a bad bundle fails here and not on
 // every image.
+[[noreturn]] void probe_failed(const std::string& path, const std::string& what) {
+  throw Error(ErrorCode::kBadModel, path + ": " + what + " (a module swapped in manifest.json, or a manifest "
+                                                         "that does not match its modules?)");
+}
+
+// proposals: a small padded image → ([1,Q,E], [1,Q,h,w])
+template <typename Impl>
+void probe_proposals(Impl& impl, const Manifest& m) {
+  torch::jit::GraphOptimizerEnabledGuard no_opt(false);
+  c10::InferenceMode guard;
+  const auto fail = probe_failed;
+  const int64_t side = ((64 + m.size_divisibility - 1) / m.size_divisibility) * m.size_divisibility;
+  c10::IValue v;
+  try {
+    v = impl.proposals.forward({at::zeros({1, 3, side, side}, at::kFloat).to(impl.device)});
+  } catch (const std::exception& e) {
+    fail(m.proposals_path, "the proposal network does not run on a " + std::to_string(side) + "x" +
+                               std::to_string(side) + " image: " + strip_backtrace_any(e));
+  }
+  if (!v.isTuple() || v.toTupleRef().elements().size() != 2 || !v.toTupleRef().elements()[0].isTensor())
+    fail(m.proposals_path, "the proposal network does not return (class_embeddings, mask_logits)");
+  const at::Tensor emb = v.toTupleRef().elements()[0].toTensor();
+  if (emb.dim() != 3 || emb.size(1) != m.num_queries || emb.size(2) != m.embed_dim)
+    fail(m.proposals_path, "the proposal network returns class embeddings of shape " + shape_of(emb) + ", not [1, " +
+                               std::to_string(m.num_queries) + ", " + std::to_string(m.embed_dim) +
+                               "] (architecture.num_queries, architecture.embed_dim)");
+}
+
 template <typename Impl>
 void probe(Impl& impl, const Manifest& m) {
   torch::jit::GraphOptimizerEnabledGuard no_opt(false);
   c10::InferenceMode guard;
-  auto fail = [](const std::string& path, const std::string& what) {
-    throw Error(ErrorCode::kBadModel, path + ": " + what + " (a module swapped in manifest.json, or a manifest "
-                                                           "that does not match its modules?)");
-  };
+  const auto fail = probe_failed;
   {  // text tower: [1, context_length] tokens → [1, E]
     at::Tensor tokens = at::zeros({1, m.context_length}, at::kLong);
     tokens[0][0] = 1;
@@ -103,23 +132,7 @@ void probe(Impl& impl, const Manifest& m) {
       fail(m.clip_text_path, "the text tower does not return [1, " + std::to_string(m.embed_dim) +
                                  "] features (architecture.embed_dim)");
   }
-  {  // proposals: a small padded image → ([1,Q,E], [1,Q,h,w])
-    const int64_t side = ((64 + m.size_divisibility - 1) / m.size_divisibility) * m.size_divisibility;
-    c10::IValue v;
-    try {
-      v = impl.proposals.forward({at::zeros({1, 3, side, side}, at::kFloat).to(impl.device)});
-    } catch (const std::exception& e) {
-      fail(m.proposals_path, "the proposal network does not run on a " + std::to_string(side) + "x" +
-                                 std::to_string(side) + " image: " + strip_backtrace_any(e));
-    }
-    if (!v.isTuple() || v.toTupleRef().elements().size() != 2 || !v.toTupleRef().elements()[0].isTensor())
-      fail(m.proposals_path, "the proposal network does not return (class_embeddings, mask_logits)");
-    const at::Tensor emb = v.toTupleRef().elements()[0].toTensor();
-    if (emb.dim() != 3 || emb.size(1) != m.num_queries || emb.size(2) != m.embed_dim)
-      fail(m.proposals_path, "the proposal network returns class embeddings of shape " + shape_of(emb) + ", not [1, " +
-                                 std::to_string(m.num_queries) + ", " + std::to_string(m.embed_dim) +
-                                 "] (architecture.num_queries, architecture.embed_dim)");
-  }
+  if (!impl.lazy) probe_proposals(impl, m);
 }
 
 }  // namespace
@@ -160,12 +173,48 @@ struct Modules::Impl {
   torch::jit::Module clip_visual;
   torch::jit::Module clip_text;
   at::Tensor non_object;  // [1,E] float32
+  // Lazily loaded modules (ModelOptions::lazy_modules): loaded, checksum verified and probed on
+  // first use. A failed load is retried on the next use (std::call_once does not mark it done).
+  const Manifest* manifest = nullptr;  // the Model's, which outlives its Modules
+  bool lazy = false;
+  std::once_flag proposals_once, visual_once;
+  std::atomic<bool> proposals_loaded{false}, visual_loaded{false};
+
+  void ensure_proposals();
+  void ensure_visual();
 };
 
 Modules::Modules(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Modules::~Modules() = default;
 
-std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype) {
+void Modules::Impl::ensure_proposals() {
+  if (proposals_loaded.load(std::memory_order_acquire)) return;
+  std::call_once(proposals_once, [this] {
+    const auto t0 = std::chrono::steady_clock::now();
+    verify_file(*manifest, proposals_path);
+    proposals = load_module(proposals_path, device);
+    probe_proposals(*this, *manifest);
+    proposals_loaded.store(true, std::memory_order_release);
+    detail::log().info("bundle {}: proposal network loaded on first use in {:.0f} ms", manifest->dir,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  });
+}
+
+void Modules::Impl::ensure_visual() {
+  if (visual_loaded.load(std::memory_order_acquire)) return;
+  std::call_once(visual_once, [this] {
+    const auto t0 = std::chrono::steady_clock::now();
+    verify_file(*manifest, clip_visual_path);
+    clip_visual = load_module(clip_visual_path, device);
+    cast_floating_state(clip_visual, visual_dtype);
+    visual_loaded.store(true, std::memory_order_release);
+    detail::log().info("bundle {}: CLIP visual tower loaded on first use in {:.0f} ms", manifest->dir,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  });
+}
+
+std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype,
+                                       bool lazy) {
   if (dtype == at::kHalf && device.is_cpu())
     throw Error(ErrorCode::kInvalidArgument,
                 "precision fp16 is not supported on the CPU (LibTorch 1.13 has no half-precision CPU kernels "
@@ -177,8 +226,13 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
   impl->proposals_path = manifest.proposals_path;
   impl->clip_visual_path = manifest.clip_visual_path;
   impl->clip_text_path = manifest.clip_text_path;
-  impl->proposals = load_module(manifest.proposals_path, device);
-  impl->clip_visual = load_module(manifest.clip_visual_path, device);
+  impl->manifest = &manifest;
+  impl->lazy = lazy;
+  if (!lazy) {
+    impl->proposals = load_module(manifest.proposals_path, device);
+    impl->clip_visual = load_module(manifest.clip_visual_path, device);
+    impl->proposals_loaded = impl->visual_loaded = true;
+  }
   impl->clip_text = load_module(manifest.clip_text_path, device);
 
   const std::string& buffer = manifest.non_object_buffer;
@@ -197,7 +251,7 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
   // agreement with a bf16 text tower, 68 % with bf16 proposals, > 99 % with only the visual
   // tower in bf16). The text tower is cached per class name, so fp32 costs little there.
   impl->visual_dtype = dtype;
-  cast_floating_state(impl->clip_visual, dtype);
+  if (!lazy) cast_floating_state(impl->clip_visual, dtype);
   probe(*impl, manifest);
   detail::log().debug("bundle {}: modules loaded on {}; CLIP visual as {}, the rest as float32", manifest.dir,
                       device.str(), c10::toString(dtype));
@@ -207,6 +261,7 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
 // Graph optimisation is off for the calls: the profiling executor would re-specialise for every
 // new image size, and the unoptimised graph runs the same kernels the exporter checked.
 std::pair<at::Tensor, at::Tensor> Modules::proposals(const at::Tensor& x) const {
+  impl_->ensure_proposals();
   torch::jit::GraphOptimizerEnabledGuard no_opt(false);
   const auto out = impl_->proposals.forward({x.to(impl_->device, at::kFloat)});
   if (!out.isTuple() || out.toTupleRef().elements().size() != 2)
@@ -220,6 +275,7 @@ std::pair<at::Tensor, at::Tensor> Modules::proposals(const at::Tensor& x) const 
 }
 
 at::Tensor Modules::clip_visual(const at::Tensor& images, const at::Tensor& masks) const {
+  impl_->ensure_visual();
   torch::jit::GraphOptimizerEnabledGuard no_opt(false);
   const auto out = impl_->clip_visual.forward(
       {images.to(impl_->device, impl_->visual_dtype), masks.to(impl_->device, impl_->visual_dtype)});
@@ -269,6 +325,7 @@ int round_to_half(torch::jit::Module& root) {
 }  // namespace
 
 int Modules::round_clip_weights_to_half() {
+  impl_->ensure_visual();
   return round_to_half(impl_->clip_visual) + round_to_half(impl_->clip_text);
 }
 

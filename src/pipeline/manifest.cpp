@@ -1,5 +1,6 @@
 #include "pipeline/manifest.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <system_error>
@@ -147,6 +148,22 @@ void validate_values(const Manifest& m) {
 }  // namespace
 
 Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
+  return read_manifest(bundle_dir, verify_checksums, {});
+}
+
+void verify_file(const Manifest& m, const std::string& path) {
+  const auto it = m.file_sha256.find(path);
+  if (it == m.file_sha256.end()) bad(path, "not listed in manifest.json");
+  std::string have;
+  try {
+    have = sha256_file(path);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kBadModel, e.what());
+  }
+  if (have != it->second) bad(path, "sha256 mismatch (manifest.json says " + it->second + ", file has " + have + ")");
+}
+
+Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums, const std::vector<std::string>& deferred_keys) {
   std::error_code ec;
   if (!fs::is_directory(bundle_dir, ec)) bad(bundle_dir, "bundle directory not found");
   Manifest m;
@@ -250,10 +267,16 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
   m.clip_text_sha256 = files[r.str("modules.clip_text")].value("sha256", "");
   m.tokenizer_sha256 = files[tokenizer_file].value("sha256", "");
 
+  std::vector<std::string> deferred;
+  for (const auto& k : deferred_keys) {
+    if (k == "proposals") deferred.push_back(m.proposals_path);
+    if (k == "clip_visual") deferred.push_back(m.clip_visual_path);
+  }
   for (auto it = files.begin(); it != files.end(); ++it) {
     const std::string path = (fs::path(bundle_dir) / it.key()).string();
     if (!it.value().is_object() || !it.value().contains("sha256") || !it.value()["sha256"].is_string())
       bad(m.manifest_path, "files[\"" + it.key() + "\"] has no sha256");
+    m.file_sha256[path] = it.value()["sha256"].get<std::string>();
     if (!fs::is_regular_file(path, ec)) bad(path, "missing (listed in manifest.json)");
     if (it.value().contains("bytes") && it.value()["bytes"].is_number_integer()) {
       const auto want = it.value()["bytes"].get<std::uintmax_t>();
@@ -262,7 +285,7 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums) {
         bad(path, "size " + std::to_string(have) + " bytes differs from manifest.json (" + std::to_string(want) +
                       " bytes): truncated or replaced file");
     }
-    if (verify_checksums) {
+    if (verify_checksums && std::find(deferred.begin(), deferred.end(), path) == deferred.end()) {
       const std::string want = it.value()["sha256"].get<std::string>();
       std::string have;
       try {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,7 @@ struct Manifest {
   std::string proposals_path;  // module files, inside the bundle
   std::string clip_visual_path;
   std::string clip_text_path;
+  std::map<std::string, std::string> file_sha256;  // absolute path → "files" sha256, every listed file
   std::string clip_text_sha256;  // from "files": identifies the text tower for the disk cache
   std::string tokenizer_sha256;
   std::string source_sha256;
@@ -75,5 +77,10 @@ struct Manifest {
 // present with the right size and (when verify_checksums) sha256. Throws Error(kBadModel) naming
 // the offending file.
 Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums = true);
+// With verify_checksums, files in `deferred` are left out: verify_file() checks each when it is
+// first used (lazily loaded modules).
+Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums, const std::vector<std::string>& deferred);
+// Checks one listed file's sha256 against the manifest; throws Error(kBadModel) naming it.
+void verify_file(const Manifest& manifest, const std::string& path);
 
 }  // namespace ovseg::detail

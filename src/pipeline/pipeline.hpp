@@ -67,8 +67,11 @@ void synchronize(c10::Device device);
 // The three TorchScript modules of a bundle, moved to a device and dtype.
 class Modules {
  public:
-  // Throws Error(kBadModel) naming the file that is not a loadable TorchScript module.
-  static std::unique_ptr<Modules> load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype);
+  // Throws Error(kBadModel) naming the file that is not a loadable TorchScript module. lazy: the
+  // proposal network and the CLIP visual tower are loaded (checksum, probe) on first use, so a
+  // model that only classifies analyses never reads them; `manifest` must outlive the Modules.
+  static std::unique_ptr<Modules> load(const Manifest& manifest, c10::Device device, c10::ScalarType dtype,
+                                       bool lazy = false);
   ~Modules();
   Modules(const Modules&) = delete;
   Modules& operator=(const Modules&) = delete;

@@ -223,10 +223,13 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     detail::init_threads(options.threads);
     c10::InferenceMode guard;
     const auto t0 = Clock::now();
-    impl->manifest = detail::read_manifest(bundle_dir, /*verify_checksums=*/true);
+    const std::vector<std::string> deferred =
+        options.lazy_modules ? std::vector<std::string>{"proposals", "clip_visual"} : std::vector<std::string>{};
+    impl->manifest = detail::read_manifest(bundle_dir, /*verify_checksums=*/true, deferred);
     const Precision precision = resolve_precision(options.precision, options.device);
     impl->model_options.precision = precision;
-    impl->modules = detail::Modules::load(impl->manifest, impl->device, detail::scalar_type(precision));
+    impl->modules = detail::Modules::load(impl->manifest, impl->device, detail::scalar_type(precision),
+                                          options.lazy_modules);
     detail::TextCacheOptions cache;
     cache.disk = options.text_disk_cache;
     cache.dir = options.text_disk_cache ? detail::resolve_text_cache_dir(options.text_cache_dir) : std::string();
@@ -322,6 +325,16 @@ Result Model::classify(const Analysis& analysis, const std::vector<std::string>&
     if (options.progress) options.progress("done", 1.0f);
     return r;
   });
+}
+
+std::string Model::analysis_key(const std::string& content_sha256, const SegmentOptions& options) const {
+  const SegmentSettings s = resolve_settings(impl_->info, options);
+  char threshold[32];
+  const auto res = std::to_chars(threshold, threshold + sizeof threshold, s.mask_threshold);
+  const std::string text = "ovseg-analysis v" + std::to_string(detail::kAnalysisFormatVersion) + "\ncontent " +
+                           content_sha256 + "\nmodel " + impl_->info.fingerprint + "\nmask_threshold " +
+                           std::string(threshold, res.ptr) + "\nclip_ensemble " + (s.clip_ensemble ? "1" : "0");
+  return detail::sha256_hex(text.data(), text.size());
 }
 
 Result Model::segment(const ImageView& image, const std::vector<std::string>& classes,

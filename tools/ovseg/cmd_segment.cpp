@@ -51,6 +51,7 @@ struct SegmentArgs {
   std::string sam_model;
   double granularity = 1.0;
   std::string sam_classifier = "demo";
+  std::string analysis_cache;  // --analysis-cache DIR: analyses by image content, bundle and settings
   SamGeneratorOptions sam_generator = SamSegmentOptions::demo_generator_options();
 };
 
@@ -70,7 +71,45 @@ struct Decoded {
   std::string error;
   Image image;
   double decode_ms = 0;
+  std::string sha256;  // of the file's bytes (--analysis-cache)
 };
+
+// --analysis-cache: what a run reused and wrote.
+struct AnalysisCacheStats {
+  long reused = 0;
+  long analyzed = 0;
+  long refused = 0;  // unreadable cache files, analyzed again
+  std::uint64_t bytes_written = 0;
+};
+
+// The analysis of one image through the cache: DIR/<2 hex>/<key>.ovsa, keyed by the image's
+// content, the model's fingerprint and the settings (Model::analysis_key), never by its name. A
+// file that does not load (corrupt, truncated, another format version) is analyzed again and
+// replaced; writes are atomic, so concurrent runs (a Slurm array) never leave a torn file.
+Analysis cached_analysis(const Model& model, const std::string& cache_dir, const Decoded& d,
+                         const SegmentOptions& so, const std::string& path, AnalysisCacheStats& stats) {
+  const std::string key = model.analysis_key(d.sha256, so);
+  const std::string file = (fs::path(cache_dir) / key.substr(0, 2) / (key + ".ovsa")).string();
+  std::error_code ec;
+  if (fs::is_regular_file(file, ec)) {
+    try {
+      Analysis a = Analysis::load(file);
+      ++stats.reused;
+      cli_log().debug("{}: analysis reused from {} ({:.1f} MB)", path, file, static_cast<double>(a.bytes()) / 1e6);
+      return a;
+    } catch (const Error& e) {
+      ++stats.refused;
+      cli_log().warn("{}: cached analysis refused ({}); analyzing again", path, e.what());
+    }
+  }
+  Analysis a = model.analyze(d.image.view(), so);
+  a.save(file);
+  ++stats.analyzed;
+  const auto size = fs::file_size(file, ec);
+  if (!ec) stats.bytes_written += size;
+  cli_log().debug("{}: analysis written to {} ({:.1f} MB)", path, file, ec ? 0.0 : static_cast<double>(size) / 1e6);
+  return a;
+}
 
 int run_segment(SegmentArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
@@ -185,6 +224,8 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   const ModelInfo* info_ptr = nullptr;
   if (use_sam) {
     if (a.sam_model.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: --proposals sam needs --sam-model DIR");
+    if (!a.analysis_cache.empty())
+      throw Error(ErrorCode::kInvalidArgument, "segment: --analysis-cache works with --proposals maskformer only");
     sam_options.generator = a.sam_generator;
     sam_options.granularity = a.granularity;
     sam_options.classifier = parse_sam_classifier(a.sam_classifier);
@@ -195,7 +236,10 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     request.sam = SamReport{sam_storage->sam().info().bundle_dir, to_string(sam_options.classifier),
                             sam_options.granularity};
   } else {
-    model_storage.emplace(load_model(a.model, mo, classes));
+    ModelOptions lazy = mo;
+    // Cached analyses need only the text tower: the other modules load when an image misses.
+    lazy.lazy_modules = !a.analysis_cache.empty();
+    model_storage.emplace(load_model(a.model, lazy, classes));
     info_ptr = &model_storage->info();
   }
   const ModelInfo& info = *info_ptr;
@@ -212,12 +256,15 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   };
 
   const std::uint64_t max_pixels = a.model_flags.max_pixels;
-  auto decode = [&images, max_pixels](std::size_t i) {
+  const bool use_cache = !a.analysis_cache.empty();
+  AnalysisCacheStats cache_stats;
+  auto decode = [&images, max_pixels, use_cache](std::size_t i) {
     Decoded d;
     try {
       const auto start = std::chrono::steady_clock::now();
       d.image = load_image(images[i].path, max_pixels);
       d.decode_ms = seconds_since(start) * 1000.0;
+      if (use_cache) d.sha256 = sha256_file(images[i].path);
       d.ok = true;
     } catch (const std::exception& e) {
       d.error = e.what();
@@ -261,6 +308,9 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
         if (!ss.message.empty()) log.warn("{}: {}", images[i].path, ss.message);
         *result = std::move(ss.result);
         *regions = std::move(ss.regions);
+      } else if (use_cache) {
+        const Analysis analysis = cached_analysis(*model_storage, a.analysis_cache, d, so, images[i].path, cache_stats);
+        *result = model_storage->classify(analysis, classes, so);
       } else {
         *result = model_storage->segment(d.image.view(), classes, so);
       }
@@ -303,6 +353,15 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
                  attempted, failures.size(), skipped, secs > 0 ? done / secs : 0.0, secs, info.device.c_str(),
                  info.precision.c_str(), tail.c_str());
   }
+  if (use_cache && !quiet) {
+    const double mb = static_cast<double>(cache_stats.bytes_written) / 1e6;
+    std::fprintf(stderr, "segment: analysis cache %s: %ld reused, %ld analyzed", a.analysis_cache.c_str(),
+                 cache_stats.reused, cache_stats.analyzed);
+    if (cache_stats.refused > 0) std::fprintf(stderr, " (%ld unreadable, replaced)", cache_stats.refused);
+    if (cache_stats.analyzed > 0)
+      std::fprintf(stderr, ", %.1f MB written (%.2f MB per image)", mb, mb / static_cast<double>(cache_stats.analyzed));
+    std::fprintf(stderr, "\n");
+  }
   if (!failures.empty()) {
     std::sort(failures.begin(), failures.end(), [](const Failure& x, const Failure& y) { return x.index < y.index; });
     std::fprintf(stderr, "segment: %zu of %ld images failed:\n", failures.size(), attempted);
@@ -341,6 +400,10 @@ Command add_segment_command(CLI::App& parent) {
       ->check(CLI::IsMember({"demo", "ovseg"}))
       ->capture_default_str();
   add_sam_generator_flags(*app, a.sam_generator);
+  app->add_option("--analysis-cache", a.analysis_cache,
+                  "Keep each image's class-agnostic analysis (proposals, regions, CLIP embeddings) in DIR, keyed by "
+                  "the image's content, the bundle and the settings: a later run with another class list reuses it "
+                  "and loads only the text tower (not with --proposals sam)");
   app->add_option("-o,--output", a.output, "Output directory (created if missing)")->capture_default_str();
   app->add_flag("--overlay", a.overlay, "Also write STEM.overlay.png: image, class colours, names and a legend");
   app->add_flag("--json", a.json, "Also write STEM.json: classes, pixel shares, segments, timings");
@@ -368,6 +431,8 @@ Command add_segment_command(CLI::App& parent) {
       "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing -o out/ dataset/images/\n"
       "  find . -name '*.jpg' | ovseg segment -m BUNDLE -c \"cat,dog\" --mode demo -o out/ -\n"
       "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing --shard auto -o out/ photos/   # in a Slurm array\n"
+      "  ovseg segment -m BUNDLE -c \"cat,dog\" --analysis-cache cache/ -o out1/ photos/   # then, fast:\n"
+      "  ovseg segment -m BUNDLE -c \"tabby cat,puppy\" --analysis-cache cache/ -o out2/ photos/\n"
       "\n"
       "Exit codes: 0 all done; 1 some images failed (each named with its reason on stderr);\n"
       "2 usage error or the model could not be loaded; 4 an input or output directory is unusable;\n"
