@@ -117,6 +117,14 @@ OVSEG_API Mode parse_mode(const std::string& s);            // "eval" | "demo"; 
 // The syntax only (what Model::load accepts): whether that GPU exists is known when loading.
 OVSEG_API int check_device(const std::string& device);
 
+// A bundle is a program (models/BUNDLE_FORMAT.md): ovseg loads a module only when its archive
+// defines no __setstate__ and every method, hook and function in it uses only the operators the
+// exporters emit. These say which: the operators the modules (*.pt files) of a MaskFormer or SAM
+// bundle use, sorted, read without running any of their code (kBadModel for a module that
+// defines __setstate__); and the set ovseg allows.
+OVSEG_API std::vector<std::string> bundle_operators(const std::string& bundle_dir);
+OVSEG_API std::vector<std::string> allowed_bundle_operators();
+
 // What this CPU can do, as far as the choice of precision goes (cpuid and the OS's saved state).
 struct OVSEG_API CpuFeatures {
   bool avx2 = false;         // AVX2 + FMA

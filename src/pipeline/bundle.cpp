@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/versions.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/version.h>
@@ -10,10 +11,16 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <string_view>
+#include <set>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
 
 #include "common/fs_util.hpp"
 #include "common/log.hpp"
 #include "pipeline/pipeline.hpp"
+#include "pipeline/script_module.hpp"
 
 namespace ovseg::detail {
 namespace {
@@ -46,21 +53,66 @@ void check_file_format(const Manifest& manifest) {
                   "than " + runtime + ", or rebuild ovseg against a newer libtorch (-DCMAKE_PREFIX_PATH=/path/to/libtorch).");
 }
 
-torch::jit::Module load_module(const std::string& path, c10::Device device) {
-  detail::check_regular_file(path);  // a FIFO or device in place of a module file: refused, not read
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(path, device);
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + strip_backtrace(e) + ")");
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + e.what() + ")");
-  }
-  if (!module.find_method("forward"))
-    throw Error(ErrorCode::kBadModel, path + ": the TorchScript module has no forward() method");
-  module.eval();
-  return module;
+torch::jit::Module load_module(const std::string& path, c10::Device device) { return load_script_module(path, device); }
+
+// ---- A bundle is a program: what may run -----------------------------------------------------
+
+const std::unordered_set<std::string>& allowed_operators() {
+  static const std::unordered_set<std::string> ops = {
+#include "pipeline/bundle_operators.inc"
+  };
+  return ops;
 }
+
+constexpr const char* kBundleIsAProgram =
+    "no ovseg exporter writes this; a bundle is a program and ovseg runs only what its exporters emit "
+    "(models/BUNDLE_FORMAT.md, \"A bundle is a program\")";
+
+// torch::jit::load runs the __setstate__ of every object it restores: refused from the archive's
+// code before loading.
+void check_archive_code(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader reader(path);
+  for (const auto& name : reader.getAllRecords()) {
+    if (name.size() < 3 || name.compare(name.size() - 3, 3, ".py") != 0 || name.find("code/") == std::string::npos)
+      continue;
+    const auto record = reader.getRecord(name);
+    const std::string_view text(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record));
+    if (text.find("__setstate__") != std::string_view::npos)
+      throw Error(ErrorCode::kBadModel, path + ": refused: " + name +
+                                            " defines __setstate__, which loading the module would run; " +
+                                            kBundleIsAProgram);
+  }
+}
+
+// Every method of every submodule, the forward hooks, and every function they call (its whole
+// graph, whichever branch would run). With `collect`, gathers the operators instead of refusing.
+struct OperatorWalk {
+  const std::string& path;
+  std::unordered_set<const torch::jit::Function*> seen;
+  std::set<std::string>* collect = nullptr;
+
+  void block(const torch::jit::Block* b, const std::string& where) {
+    for (const torch::jit::Node* n : b->nodes()) {
+      const std::string kind = n->kind().toQualString();
+      if (collect) collect->insert(kind);
+      else if (!allowed_operators().count(kind))
+        throw Error(ErrorCode::kBadModel,
+                    path + ": refused: " + where + " uses the operator " + kind + "; " + kBundleIsAProgram);
+      if (n->kind() == c10::prim::CallFunction && n->inputs().size() > 0) {
+        const auto ft = n->input(0)->type()->cast<c10::FunctionType>();
+        if (!ft) throw Error(ErrorCode::kBadModel, path + ": refused: " + where + " calls a function it does not name");
+        function(ft->function());
+      }
+      for (const torch::jit::Block* sub : n->blocks()) block(sub, where);
+    }
+  }
+  void function(torch::jit::Function* fn) {
+    if (!fn || !seen.insert(fn).second) return;
+    const std::string where = "function " + fn->qualname().qualifiedName();
+    if (!fn->isGraphFunction()) throw Error(ErrorCode::kBadModel, path + ": refused: " + where + " is not TorchScript");
+    block(torch::jit::toGraphFunction(*fn).graph()->block(), where);
+  }
+};
 
 std::string strip_backtrace_any(const std::exception& e) {
   if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return strip_backtrace(*c);
@@ -136,6 +188,43 @@ void probe(Impl& impl, const Manifest& m) {
 }
 
 }  // namespace
+
+void walk_module(OperatorWalk& walk, const torch::jit::Module& module) {
+  for (const auto& named : module.named_modules()) {
+    const auto type = named.value.type();
+    const std::string where = (named.name.empty() ? std::string("the root module") : "module " + named.name) + " (" +
+                              (type->name() ? type->name()->qualifiedName() : std::string("?")) + ")";
+    for (const auto& method : named.value.get_methods())
+      walk.block(method.graph()->block(), "method " + method.name() + " of " + where);
+    for (torch::jit::Function* hook : type->getForwardPreHooks()) walk.function(hook);
+    for (torch::jit::Function* hook : type->getForwardHooks()) walk.function(hook);
+  }
+}
+
+void check_module_operators(const torch::jit::Module& module, const std::string& path) {
+  OperatorWalk walk{path, {}};
+  walk_module(walk, module);
+}
+
+torch::jit::Module load_script_module(const std::string& path, c10::Device device) {
+  detail::check_regular_file(path);  // a FIFO or device in place of a module file: refused, not read
+  torch::jit::Module module;
+  try {
+    check_archive_code(path);
+    module = torch::jit::load(path, device);
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + strip_backtrace(e) + ")");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" + e.what() + ")");
+  }
+  if (!module.find_method("forward"))
+    throw Error(ErrorCode::kBadModel, path + ": the TorchScript module has no forward() method");
+  check_module_operators(module, path);  // before any method runs (probe, eval)
+  module.eval();
+  return module;
+}
 
 c10::Device parse_device(const std::string& device) {
   const int index = check_device(device);  // the syntax, in one place (the CLI checks with it too)
@@ -336,3 +425,47 @@ c10::ScalarType Modules::visual_dtype() const { return impl_->visual_dtype; }
 c10::ScalarType Modules::text_dtype() const { return at::kFloat; }
 
 }  // namespace ovseg::detail
+
+namespace ovseg {
+
+std::vector<std::string> allowed_bundle_operators() {
+  std::set<std::string> sorted(detail::allowed_operators().begin(), detail::allowed_operators().end());
+  return {sorted.begin(), sorted.end()};
+}
+
+std::vector<std::string> bundle_operators(const std::string& bundle_dir) {
+  return detail::translate_errors(bundle_dir, [&] {
+    const std::string manifest_path = bundle_dir + "/manifest.json";
+    nlohmann::json m;
+    try {
+      m = nlohmann::json::parse(detail::read_text_file(manifest_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::kBadModel, manifest_path + ": not JSON (" + e.what() + ")");
+    }
+    if (!m.contains("files") || !m["files"].is_object())
+      throw Error(ErrorCode::kBadModel, manifest_path + ": no \"files\" object (not an ovseg bundle?)");
+    std::set<std::string> ops;
+    for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
+      const std::string& name = it.key();
+      if (name.size() < 3 || name.compare(name.size() - 3, 3, ".pt") != 0 || name.find('/') != std::string::npos)
+        continue;
+      const std::string path = bundle_dir + "/" + name;
+      detail::check_regular_file(path);
+      torch::jit::Module module;
+      try {
+        detail::check_archive_code(path);
+        module = torch::jit::load(path, c10::Device(c10::kCPU));
+      } catch (const Error&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw Error(ErrorCode::kBadModel, path + ": not a loadable TorchScript module (" +
+                                              detail::strip_backtrace_any(e) + ")");
+      }
+      detail::OperatorWalk walk{path, {}, &ops};
+      detail::walk_module(walk, module);
+    }
+    return std::vector<std::string>(ops.begin(), ops.end());
+  });
+}
+
+}  // namespace ovseg

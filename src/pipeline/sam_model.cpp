@@ -25,6 +25,7 @@
 #include "ovseg/sam.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/sam_amg.hpp"
+#include "pipeline/script_module.hpp"
 
 namespace fs = std::filesystem;
 
@@ -40,18 +41,9 @@ using detail::translate_errors;
   throw Error(ErrorCode::kBadModel, file + ": " + what);
 }
 
+// The MaskFormer bundle's loader: regular file, no __setstate__, only the exporters' operators.
 torch::jit::Module load_module(const std::string& path, c10::Device device) {
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(path, device);
-  } catch (const c10::Error& e) {
-    bad(path, std::string("not a loadable TorchScript module (") + e.what_without_backtrace() + ")");
-  } catch (const std::exception& e) {
-    bad(path, std::string("not a loadable TorchScript module (") + e.what() + ")");
-  }
-  if (!module.find_method("forward")) bad(path, "the TorchScript module has no forward() method");
-  module.eval();
-  return module;
+  return detail::load_script_module(path, device);
 }
 
 at::Tensor image_tensor(const Image& img, c10::Device device) {

@@ -1,4 +1,5 @@
 // `ovseg info`: a bundle's manifest in words (or as JSON), after loading and verifying it.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -18,6 +19,7 @@ struct InfoArgs {
   std::string model;
   std::string device = "cpu";
   bool json = false;
+  bool operators = false;
 };
 
 std::string human_bytes(double b) {
@@ -153,6 +155,9 @@ Command add_info_command(CLI::App& parent) {
   c.app = parent.add_subcommand("info", "Describe a model bundle (after verifying its files)");
   c.app->add_option("-m,--model", args->model, "Model bundle directory")->required();
   c.app->add_flag("--json", args->json, "Print the manifest as JSON instead");
+  c.app->add_flag("--operators", args->operators,
+                  "List the TorchScript operators the bundle's modules use (MaskFormer or SAM bundle), without "
+                  "running them; those ovseg does not allow are marked (exit 2 if any)");
   c.app->add_option("-d,--device", args->device, "Device to load the modules on (cpu, cuda, cuda:N)")
       ->capture_default_str();
   c.app->footer(
@@ -160,6 +165,16 @@ Command add_info_command(CLI::App& parent) {
       "so a bundle that 'info' describes is one that 'segment' can use.\n"
       "\nExamples:\n  ovseg info -m bundles/ovseg-swinB-vitL14\n  ovseg info -m BUNDLE --json | jq .inference");
   c.run = [args] {
+    if (args->operators) {
+      const auto allowed = allowed_bundle_operators();
+      int refused = 0;
+      for (const auto& op : bundle_operators(args->model)) {
+        const bool ok = std::binary_search(allowed.begin(), allowed.end(), op);
+        refused += ok ? 0 : 1;
+        std::printf("%s%s\n", op.c_str(), ok ? "" : "  (not allowed: the bundle is refused)");
+      }
+      return refused ? kExitUsage : kExitOk;
+    }
     ModelOptions mo;
     mo.device = args->device;
     mo.text_disk_cache = false;
