@@ -134,7 +134,15 @@ def _load_yaml_bounded(text: str, path: str) -> Any:
         if node is None:
             return None
         _check_node_graph(node, path)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (yaml.YAMLError, RecursionError, ConfigError):
+            raise
+        except Exception as e:  # noqa: BLE001 - PyYAML's constructors fail in many ways
+            # (`!!timestamp 2001-13-45` is an AttributeError, a 5000-digit int a ValueError)
+            msg = " ".join(str(e).split())[:200]
+            raise ConfigError(f"{path}: not valid YAML (a value cannot be read: "
+                              f"{type(e).__name__}: {msg})") from None
     finally:
         loader.dispose()
 

@@ -108,7 +108,8 @@ _STORAGE_TYPES = {
     "BoolStorage": torch.bool, "UntypedStorage": torch.uint8,
 }
 
-_NUMPY_KINDS = {"b": "bool", "i": "int", "u": "uint", "f": "float"}
+_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                "uint8", "bool", "float", "double", "half", "long", "int")
 
 
 class StorageRef:
@@ -200,6 +201,7 @@ def _typename(v: Any) -> str:
 
 
 typename = _typename
+_DICTS = (dict, collections.OrderedDict, collections.Counter)
 
 
 class Unpickler:
@@ -222,7 +224,7 @@ class Unpickler:
         except ReadError:
             raise
         except (IndexError, KeyError, TypeError, ValueError, OverflowError, struct.error,
-                UnicodeError, AttributeError) as e:
+                UnicodeError, AttributeError, RuntimeError, zipfile.BadZipFile, EOFError) as e:
             msg = " ".join(str(e).split())[:160] or type(e).__name__
             raise ReadError(f"malformed pickle data near offset {self.src.pos} ({msg})") from None
 
@@ -377,14 +379,14 @@ class Unpickler:
                 v = stack.pop()
                 k = stack.pop()
                 target = stack[-1]
-                if type(target) not in (dict, collections.OrderedDict):
+                if type(target) not in _DICTS:
                     raise ReadError(f"SETITEM on a {_typename(target)}")
                 _check_key(k)
                 target[k] = v
             elif op == 0x75:  # SETITEMS
                 items = pop_mark()
                 target = stack[-1]
-                if type(target) not in (dict, collections.OrderedDict):
+                if type(target) not in _DICTS:
                     raise ReadError(f"SETITEMS on a {_typename(target)}")
                 if len(items) % 2:
                     raise ReadError("SETITEMS with an odd number of items")
@@ -477,11 +479,20 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+MAX_EXTENT = 1 << 48  # sizes and strides (torch indexes with int64; no file holds 2**48 elements)
+
+
+def _is(v: Any, *choices: Any) -> bool:
+    """v is one of the plain int / str choices (no == on arbitrary objects, e.g. arrays)."""
+    return type(v) in (int, str) and v in choices
+
+
 def _int_tuple(v: Any, what: str) -> Tuple[int, ...]:
-    if type(v) in (list, tuple) and len(v) <= MAX_DIMS and all(_is_int(x) and x >= 0 for x in v):
+    if type(v) in (list, tuple) and len(v) <= MAX_DIMS and \
+            all(_is_int(x) and 0 <= x < MAX_EXTENT for x in v):
         return tuple(v)
-    raise ReadError(f"a tensor {what} that is not a tuple of at most {MAX_DIMS} non-negative "
-                    f"integers ({_typename(v)})")
+    raise ReadError(f"a tensor {what} that is not a tuple of at most {MAX_DIMS} integers in "
+                    f"[0, 2**48) ({_typename(v)})")
 
 
 def _empty_mapping(v: Any) -> bool:
@@ -527,9 +538,15 @@ class _Reader:
             "torch._tensor._rebuild_from_type_v2": self._rebuild_from_type_v2,
             "torch.Size": self._size,
             "numpy.dtype": self._np_dtype,
+            # an unstripped training checkpoint's optimizer / scheduler state: MultiStepLR keeps
+            # its milestones in a Counter; a defaultdict's factory is a plain type
+            "collections.Counter": self._counter,
+            "collections.defaultdict": self._defaultdict,
+            "torch.device": self._device,
         }
-        if torchscript:
-            self._calls["torch.device"] = self._device
+        self._inert = {f"{m}.{t}" for m in ("builtins", "__builtin__")
+                       for t in ("dict", "list", "int", "float", "set", "tuple")}
+        self._inert |= {f"torch.{t}" for t in _DTYPE_NAMES}
         for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
             self._calls[mod + "._reconstruct"] = self._np_reconstruct
             self._calls[mod + ".scalar"] = self._np_scalar
@@ -545,9 +562,11 @@ class _Reader:
 
     # -- globals
 
-    def resolve(self, module: str, name: str) -> _Global:
+    def resolve(self, module: str, name: str) -> Any:
         qualname = f"{module}.{name}"
         if qualname in self._calls or qualname in self._types:
+            return _Global(qualname)
+        if qualname in self._inert:  # a dtype or a defaultdict factory: a name, never called
             return _Global(qualname)
         if self.torchscript and (module == "__torch__" or module.startswith("__torch__.")):
             return _Global(qualname)
@@ -584,7 +603,7 @@ class _Reader:
                 raise ReadError("a numpy array state that is not (version, shape, dtype, "
                                 "fortran, data)")
             if len(state) == 5:
-                if state[0] != 1:
+                if not _is(state[0], 1):
                     raise ReadError(f"numpy array state version {state[0]!r}")
                 state = state[1:]
             shape, dtype, fortran, raw = state
@@ -645,7 +664,7 @@ class _Reader:
             return b""
         if len(args) == 1 and isinstance(args[0], bytes):
             return args[0]
-        if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin-1", "latin1"):
+        if len(args) == 2 and isinstance(args[0], str) and _is(args[1], "latin-1", "latin1"):
             return args[0].encode("latin-1")
         if args and _is_int(args[0]):
             raise ReadError(f"the pickle calls bytearray({args[0]}), which would allocate "
@@ -661,7 +680,7 @@ class _Reader:
         return self._codecs_encode(args)
 
     def _codecs_encode(self, args: tuple) -> bytes:
-        if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin-1", "latin1"):
+        if len(args) == 2 and isinstance(args[0], str) and _is(args[1], "latin-1", "latin1"):
             return args[0].encode("latin-1")
         raise ReadError("_codecs.encode called with unexpected arguments")
 
@@ -671,9 +690,26 @@ class _Reader:
         raise ReadError("torch.Size called with unexpected arguments")
 
     def _device(self, args: tuple) -> str:
-        if len(args) == 1 and isinstance(args[0], str):
+        if len(args) == 1 and type(args[0]) is str:
             return args[0]
+        if len(args) == 2 and type(args[0]) is str and _is_int(args[1]):
+            return f"{args[0]}:{args[1]}"
         raise ReadError("torch.device called with unexpected arguments")
+
+    def _counter(self, args: tuple) -> collections.Counter:
+        if not args:
+            return collections.Counter()
+        if len(args) == 1 and type(args[0]) is dict:
+            c: collections.Counter = collections.Counter()
+            dict.update(c, args[0])
+            return c
+        raise ReadError("collections.Counter called with unexpected arguments")
+
+    def _defaultdict(self, args: tuple) -> dict:
+        if len(args) <= 1 and (not args or args[0] is None or
+                               (isinstance(args[0], _Global) and args[0].qualname in self._inert)):
+            return {}  # read as a plain dict: its items follow as SETITEMS
+        raise ReadError("collections.defaultdict called with unexpected arguments")
 
     def _build_list(self, args: tuple) -> list:
         if len(args) == 1 and type(args[0]) is list:
@@ -694,7 +730,7 @@ class _Reader:
         stride = _int_tuple(stride, "stride")
         if len(size) != len(stride):
             raise ReadError("a tensor whose size and stride have different lengths")
-        if not _is_int(offset) or offset < 0:
+        if not _is_int(offset) or not 0 <= offset < MAX_EXTENT:
             raise ReadError("a tensor with a negative or non-integer storage offset")
         numel = math.prod(size)
         extent = 0 if numel == 0 else offset + 1 + sum((s - 1) * st for s, st in zip(size, stride))
@@ -752,7 +788,7 @@ class _Reader:
         return _DType(_numpy_dtype(args[0]))
 
     def _np_dtype_state(self, inst: _DType, state: Any) -> None:
-        if type(state) is not tuple or len(state) not in (8, 9) or state[0] not in (3, 4):
+        if type(state) is not tuple or len(state) not in (8, 9) or not _is(state[0], 3, 4):
             raise ReadError("a numpy dtype state of an unknown form")
         endian, subarray, names, fields = state[1:5]
         if subarray is not None or names is not None or fields is not None:
@@ -760,9 +796,9 @@ class _Reader:
                             "numeric arrays are read)")
         if len(state) == 9 and not _empty_mapping(state[8]):
             raise ReadError("a numpy dtype with metadata, which is refused")
-        if endian in ("<", ">"):
+        if _is(endian, "<", ">"):
             inst.dtype = inst.dtype.newbyteorder(endian)
-        elif endian not in ("|", "="):
+        elif not _is(endian, "|", "="):
             raise ReadError(f"a numpy dtype with byte order {endian!r}")
 
     def _np_reconstruct(self, args: tuple) -> _PendingArray:
@@ -801,7 +837,7 @@ class _Reader:
         return self._make_array(args[1], args[0], (), False)[()].item()
 
     def _np_frombuffer(self, args: tuple) -> np.ndarray:
-        if len(args) != 4 or args[3] not in ("C", "F"):
+        if len(args) != 4 or not _is(args[3], "C", "F"):
             raise ReadError("numpy's _frombuffer called with unexpected arguments")
         return self._make_array(args[0], args[1], args[2], args[3] == "F")
 
@@ -843,7 +879,7 @@ class ZipArchive:
             self.zf = zipfile.ZipFile(f)
             infos = self.zf.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-                struct.error, NotImplementedError, UnicodeDecodeError) as e:
+                struct.error, NotImplementedError, UnicodeDecodeError, RuntimeError) as e:
             raise ReadError(f"a damaged or truncated zip archive ({e})") from None
         self.infos = {i.filename: i for i in infos}
         pkls = [n for n in self.infos if re.fullmatch(r"[^/]+/data\.pkl", n)]
@@ -873,7 +909,7 @@ class ZipArchive:
             with self.zf.open(info) as fh:
                 data = fh.read(n)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error,
-                NotImplementedError) as e:
+                NotImplementedError, RuntimeError) as e:  # RuntimeError: an encrypted record
             raise ReadError(f"record {name} cannot be read ({e})") from None
         if len(data) != n:
             raise ReadError(f"record {name} is truncated")
