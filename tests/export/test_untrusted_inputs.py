@@ -9,6 +9,7 @@ ovseg-export command-line ones need the shared vocabulary (skipped without it). 
 allocate gigabytes or block on a FIFO on a vulnerable exporter run in a child process with an
 address-space limit and a timeout, so a regression fails the test instead of the machine.
 Cost: about 40 s (mostly exporter start-up)."""
+import argparse
 import collections
 import json
 import os
@@ -119,7 +120,7 @@ def structured_object_dtype_pkl():
 def bytearray_bomb_pkl(n=3_000_000_000):
     """{"model": {"x": bytearray(n)}} in under 100 bytes."""
     nb = n.to_bytes((n.bit_length() + 8) // 8, "little")
-    return (b"\x80\x02}" + _u("model") + b"}" + _u("x") + b"c__builtin__\nbytearray\n"
+    return (b"\x80\x02}" + _u("model") + b"}" + _u("x") + b"cbuiltins\nbytearray\n"
             + b"\x8a" + bytes([len(nb)]) + nb + b"\x85R" + b"ss" + _u("__author__") + _u("x")
             + b"s.")
 
@@ -213,7 +214,10 @@ class CheckpointCodeTest(_Case):
 
     def test_refused_types_are_named(self):
         for name, value, needle in (("module.pth", nn.Linear(2, 2), "torch.nn.modules.linear"),
-                                    ("device.pth", {"model": {"d": torch.device("cpu")}}, "torch.device"),
+                                    ("namespace.pth", {"model": {}, "args": argparse.Namespace(a=1)},
+                                     "argparse.Namespace"),
+                                    ("call.pth", {"model": {}, "d": collections.deque([1])},
+                                     "collections.deque"),
                                     ("slice.pth", {"model": {"s": slice(1, 2)}}, "slice")):
             with self.subTest(name=name):
                 p = self.path(name)
@@ -240,7 +244,12 @@ class CheckpointCodeTest(_Case):
                               "param_groups": [{"lr": 0.01, "betas": (0.9, 0.999), "params": [0, 1],
                                                 "weight_decay": 1e-4, "nesterov": False,
                                                 "foreach": None}]},
-                "scheduler": {"base_lrs": [0.01], "last_epoch": 7, "_step_count": 8},
+                "scheduler": {"base_lrs": [0.01], "last_epoch": 7, "_step_count": 8,
+                              "milestones": collections.Counter({60000: 1, 80000: 1}),
+                              "warmup_method": "linear", "_last_lr": [0.001]},
+                "state": collections.defaultdict(dict, {0: {"step": 3}}),
+                "meta": {"device": torch.device("cuda", 0), "dtype": torch.float16,
+                         "size": torch.Size([2, 3]), "set": {1, 2}, "nan": float("nan")},
                 "iteration": 89999, "__author__": "detectron2"}
         for kw in ({}, {"pickle_protocol": 4}, {"_use_new_zipfile_serialization": False}):
             with self.subTest(**kw):
@@ -256,6 +265,10 @@ class CheckpointCodeTest(_Case):
                 self.assertEqual(top["iteration"], 89999)
                 self.assertEqual(top["optimizer"]["param_groups"][0]["betas"], (0.9, 0.999))
                 self.assertEqual(top["scheduler"]["last_epoch"], 7)
+                self.assertEqual(dict(top["scheduler"]["milestones"]), {60000: 1, 80000: 1})
+                self.assertEqual(top["state"], {0: {"step": 3}})
+                self.assertEqual(top["meta"]["device"], "cuda:0")
+                self.assertEqual(top["meta"]["size"], (2, 3))
 
     def test_tensor_views_must_fit_their_storage(self):
         p = self.path("ok.pth")

@@ -310,7 +310,7 @@ def write_bundle(out_dir: str, scripted: Dict[str, torch.jit.ScriptModule], voca
         fmt = max(torchscript_file_format_version(os.path.join(tmp, f)) for f in MODULE_FILES.values())
         manifest = manifest_fn(files, fmt)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
+            json.dump(manifest, f, indent=2, allow_nan=False)  # NaN / Infinity are not JSON
             f.write("\n")
         os.chmod(tmp, 0o755)
         old = None

@@ -226,7 +226,7 @@ def _write(out_dir: str, scripted, manifest_fn, inputs=()):
             torch.jit.save(scripted[name], p)
             files[fname] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump(manifest_fn(files), f, indent=2)
+            json.dump(manifest_fn(files), f, indent=2, allow_nan=False)  # NaN is not JSON
             f.write("\n")
         os.chmod(tmp, 0o755)
         old = None
