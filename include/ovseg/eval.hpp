@@ -107,8 +107,14 @@ OVSEG_API DatasetListing list_dataset(const DatasetSpec& spec, const std::string
 
 // The pairs with index % shard_count == shard_index (over the sorted list).
 OVSEG_API std::vector<ImagePair> select_shard(const std::vector<ImagePair>& pairs, int shard_index, int shard_count);
-// Parses "I/N" (0 <= I < N). Throws Error(kInvalidArgument).
+// The most shards a run may be split into (--shard I/N, Slurm, Kubernetes): far beyond any
+// dataset's need (A-847 has 2000 images), small enough that nothing sized by N can exhaust memory.
+inline constexpr int kMaxShards = 100000;
+// Parses "I/N" (0 <= I < N <= kMaxShards). Throws Error(kInvalidArgument).
 OVSEG_API std::pair<int, int> parse_shard(const std::string& text);
+// Whether an image stem read from a checkpoint is a plain file name (what list_dataset gives):
+// not empty, not "." or "..", no '/', '\\' or NUL. Stems become file names in eval outputs.
+OVSEG_API bool is_plain_stem(const std::string& stem);
 
 // The shard a run works on, and where that came from (for the log).
 struct OVSEG_API ShardSpec {

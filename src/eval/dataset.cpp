@@ -182,7 +182,13 @@ std::pair<int, int> parse_shard(const std::string& text) {
   if (!digits(a) || !digits(b)) throw bad();
   const int i = std::stoi(a), n = std::stoi(b);
   if (n < 1 || i >= n) throw bad();
+  if (n > kMaxShards)
+    throw Error(ErrorCode::kInvalidArgument, "--shard " + text + ": at most " + std::to_string(kMaxShards) + " shards");
   return {i, n};
+}
+
+bool is_plain_stem(const std::string& stem) {
+  return !stem.empty() && stem != "." && stem != ".." && stem.find_first_of(std::string("/\\\0", 3)) == std::string::npos;
 }
 
 LabelImage read_ground_truth(const DatasetSpec& spec, const std::string& path) {

@@ -69,16 +69,24 @@ std::vector<std::string> check_shards(const std::vector<EvalState>& shards, cons
     problems.push_back("the shards belong to different splits (N = " + list + ")");
   } else if (counts.size() == 1) {
     const int n = *counts.begin();
+    // Memory and output independent of N: the missing shards are counted, the first few named.
+    std::size_t missing = 0;
+    std::string first_missing;
+    constexpr std::size_t kNamed = 10;
     for (int i = 0; i < n; ++i) {
       const auto it = by_index.find(i);
       if (it == by_index.end()) {
-        problems.push_back("shard " + std::to_string(i) + "/" + std::to_string(n) + " is missing");
+        if (missing++ < kNamed) first_missing += (first_missing.empty() ? "" : ", ") + std::to_string(i);
       } else if (it->second.size() > 1) {
         std::string dirs;
         for (std::size_t k : it->second) dirs += (dirs.empty() ? "" : " and ") + (k < names.size() ? names[k] : "#" + std::to_string(k));
         problems.push_back("shard " + std::to_string(i) + "/" + std::to_string(n) + " is given more than once: " + dirs);
       }
     }
+    if (missing == 1) problems.push_back("shard " + first_missing + "/" + std::to_string(n) + " is missing");
+    else if (missing > 1)
+      problems.push_back(std::to_string(missing) + " of the " + std::to_string(n) + " shards are missing (" +
+                         first_missing + (missing > kNamed ? ", ..." : "") + ")");
   }
   return problems;
 }

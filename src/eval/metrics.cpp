@@ -43,7 +43,9 @@ void ConfusionMatrix::merge(const ConfusionMatrix& other) {
     throw Error(ErrorCode::kInvalidArgument, "confusion matrix: cannot add a matrix of " +
                                                  std::to_string(other.num_classes_) + " classes to one of " +
                                                  std::to_string(num_classes_));
-  for (std::size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
+  for (std::size_t i = 0; i < counts_.size(); ++i)
+    if (__builtin_add_overflow(counts_[i], other.counts_[i], &counts_[i]))
+      throw Error(ErrorCode::kBadData, "confusion matrix: a count overflows 64 bits (tampered or corrupt counts)");
 }
 
 std::int64_t ConfusionMatrix::total() const {

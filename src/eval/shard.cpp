@@ -53,6 +53,9 @@ ShardSpec from_slurm(const EnvLookup& env, int shards) {
   if (shards > 0 && shards != count)
     throw Error(ErrorCode::kInvalidArgument, "--shards " + std::to_string(shards) + " disagrees with the Slurm array of " +
                                                  std::to_string(count) + " tasks");
+  if (count > kMaxShards)
+    throw Error(ErrorCode::kInvalidArgument, "--shard auto: a Slurm array of " + std::to_string(count) +
+                                                 " tasks; at most " + std::to_string(kMaxShards) + " shards");
   ShardSpec s;
   s.index = static_cast<int>((id - min) / step);
   s.count = static_cast<int>(count);
@@ -74,6 +77,9 @@ ShardSpec from_kubernetes(const EnvLookup& env, int shards) {
                 "--shard auto: a Kubernetes Indexed Job (JOB_COMPLETION_INDEX=" + std::to_string(index) +
                     ") does not tell the number of shards: pass --shards N or set " + kShardCountEnv +
                     " to the Job's .spec.completions");
+  if (count > kMaxShards)
+    throw Error(ErrorCode::kInvalidArgument, "--shard auto: " + std::to_string(count) + " shards (" + count_from +
+                                                 "); at most " + std::to_string(kMaxShards));
   if (index >= count)
     throw Error(ErrorCode::kInvalidArgument, "--shard auto: JOB_COMPLETION_INDEX=" + std::to_string(index) +
                                                  " is not below the shard count " + std::to_string(count) + " (" +

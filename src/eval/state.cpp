@@ -13,6 +13,7 @@ namespace ovseg::eval {
 namespace {
 
 constexpr const char* kFormat = "ovseg-eval-checkpoint";
+constexpr std::int64_t kMaxPixelCount = std::int64_t{1} << 53;
 constexpr int kFormatVersion = 1;
 
 using nlohmann::json;
@@ -110,7 +111,29 @@ EvalState load_state(const std::string& path) {
     }
     s.failed = problems_from_json(j.at("failed"));
     s.unpaired = problems_from_json(j.at("unpaired"));
+    // Every count and name is checked: a shard's checkpoint may come from anywhere (a cluster's
+    // shared folder), and its stems become file names of the merged outputs.
+    if (s.shard_count < 1 || s.shard_count > kMaxShards || s.shard_index < 0 || s.shard_index >= s.shard_count)
+      throw Error(ErrorCode::kBadData, "shard " + std::to_string(s.shard_index) + "/" + std::to_string(s.shard_count) +
+                                           " out of range (0 <= I < N <= " + std::to_string(kMaxShards) + ")");
+    if (s.pairs_total < 0 || s.pairs_total > (std::int64_t{1} << 40))
+      throw Error(ErrorCode::kBadData, "pairs_total " + std::to_string(s.pairs_total) + " out of range");
+    if (static_cast<std::int64_t>(s.finished.size() + s.failed.size()) > s.pairs_total)
+      throw Error(ErrorCode::kBadData, std::to_string(s.finished.size() + s.failed.size()) +
+                                           " images finished or failed, more than the shard's " +
+                                           std::to_string(s.pairs_total));
+    for (const auto* list : {&s.finished})
+      for (const auto& stem : *list)
+        if (!is_plain_stem(stem))
+          throw Error(ErrorCode::kBadData, "image name " + json(stem).dump() + " is not a plain file name");
+    // (unpaired entries name label files by path: they are only listed, never opened)
+    for (const auto* list : {&s.failed})
+      for (const auto& p : *list)
+        if (!is_plain_stem(p.name))
+          throw Error(ErrorCode::kBadData, "image name " + json(p.name).dump() + " is not a plain file name");
+
     s.images_left_out = j.value("images_left_out", std::int64_t{0});  // absent before the PC / VOC datasets
+    if (s.images_left_out < 0) throw Error(ErrorCode::kBadData, "images_left_out is negative");
     s.timings = timings_from_json(j.at("timings"));
     s.merged_from = j.at("merged_from").get<std::vector<std::string>>();
     const auto& c = j.at("confusion");
@@ -121,12 +144,18 @@ EvalState load_state(const std::string& path) {
       throw Error(ErrorCode::kBadData, "num_classes " + std::to_string(num_classes) + " out of range (1..4096)");
     s.cm = ConfusionMatrix(num_classes);
     std::set<std::pair<int, int>> cells;
+    std::int64_t pixel_sum = 0;
     for (const auto& e : c.at("entries")) {
       if (!e.is_array() || e.size() != 3) throw Error(ErrorCode::kBadData, "confusion entry " + e.dump() + " is not [pred, gt, count]");
       const int p = e.at(0).get<int>(), g = e.at(1).get<int>();
       const auto count = e.at(2).get<std::int64_t>();
       if (p < 0 || g < 0 || p >= s.cm.size() || g >= s.cm.size() || count < 0)
         throw Error(ErrorCode::kBadData, "confusion entry " + e.dump() + " out of range");
+      // All counts together at most 2^53 (exact in the metrics' doubles; a 2^63 count overflowed
+      // pixel accuracy to -100).
+      if (count > kMaxPixelCount - pixel_sum)
+        throw Error(ErrorCode::kBadData, "confusion counts sum to more than 2^53 pixels (tampered or corrupt)");
+      pixel_sum += count;
       if (!cells.insert({p, g}).second)
         throw Error(ErrorCode::kBadData, "confusion entry [" + std::to_string(p) + ", " + std::to_string(g) +
                                              "] appears twice (tampered or corrupt)");
@@ -189,11 +218,14 @@ EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::st
     out.failed.insert(out.failed.end(), s.failed.begin(), s.failed.end());
     for (const auto& u : s.unpaired)
       if (seen_unpaired.insert(u.name).second) out.unpaired.push_back(u);
-    out.pairs_total += s.pairs_total;
+    if (__builtin_add_overflow(out.pairs_total, s.pairs_total, &out.pairs_total))
+      throw Error(ErrorCode::kBadData, "merge: pairs_total overflows");
     out.images_left_out = std::max(out.images_left_out, s.images_left_out);  // every shard lists the same folders
     add_timings(out.timings, s.timings);
     out.merged_from.push_back(which);
   }
+  if (out.cm.total() > kMaxPixelCount)
+    throw Error(ErrorCode::kBadData, "merge: the shards' confusion counts sum to more than 2^53 pixels");
   std::sort(out.finished.begin(), out.finished.end());
   // Every shard of one scheme I/N must be present exactly once.
   std::set<int> counts;
@@ -203,9 +235,15 @@ EvalState merge_states(const std::vector<EvalState>& shards, std::vector<std::st
                          " and " + std::to_string(*counts.rbegin()) + ")");
   } else {
     const int n = *counts.begin();
+    std::size_t missing = 0;
+    int first = -1;
     for (int i = 0; i < n; ++i)
-      if (!seen_shards.count({i, n}))
-        incomplete.push_back("shard " + std::to_string(i) + "/" + std::to_string(n) + " is missing");
+      if (!seen_shards.count({i, n}) && missing++ == 0) first = i;
+    if (missing == 1)
+      incomplete.push_back("shard " + std::to_string(first) + "/" + std::to_string(n) + " is missing");
+    else if (missing > 1)
+      incomplete.push_back(std::to_string(missing) + " of the " + std::to_string(n) + " shards are missing (the first: " +
+                           std::to_string(first) + ")");
   }
   if (problems) *problems = incomplete;
   return out;

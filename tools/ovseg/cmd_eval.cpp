@@ -230,7 +230,8 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
                  info.precision.c_str(), output.c_str());
   if (!problems.empty()) {
     std::fprintf(stderr, "eval: %zu files skipped or failed:\n", problems.size());
-    for (const auto& p : problems) std::fprintf(stderr, "  %s: %s\n", p.name.c_str(), p.reason.c_str());
+    for (const auto& p : problems)
+      std::fprintf(stderr, "  %s: %s\n", printable(p.name).c_str(), printable(p.reason).c_str());
   }
   if (s.interrupted) {
     std::fprintf(stderr, "eval: interrupted after %zu of %lld images; continue with --resume (checkpoint %s)\n",

@@ -23,6 +23,17 @@ struct MergeArgs {
 
 int run_merge(const MergeArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
+  // 0. The output is not one of the inputs: merging into a shard's folder would overwrite its state.
+  {
+    std::error_code ec;
+    const fs::path out = fs::weakly_canonical(a.output, ec);
+    for (const auto& dir : a.shard_dirs) {
+      const fs::path in = fs::weakly_canonical(fs::is_directory(dir) ? fs::path(dir) : fs::path(dir).parent_path(), ec);
+      if (!ec && out == in)
+        throw Error(ErrorCode::kInvalidArgument, "eval-merge: -o " + a.output + " is the shard " + dir +
+                                                     " given as input; merge into another directory");
+    }
+  }
   // 1. Every shard's checkpoint, and every reason not to merge them, before anything is written.
   std::vector<eval::EvalState> shards;
   std::vector<std::string> names;
@@ -43,7 +54,7 @@ int run_merge(const MergeArgs& a, const CLI::App& root) {
     blockers.insert(blockers.end(), found.begin(), found.end());
   }
   if (!blockers.empty() && (!a.partial || shards.empty())) {
-    for (const auto& b : blockers) std::fprintf(stderr, "eval-merge: %s\n", b.c_str());
+    for (const auto& b : blockers) std::fprintf(stderr, "eval-merge: %s\n", printable(b).c_str());
     std::fprintf(stderr, "eval-merge: nothing merged (%zu problem%s)%s\n", blockers.size(),
                  blockers.size() == 1 ? "" : "s",
                  a.partial ? "" : "; --partial merges what is there into numbers marked incomplete");
@@ -77,11 +88,13 @@ int run_merge(const MergeArgs& a, const CLI::App& root) {
   if (!quiet)
     std::fprintf(stderr, "eval-merge: %zu shards, %zu images evaluated, %zu skipped or failed; reports in %s\n",
                  shards.size(), merged.finished.size(), skipped, a.output.c_str());
-  for (const auto& p : problems) std::fprintf(stderr, "eval-merge: incomplete: %s\n", p.c_str());
+  for (const auto& p : problems) std::fprintf(stderr, "eval-merge: incomplete: %s\n", printable(p).c_str());
   if (skipped > 0) {
     std::fprintf(stderr, "eval-merge: %zu files skipped or failed:\n", skipped);
-    for (const auto& p : merged.unpaired) std::fprintf(stderr, "  %s: %s\n", p.name.c_str(), p.reason.c_str());
-    for (const auto& p : merged.failed) std::fprintf(stderr, "  %s: %s\n", p.name.c_str(), p.reason.c_str());
+    for (const auto& p : merged.unpaired)
+      std::fprintf(stderr, "  %s: %s\n", printable(p.name).c_str(), printable(p.reason).c_str());
+    for (const auto& p : merged.failed)
+      std::fprintf(stderr, "  %s: %s\n", printable(p.name).c_str(), printable(p.reason).c_str());
   }
   std::printf("mIoU_gt_classes=%.2f\n%s\n", m.miou_gt_classes, eval::headline(m).c_str());
   std::fflush(stdout);

@@ -207,7 +207,8 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   }
   if (todo.empty()) {  // nothing readable: no need to load the model either
     std::fprintf(stderr, "segment: %zu of %zu images failed:\n", failures.size(), failures.size());
-    for (const auto& f : failures) std::fprintf(stderr, "  %s: %s\n", images[f.index].path.c_str(), f.reason.c_str());
+    for (const auto& f : failures)
+      std::fprintf(stderr, "  %s: %s\n", printable(images[f.index].path).c_str(), printable(f.reason).c_str());
     return kExitSomeFailed;
   }
 
@@ -365,7 +366,8 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   if (!failures.empty()) {
     std::sort(failures.begin(), failures.end(), [](const Failure& x, const Failure& y) { return x.index < y.index; });
     std::fprintf(stderr, "segment: %zu of %ld images failed:\n", failures.size(), attempted);
-    for (const auto& f : failures) std::fprintf(stderr, "  %s: %s\n", images[f.index].path.c_str(), f.reason.c_str());
+    for (const auto& f : failures)
+      std::fprintf(stderr, "  %s: %s\n", printable(images[f.index].path).c_str(), printable(f.reason).c_str());
   }
   if (interrupted) return 130;
   return failures.empty() ? kExitOk : kExitSomeFailed;
