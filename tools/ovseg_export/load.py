@@ -25,7 +25,7 @@ def read_json_option(text: str, option: str, labelled: bool = False):
     (a regular file, at most 16 MiB). With labelled=True: (object, label), the label naming the
     option and the file for error messages ("--arch arch.json")."""
     label = option
-    if os.path.lexists(text) or not text.lstrip().startswith("{"):
+    if os.path.lexists(text):
         label = f"{option} {text}"
         try:
             data = safe_io.read_json_file(text, f"{option} file")
@@ -35,7 +35,9 @@ def read_json_option(text: str, option: str, labelled: bool = False):
         try:
             data = json.loads(text)
         except ValueError as e:
-            raise UsageError(f"{option}: not a JSON object or file ({e})") from None
+            if text.lstrip()[:1] in ("{", "["):
+                raise UsageError(f"{option}: not valid JSON ({e})") from None
+            raise UsageError(f"{option} {text}: neither a JSON object nor an existing file") from None
         except RecursionError:
             raise UsageError(f"{option}: the JSON is nested too deeply") from None
     if not isinstance(data, dict):
