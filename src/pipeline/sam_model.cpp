@@ -32,6 +32,9 @@ namespace fs = std::filesystem;
 namespace ovseg {
 namespace {
 
+// The most points one decoder call takes (see generate: larger batches are split).
+constexpr int64_t kMaxDecoderBatch = 64;
+
 using detail::Clock;
 using detail::ms_since;
 
@@ -107,7 +110,7 @@ const SamModelInfo& SamModel::info() const noexcept { return impl_->info; }
 void validate(const SamGeneratorOptions& o) {
   auto fail = [](const std::string& what) { throw Error(ErrorCode::kInvalidArgument, what); };
   if (o.points_per_side < 1 || o.points_per_side > 1024) fail("points_per_side must be in [1, 1024]");
-  if (o.points_per_batch < 1) fail("points_per_batch must be ≥ 1");
+  if (o.points_per_batch < 1 || o.points_per_batch > 4096) fail("points_per_batch must be in [1, 4096]");
   auto unit = [&](double v, const char* name) {
     if (!(v >= 0.0 && v <= 1.0)) fail(std::string(name) + " must be in [0, 1]");
   };
@@ -185,6 +188,14 @@ SamModel SamModel::load(const std::string& bundle_dir, const ModelOptions& optio
       bad(path, std::string("missing or mistyped key (") + e.what() + ")");
     }
     impl->dense_pe = impl->prompt.run_method("dense_pe").toTensor();
+    // The modules were built for one input size: the prompt encoder's embedding grid is
+    // img_size / 16 (SAM's patch size). A manifest that says otherwise is refused, not run.
+    if (impl->dense_pe.dim() != 4 || impl->dense_pe.size(2) * 16 != impl->img_size ||
+        impl->dense_pe.size(3) * 16 != impl->img_size)
+      bad(path, "architecture.img_size " + std::to_string(impl->img_size) + " does not match the modules (their "
+                "embedding grid is " + (impl->dense_pe.dim() == 4 ? std::to_string(impl->dense_pe.size(2)) + "x" +
+                std::to_string(impl->dense_pe.size(3)) : std::string("?")) + ", i.e. an input of " +
+                (impl->dense_pe.dim() == 4 ? std::to_string(impl->dense_pe.size(2) * 16) : std::string("?")) + ")");
     impl->info.bundle_dir = bundle_dir;
     impl->info.img_size = impl->img_size;
     impl->info.device = impl->device.str();
@@ -256,10 +267,20 @@ SamResult SamModel::Impl::generate(const ImageView& view, const SamGeneratorOpti
     std::vector<Candidate> cands;
     // [3B, ch, cw] float32 logits per chunk: chunks of the official batch bounded to ~256 MB
     // (each point's masks do not depend on the others in its batch).
-    const int64_t per_point = 3 * ch * cw * 4 * 2;
+    // Per point: the three masks upsampled to [3, img_size, img_size], then cropped and resized to
+    // [3, ch, cw] (and a comparison's worth more), float32: 12.6 MB at 1024 before the crop's share.
+    const int64_t per_point = 3 * 4 * (int64_t{img_size} * img_size + 2 * ch * cw);
     const int64_t chunk_cap = std::max<int64_t>(1, (int64_t{256} << 20) / std::max<int64_t>(per_point, 1));
-    for (int64_t b0 = 0; b0 < np; b0 += o.points_per_batch) {
-      const int64_t b1 = std::min<int64_t>(np, b0 + o.points_per_batch);
+    // [QUIRK] The decoder sees the official batch (its float rounding depends on the batch) up to
+    // kMaxDecoderBatch points; a larger points_per_batch is split, so that memory stays bounded
+    // whatever it is (the decoder holds a few MB per point: the repeated image embedding and the
+    // upscaled mask features).
+    const int64_t decoder_batch = std::min<int64_t>(o.points_per_batch, kMaxDecoderBatch);
+    if (decoder_batch < o.points_per_batch && ci == 0)
+      detail::log().info("sam: points_per_batch {} runs the decoder {} points at a time (memory bound)",
+                         o.points_per_batch, decoder_batch);
+    for (int64_t b0 = 0; b0 < np; b0 += decoder_batch) {
+      const int64_t b1 = std::min<int64_t>(np, b0 + decoder_batch);
       // The decoder sees the official batch (its float rounding depends on the batch); the
       // upsampling works per channel and runs in chunks.
       t = Clock::now();

@@ -6,7 +6,9 @@ void add_sam_generator_flags(CLI::App& app, SamGeneratorOptions& o) {
   const char* g = "SAM generator (segment-anything's SamAutomaticMaskGenerator parameters)";
   app.add_option("--points-per-side", o.points_per_side, "Points sampled along one side of the image")
       ->capture_default_str()->group(g);
-  app.add_option("--points-per-batch", o.points_per_batch, "Points per decoder call (memory only)")
+  app.add_option("--points-per-batch", o.points_per_batch,
+                 "Points per decoder call (memory only; the decoder runs at most 64 at a time)")
+      ->check(CLI::Range(1, 4096))
       ->capture_default_str()->group(g);
   app.add_option("--pred-iou-thresh", o.pred_iou_thresh, "Keep masks whose predicted IoU exceeds this")
       ->capture_default_str()->group(g);
