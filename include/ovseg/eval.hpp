@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -382,6 +383,35 @@ struct GroundTruthView {
 // a class nor ignored.
 OVSEG_API Result segment_with_oracle(const Model& model, const ImageView& image, const std::vector<std::string>& classes,
                                      const SegmentOptions& options, Oracle oracle, const GroundTruthView& ground_truth);
+
+// ---- Evaluating a Model (the library decides; `ovseg eval` asks) --------------------------------
+
+// The options an evaluation of `spec` segments with: `options`, with the dataset's ensemble weight
+// (DatasetSpec::ensemble_weight: 0.6 for PC-59 / PC-459, 0.45 for PAS-20, ov-seg GETTING_STARTED)
+// where the options leave it unset, on the evaluation path. *weight_source (optional) says where
+// the weight came from: "option", "dataset default (ov-seg GETTING_STARTED)" or "bundle".
+OVSEG_API SegmentOptions evaluation_options(const DatasetSpec& spec, SegmentOptions options,
+                                            std::string* weight_source = nullptr);
+
+// What an evaluation's numbers depend on (EvalOptions::settings): the model and bundle, mode,
+// threshold, weight (and its source), oracle, precision, MaskFormer-only; a resumed run and merged
+// shards must agree on all of it. `options` as evaluation_options() returns them.
+OVSEG_API std::map<std::string, std::string> evaluation_settings(const Model& model, const DatasetSpec& spec,
+                                                                 const SegmentOptions& options, Oracle oracle,
+                                                                 const std::string& weight_source);
+
+// How a predictor gets the analysis of an image: `key` is Model::analysis_key of the file's
+// content, `analyze` computes it. The default analyzes every image; `ovseg eval --dataset
+// ade150,ade847` shares one analysis of each image between the datasets' runs.
+using AnalysisProvider =
+    std::function<std::shared_ptr<const Analysis>(const std::string& key, const std::function<Analysis()>& analyze)>;
+
+// The Predictor `ovseg eval` uses: the image decoded (at most max_pixels), its size checked
+// against the label's, then segmented with `options` (evaluation_options) and the oracle. With a
+// provider (no oracle), classify(provider(key, analyze)) instead of segment (the same labels).
+OVSEG_API Predictor model_predictor(const Model& model, const DatasetSpec& spec, const std::vector<std::string>& classes,
+                                    const SegmentOptions& options, Oracle oracle = Oracle::kNone,
+                                    std::uint64_t max_pixels = kDefaultMaxPixels, AnalysisProvider provider = {});
 
 }  // namespace eval
 }  // namespace ovseg

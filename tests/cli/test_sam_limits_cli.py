@@ -71,6 +71,28 @@ class SamLimits(unittest.TestCase):
               file=sys.stderr)
         self.assertLess(rss_large, rss_small + 600, (rss_small, rss_large))
 
+    def test_masks_never_replaces_a_folder_it_did_not_write(self):
+        out = os.path.join(self.tmp, "keep")
+        mine = os.path.join(out, "small")  # the image's stem: where its masks would go
+        os.makedirs(mine)
+        with open(os.path.join(mine, "notes.txt"), "w") as f:
+            f.write("mine\n")
+        flags = ["--points-per-side", "4"]
+        r = subprocess.run([BIN, "-q", "masks", "--sam-model", self.bundle, "-j", "2", "-o", out, *flags, self.image],
+                           capture_output=True, text=True, timeout=900)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("not a mask folder", r.stderr)
+        with open(os.path.join(mine, "notes.txt")) as f:
+            self.assertEqual(f.read(), "mine\n")
+        # Its own output is replaced by a second run.
+        os.remove(os.path.join(mine, "notes.txt"))
+        os.rmdir(mine)
+        for _ in range(2):
+            r = subprocess.run([BIN, "-q", "masks", "--sam-model", self.bundle, "-j", "2", "-o", out, *flags,
+                                self.image], capture_output=True, text=True, timeout=900)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(mine, "metadata.csv")))
+
     def test_absurd_points_per_batch_is_refused(self):
         for value in ("0", "100000", "-3"):
             r = self.masks(self.bundle, "--points-per-batch", value)

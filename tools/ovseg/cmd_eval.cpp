@@ -1,11 +1,19 @@
 // `ovseg eval`: the reference's evaluation on the paper's five benchmarks (A-150, A-847, PC-59,
 // PC-459, PAS-20) or a custom dataset in the same style, resumable and shardable.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
+#include <exception>
 #include <filesystem>
+#include <functional>
+#include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "class_list.hpp"
@@ -50,211 +58,290 @@ struct EvalArgs {
   std::string presets_file;
 };
 
-// The bundle's identity: its manifest lists every file with its sha256 (checked at load).
-std::string bundle_checksum(const std::string& bundle_dir) {
-  return sha256_file((fs::path(bundle_dir) / "manifest.json").string());
+// One dataset's evaluation within a run (`--dataset ade150,ade847` runs several).
+struct DatasetRun {
+  eval::DatasetSpec spec;
+  std::vector<std::string> classes;
+  std::string split;
+  std::string output;
+  std::string checkpoint;
+  SegmentOptions so;
+  std::string weight_source;
+  eval::EvalOptions o;
+  eval::EvalSummary summary;
+  std::unique_ptr<Progress> progress;
+  std::exception_ptr error;
+};
+
+// The datasets of --dataset: one name, or several separated by commas (shared images analyzed once).
+std::vector<std::string> dataset_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || text[i] == ',') {
+      const auto b = cur.find_first_not_of(" \t"), e = cur.find_last_not_of(" \t");
+      const std::string name = b == std::string::npos ? std::string() : cur.substr(b, e - b + 1);
+      if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "--dataset " + text + ": an empty name");
+      if (std::find(out.begin(), out.end(), name) != out.end())
+        throw Error(ErrorCode::kInvalidArgument, "--dataset " + text + ": " + name + " is given twice");
+      if (name != "custom") (void)eval::dataset_spec(name);  // unknown: kInvalidArgument listing the known
+      out.push_back(name);
+      cur.clear();
+    } else {
+      cur += text[i];
+    }
+  }
+  if (out.size() > 1 && std::find(out.begin(), out.end(), "custom") != out.end())
+    throw Error(ErrorCode::kInvalidArgument, "--dataset custom cannot be combined with other datasets");
+  return out;
 }
 
-std::string fixed6(float v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", static_cast<double>(v));
-  return buf;
+// Analyses shared between the datasets' runs, by key (image content, model, settings): the first
+// run to need one computes it, the others wait for it. Bounded: the runs walk the same sorted
+// images, so a few entries suffice (an evicted one is computed again, the same numbers).
+class SharedAnalyses {
+ public:
+  explicit SharedAnalyses(std::size_t capacity) : capacity_(capacity) {}
+  std::shared_ptr<const Analysis> get(const std::string& key, const std::function<Analysis()>& analyze) {
+    std::promise<std::shared_ptr<const Analysis>> promise;
+    std::shared_future<std::shared_ptr<const Analysis>> future;
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = entries_.find(key);
+      if (it != entries_.end()) {
+        ++reused_;
+        future = it->second;
+      } else {
+        mine = true;
+        future = promise.get_future().share();
+        entries_.emplace(key, future);
+        order_.push_back(key);
+        while (order_.size() > capacity_) {
+          entries_.erase(order_.front());
+          order_.pop_front();
+        }
+      }
+    }
+    if (mine) {
+      try {
+        promise.set_value(std::make_shared<const Analysis>(analyze()));
+      } catch (...) {
+        promise.set_exception(std::current_exception());
+      }
+    }
+    return future.get();  // an image that failed to analyze fails in every run
+  }
+  long reused() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reused_;
+  }
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_future<std::shared_ptr<const Analysis>>> entries_;
+  std::deque<std::string> order_;
+  long reused_ = 0;
+};
+
+int report_run(DatasetRun& r, const ModelInfo& info, bool quiet, bool strict, bool several) {
+  const auto& s = r.summary;
+  const std::string tag = several ? "eval " + r.spec.name : "eval";
+  const auto problems = s.problems();
+  const auto& t = s.state.timings;
+  if (!quiet)
+    std::fprintf(stderr, "%s: %zu images evaluated (%ld now), %zu skipped or failed, %lld images without "
+                         "annotation left out; %.3f images/s on %s (%s); reports in %s\n",
+                 tag.c_str(), s.state.finished.size(), s.evaluated_now, problems.size(),
+                 static_cast<long long>(s.state.images_left_out),
+                 t.wall_s > 0 ? static_cast<double>(t.images) / t.wall_s : 0.0, info.device.c_str(),
+                 info.precision.c_str(), r.output.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "%s: %zu files skipped or failed:\n", tag.c_str(), problems.size());
+    for (const auto& p : problems)
+      std::fprintf(stderr, "  %s: %s\n", printable(p.name).c_str(), printable(p.reason).c_str());
+  }
+  if (s.interrupted) {
+    std::fprintf(stderr, "%s: interrupted after %zu of %lld images; continue with --resume (checkpoint %s)\n",
+                 tag.c_str(), s.state.finished.size() + s.state.failed.size(),
+                 static_cast<long long>(s.state.pairs_total), r.checkpoint.c_str());
+    return kExitInterrupted;
+  }
+  if (s.aborted) {
+    std::fprintf(stderr, "%s: --strict: stopped at the first failed image (%s); metrics.json is marked incomplete\n",
+                 tag.c_str(), s.state.failed.empty() ? "?" : printable(s.state.failed.back().name).c_str());
+    return kExitSomeFailed;
+  }
+  if (strict && !problems.empty()) {
+    std::fprintf(stderr, "%s: --strict: %zu files were skipped (unpaired); metrics.json is marked incomplete\n",
+                 tag.c_str(), problems.size());
+    return kExitSomeFailed;
+  }
+  if (!s.state.complete())
+    std::fprintf(stderr, "%s: incomplete: %zu of %lld images evaluated, %zu failed (metrics.json \"complete\": false)\n",
+                 tag.c_str(), s.state.finished.size(), static_cast<long long>(s.state.pairs_total),
+                 s.state.failed.size());
+  if (several) std::printf("dataset=%s\n", r.spec.name.c_str());
+  std::printf("mIoU_gt_classes=%.2f\n%s\n", s.metrics.miou_gt_classes, eval::headline(s.metrics).c_str());
+  std::fflush(stdout);
+  return problems.empty() ? kExitOk : kExitSomeFailed;
 }
 
 int run_eval(const EvalArgs& a, const CLI::App& root) {
   const bool quiet = root.count("--quiet") > 0;
   const auto& log = cli_log();
 
-  // 1. Everything that can be checked before the (slow) model load.
-  const bool custom = a.dataset == "custom";
+  // 1. Everything that can be checked before the (slow) model load, for every dataset.
+  const std::vector<std::string> names = dataset_list(a.dataset);
+  const bool several = names.size() > 1;
   const auto need = [&](bool given, const char* flag) {
     if (!given)
       throw Error(ErrorCode::kInvalidArgument, std::string("--dataset ") + a.dataset + " needs " + flag);
   };
-  std::vector<std::string> classes;
-  eval::DatasetSpec spec;
-  if (custom) {
-    need(!a.images_dir.empty(), "--images DIR");
-    need(!a.labels_dir.empty(), "--labels DIR");
-    need(!a.classes_file.empty(), "--classes-file FILE");
-    if (!a.root.empty()) throw Error(ErrorCode::kInvalidArgument, "--root does not apply to --dataset custom");
-    classes = read_class_file(a.classes_file);
-    check_class_list(classes, a.classes_file);
-    spec = eval::custom_dataset_spec(a.images_dir, a.labels_dir, static_cast<int>(classes.size()), a.ignore_label,
-                                     a.image_ext, a.label_ext);
-  } else {
-    need(!a.root.empty(), "--root DIR");
-    for (const char* flag : {"--images", "--labels", "--classes-file", "--ignore-label", "--image-ext", "--label-ext"})
-      if (root.get_subcommand("eval")->count(flag))
-        throw Error(ErrorCode::kInvalidArgument, std::string(flag) + " applies to --dataset custom only");
-    spec = eval::dataset_spec(a.dataset);
-    classes = preset_classes(spec.preset, a.presets_file);
-  }
-  const std::string split = a.split.empty() ? spec.default_split : a.split;
   const eval::ShardSpec shard = eval::resolve_shard(a.shard, a.shards);
   const int shard_index = shard.index, shard_count = shard.count;
   if (shard_count > 1) log.info("shard {}/{} ({})", shard_index, shard_count, shard.source);
   const ModelOptions mo = model_options(a.model_flags);  // a bad --device fails before any work
-  const eval::DatasetListing listing = eval::list_dataset(spec, a.root, split);  // missing directory → exit 4
-  std::string output = a.output;
-  if (output.empty()) {
-    output = "eval-" + spec.name + "-" + split;
-    if (shard_count > 1) output += "-shard" + std::to_string(shard_index) + "of" + std::to_string(shard_count);
-  }
-  const std::string checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
-  // Temporaries that a killed earlier run (kill -9 during a checkpoint or report write) left.
-  if (const std::size_t swept = sweep_stale_temporaries(output) +
-                                sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
-                                sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
-      swept > 0)
-    log.info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
-  if (!a.resume && fs::exists(checkpoint))
-    throw Error(ErrorCode::kInvalidArgument, checkpoint + ": a checkpoint of an earlier run exists; pass --resume to "
-                                                          "continue it, or choose another --output");
-  SegmentOptions so = segment_options(a.segment_flags);
   const eval::Oracle oracle = eval::parse_oracle(a.oracle);
-  if (oracle != eval::Oracle::kNone && so.mode != Mode::kEval)
+  const SegmentOptions base = segment_options(a.segment_flags);
+  if (oracle != eval::Oracle::kNone && base.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "--oracle runs on the evaluation path; it cannot be combined with --mode demo");
-  // The ensemble weight: -w, else the dataset's (ov-seg GETTING_STARTED: 0.6 PC, 0.45 PAS-20) on
-  // the evaluation path, else the bundle's (the config's 0.7, the commands).
-  std::string weight_source = "bundle";
-  if (so.ensemble_weight) {
-    weight_source = "--ensemble-weight";
-  } else if (so.mode == Mode::kEval && spec.ensemble_weight) {
-    so.ensemble_weight = *spec.ensemble_weight;
-    weight_source = "dataset default (ov-seg GETTING_STARTED)";
-  }
-  if (so.clip_ensemble == false && so.mode != Mode::kEval)
+  if (base.clip_ensemble == false && base.mode != Mode::kEval)
     throw Error(ErrorCode::kInvalidArgument, "eval: --maskformer-only needs --mode eval");
-  if (so.clip_ensemble == false && oracle != eval::Oracle::kNone)
+  if (base.clip_ensemble == false && oracle != eval::Oracle::kNone)
     throw Error(ErrorCode::kInvalidArgument, "eval: --oracle needs the CLIP branch; it cannot be combined with --maskformer-only");
-  so.progress = [](const char*, float) { return !StopSignals::stop_requested(); };
-  if (so.mode == Mode::kDemo)
+  if (several && oracle != eval::Oracle::kNone)
+    throw Error(ErrorCode::kInvalidArgument, "eval: --oracle evaluates one dataset at a time");
+  if (several && !a.split.empty())
+    throw Error(ErrorCode::kInvalidArgument, "eval: --split applies to one dataset at a time");
+
+  std::vector<std::unique_ptr<DatasetRun>> runs;
+  for (const auto& name : names) {
+    auto r = std::make_unique<DatasetRun>();
+    if (name == "custom") {
+      need(!a.images_dir.empty(), "--images DIR");
+      need(!a.labels_dir.empty(), "--labels DIR");
+      need(!a.classes_file.empty(), "--classes-file FILE");
+      if (!a.root.empty()) throw Error(ErrorCode::kInvalidArgument, "--root does not apply to --dataset custom");
+      r->classes = read_class_file(a.classes_file);
+      check_class_list(r->classes, a.classes_file);
+      r->spec = eval::custom_dataset_spec(a.images_dir, a.labels_dir, static_cast<int>(r->classes.size()),
+                                          a.ignore_label, a.image_ext, a.label_ext);
+    } else {
+      need(!a.root.empty(), "--root DIR");
+      for (const char* flag : {"--images", "--labels", "--classes-file", "--ignore-label", "--image-ext", "--label-ext"})
+        if (root.get_subcommand("eval")->count(flag))
+          throw Error(ErrorCode::kInvalidArgument, std::string(flag) + " applies to --dataset custom only");
+      r->spec = eval::dataset_spec(name);
+      r->classes = preset_classes(r->spec.preset, a.presets_file);
+    }
+    r->split = a.split.empty() ? r->spec.default_split : a.split;
+    (void)eval::list_dataset(r->spec, a.root, r->split);  // missing directory → exit 4
+    std::string output = a.output;
+    if (output.empty()) {
+      output = "eval-" + r->spec.name + "-" + r->split;
+      if (shard_count > 1) output += "-shard" + std::to_string(shard_index) + "of" + std::to_string(shard_count);
+    } else if (several) {
+      output = (fs::path(a.output) / r->spec.name).string();  // each dataset's outputs as its own run's
+    }
+    r->output = output;
+    r->checkpoint = (fs::path(output) / eval::kCheckpointFile).string();
+    // Temporaries that a killed earlier run (kill -9 during a checkpoint or report write) left.
+    if (const std::size_t swept = sweep_stale_temporaries(output) +
+                                  sweep_stale_temporaries((fs::path(output) / eval::kPredictionsDir).string()) +
+                                  sweep_stale_temporaries((fs::path(output) / eval::kSemSegJsonPartsDir).string());
+        swept > 0)
+      log.info("eval: removed {} stale temporary file(s) of an interrupted run", swept);
+    if (!a.resume && fs::exists(r->checkpoint))
+      throw Error(ErrorCode::kInvalidArgument, r->checkpoint + ": a checkpoint of an earlier run exists; pass --resume "
+                                                               "to continue it, or choose another --output");
+    // The ensemble weight: -w, else the dataset's on the evaluation path, else the bundle's (the
+    // library decides: eval::evaluation_options).
+    r->so = eval::evaluation_options(r->spec, base, &r->weight_source);
+    r->so.progress = [](const char*, float) { return !StopSignals::stop_requested(); };
+    runs.push_back(std::move(r));
+  }
+  if (base.mode == Mode::kDemo)
     log.warn("--mode demo is not the reference's evaluation path; unlabeled pixels count as predicted nothing "
              "(row K of the confusion matrix, left out of the metrics as detectron2 would)");
 
-  // 2. Model, and the text features of the dataset's classes once for the whole run.
+  // 2. Model, and the text features of the datasets' classes once for the whole run.
   double text_ms = 0;
-  const Model model = load_model(a.model, mo, classes, &text_ms);
+  const Model model = load_model(a.model, mo, runs.front()->classes, &text_ms);
   const auto& info = model.info();
+  SharedAnalyses shared(4 * runs.size());
+  eval::AnalysisProvider provider;
+  if (several)
+    provider = [&shared](const std::string& key, const std::function<Analysis()>& analyze) {
+      return shared.get(key, analyze);
+    };
 
-  const SegmentSettings settings = model.settings(so);
-
-  eval::EvalOptions o;
-  o.dataset = spec.name;
-  if (custom) o.spec = spec;
-  o.root = a.root;
-  o.split = split;
-  o.output_dir = output;
-  o.class_names = classes;
-  // What the numbers depend on: a resumed run and merged shards must agree on all of it.
-  o.settings = {{"model", info.name},
-                {"model_sha256", info.source_sha256},
-                {"bundle_sha256", bundle_checksum(info.bundle_dir)},
-                {"mode", to_string(settings.mode)},
-                {"mask_threshold", fixed6(settings.mask_threshold)},
-                {"ensemble_weight", fixed6(settings.ensemble_weight)},
-                {"ensemble_weight_source", weight_source},
-                {"oracle", eval::to_string(oracle)},
-                {"precision", info.precision}};
-  // What an oracle does not use is recorded as such (the numbers do not depend on it).
-  if (oracle == eval::Oracle::kMasks) o.settings["mask_threshold"] = "unused (oracle masks)";
-  if (oracle != eval::Oracle::kNone) {
-    o.settings["ensemble_weight"] = "unused (oracle " + std::string(eval::to_string(oracle)) + ")";
-    o.settings["ensemble_weight_source"] = "-";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    DatasetRun& r = *runs[i];
+    eval::EvalOptions& o = r.o;
+    o.dataset = r.spec.name;
+    if (r.spec.name == "custom") o.spec = r.spec;
+    o.root = a.root;
+    o.split = r.split;
+    o.output_dir = r.output;
+    o.class_names = r.classes;
+    o.settings = eval::evaluation_settings(model, r.spec, r.so, oracle, r.weight_source);
+    o.limit = a.limit;
+    o.shard_index = shard_index;
+    o.shard_count = shard_count;
+    o.resume = a.resume;
+    o.save_predictions = a.save_predictions;
+    o.save_json = a.save_json;
+    o.checkpoint_every = a.checkpoint_every;
+    o.strict = a.strict;
+    o.text_prepare_ms = i == 0 ? text_ms : model.prepare_classes(r.classes);
+    // One progress bar: the first dataset's (the others walk the same images right behind it).
+    const bool bar = i == 0 && !quiet;
+    o.on_start = [&r, &log, bar, several](long todo, long done_before) {
+      if (done_before > 0)
+        log.info("{}resuming: {} images done, {} to go", several ? r.spec.name + ": " : "", done_before, todo);
+      r.progress = std::make_unique<Progress>("images", todo, bar);
+    };
+    o.on_image = [&r](const eval::ImagePair& pair, const std::string&) {
+      if (r.progress) r.progress->step(pair.stem);
+    };
+    o.should_stop = [] { return StopSignals::stop_requested(); };
   }
-  if (custom) {
-    o.settings["images"] = a.images_dir;
-    o.settings["labels"] = a.labels_dir;
-    o.settings["ignore_label"] = std::to_string(spec.ignore_label);
-  }
-  if (!settings.clip_ensemble) o.settings["clip_ensemble"] = "false";
-  o.limit = a.limit;
-  o.shard_index = shard_index;
-  o.shard_count = shard_count;
-  o.resume = a.resume;
-  o.save_predictions = a.save_predictions;
-  o.save_json = a.save_json;
-  o.checkpoint_every = a.checkpoint_every;
-  o.strict = a.strict;
-  o.text_prepare_ms = text_ms;
-  std::unique_ptr<Progress> progress;
-  o.on_start = [&](long todo, long done_before) {
-    if (done_before > 0) log.info("resuming: {} images done, {} to go", done_before, todo);
-    progress = std::make_unique<Progress>("images", todo, !quiet);
-  };
-  o.on_image = [&](const eval::ImagePair& pair, const std::string&) {
-    if (progress) progress->step(pair.stem);
-  };
-  o.should_stop = [] { return StopSignals::stop_requested(); };
 
-  const eval::Predictor predict = [&](const eval::ImagePair& pair, int label_w, int label_h) {
-    const Image image = load_image(pair.image_path, a.model_flags.max_pixels);
-    if (image.width != label_w || image.height != label_h)
-      throw Error(ErrorCode::kBadData, pair.image_path + ": image is " + std::to_string(image.width) + "x" +
-                                           std::to_string(image.height) + " but its label " + pair.label_path +
-                                           " is " + std::to_string(label_w) + "x" + std::to_string(label_h));
-    Result r;
-    if (oracle == eval::Oracle::kNone) {
-      r = model.segment(image.view(), classes, so);
-    } else {
-      const eval::LabelImage gt = eval::read_ground_truth(spec, pair.label_path);
-      const eval::GroundTruthView view{gt.values.data(), gt.width, gt.height, spec.ignore_label};
-      r = eval::segment_with_oracle(model, image.view(), classes, so, oracle, view);
-    }
-    eval::Prediction p;
-    p.labels.width = r.width;
-    p.labels.height = r.height;
-    p.labels.bit_depth = 16;
-    p.labels.values = std::move(r.labels);
-    p.timings = r.timings;
-    return p;
-  };
-
-  eval::EvalSummary s;
   {
     // First SIGINT/SIGTERM (e.g. from a scheduler): finish the image in flight, checkpoint, exit 130.
     const StopSignals stop_signals;
-    s = eval::run_evaluation(o, predict);
+    auto evaluate = [&](DatasetRun& r) {
+      try {
+        r.summary = eval::run_evaluation(
+            r.o, eval::model_predictor(model, r.spec, r.classes, r.so, oracle, a.model_flags.max_pixels, provider));
+      } catch (...) {
+        r.error = std::current_exception();
+      }
+    };
+    if (!several) {
+      evaluate(*runs.front());
+    } else {
+      // The datasets' runs side by side: each image is analyzed once, by whichever run reaches it
+      // first, and classified by each with its own classes and weight.
+      std::vector<std::thread> threads;
+      for (auto& r : runs) threads.emplace_back(evaluate, std::ref(*r));
+      for (auto& t : threads) t.join();
+    }
   }
-  if (progress) progress->finish();
-
-  const auto problems = s.problems();
-  const auto& t = s.state.timings;
-  if (!quiet)
-    std::fprintf(stderr, "eval: %zu images evaluated (%ld now), %zu skipped or failed, %lld images without "
-                         "annotation left out; %.3f images/s on %s (%s); reports in %s\n",
-                 s.state.finished.size(), s.evaluated_now, problems.size(),
-                 static_cast<long long>(s.state.images_left_out),
-                 t.wall_s > 0 ? static_cast<double>(t.images) / t.wall_s : 0.0, info.device.c_str(),
-                 info.precision.c_str(), output.c_str());
-  if (!problems.empty()) {
-    std::fprintf(stderr, "eval: %zu files skipped or failed:\n", problems.size());
-    for (const auto& p : problems)
-      std::fprintf(stderr, "  %s: %s\n", printable(p.name).c_str(), printable(p.reason).c_str());
+  for (auto& r : runs) {
+    if (r->progress) r->progress->finish();
+    if (r->error) std::rethrow_exception(r->error);
   }
-  if (s.interrupted) {
-    std::fprintf(stderr, "eval: interrupted after %zu of %lld images; continue with --resume (checkpoint %s)\n",
-                 s.state.finished.size() + s.state.failed.size(), static_cast<long long>(s.state.pairs_total),
-                 checkpoint.c_str());
-    return kExitInterrupted;
+  if (several && !quiet)
+    std::fprintf(stderr, "eval: %zu datasets, %ld analyses shared between them\n", runs.size(), shared.reused());
+  int code = kExitOk;
+  for (auto& r : runs) {
+    const int c = report_run(*r, info, quiet, a.strict, several);
+    if (c == kExitInterrupted || (c != kExitOk && code == kExitOk)) code = c;
   }
-  if (s.aborted) {
-    std::fprintf(stderr, "eval: --strict: stopped at the first failed image (%s); metrics.json is marked incomplete\n",
-                 s.state.failed.empty() ? "?" : s.state.failed.back().name.c_str());
-    return kExitSomeFailed;
-  }
-  if (a.strict && !problems.empty()) {
-    std::fprintf(stderr, "eval: --strict: %zu files were skipped (unpaired); metrics.json is marked incomplete\n",
-                 problems.size());
-    return kExitSomeFailed;
-  }
-  if (!s.state.complete())
-    std::fprintf(stderr, "eval: incomplete: %zu of %lld images evaluated, %zu failed (metrics.json \"complete\": false)\n",
-                 s.state.finished.size(), static_cast<long long>(s.state.pairs_total), s.state.failed.size());
-  std::printf("mIoU_gt_classes=%.2f\n%s\n", s.metrics.miou_gt_classes, eval::headline(s.metrics).c_str());
-  std::fflush(stdout);
-  return problems.empty() ? kExitOk : kExitSomeFailed;
+  return code;
 }
 
 }  // namespace
@@ -288,9 +375,10 @@ Command add_eval_command(CLI::App& parent) {
       "4 the dataset or output directory is unusable; 5 the computation failed; 130 stopped by SIGINT/SIGTERM\n"
       "after writing the checkpoint (run again with --resume).");
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
-  app->add_option("--dataset", a.dataset, "ade150, ade847, pc59, pc459, voc20 or custom")
-      ->required()
-      ->check(CLI::IsMember({"ade150", "ade847", "pc59", "pc459", "voc20", "custom"}));
+  app->add_option("--dataset", a.dataset,
+                  "ade150, ade847, pc59, pc459, voc20 or custom; several separated by commas (ade150,ade847 or "
+                  "pc59,pc459: each image analyzed once, each dataset's outputs in OUTPUT/DATASET)")
+      ->required();
   app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)");
   app->add_option("--split", a.split,
                   "Split directory name (ADE) [default: validation; PC / PAS-20 / custom: val, a label only]");

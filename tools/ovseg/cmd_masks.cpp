@@ -36,13 +36,35 @@ struct MasksArgs {
   std::vector<std::string> inputs;
 };
 
-// Writes DIR atomically: a temporary sibling, renamed into place (a previous DIR is replaced).
+// Whether `dir` is a folder this command writes: only regular files named metadata.csv and N.png.
+// Anything else there is someone else's, and is never deleted or replaced.
+bool is_mask_folder(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) return false;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool png = name.size() > 4 && name.compare(name.size() - 4, 4, ".png") == 0 &&
+                     name.find_first_not_of("0123456789") == name.size() - 4;
+    if (!fs::is_regular_file(e.symlink_status(ec)) || !(png || name == "metadata.csv")) return false;
+  }
+  return !ec;
+}
+
+// Writes DIR atomically: a temporary sibling, renamed into place. A previous DIR is replaced only
+// when it is a mask folder (is_mask_folder); any other file or folder of that name is refused.
 void write_mask_folder(const std::string& dir, const SamResult& r) {
   const fs::path target(dir);
   fs::create_directories(target.parent_path().empty() ? fs::path(".") : target.parent_path());
-  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp-" + std::to_string(::getpid()));
   std::error_code ec;
-  fs::remove_all(tmp, ec);
+  if (fs::exists(fs::symlink_status(target, ec)) && !is_mask_folder(target))
+    throw Error(ErrorCode::kIo, dir + ": exists and is not a mask folder written by 'ovseg masks' (only metadata.csv "
+                                      "and N.png): not replaced; choose another --output");
+  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  if (fs::exists(fs::symlink_status(tmp, ec))) {
+    if (!is_mask_folder(tmp))
+      throw Error(ErrorCode::kIo, tmp.string() + ": exists and is not a mask folder: not replaced");
+    fs::remove_all(tmp, ec);
+  }
   fs::create_directories(tmp);
   try {
     for (std::size_t i = 0; i < r.masks.size(); ++i) {
