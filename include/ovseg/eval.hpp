@@ -36,7 +36,7 @@ OVSEG_API std::vector<std::string> preset_names();
 
 // The JSON file the presets are read from: `presets_file` if not empty, else $OVSEG_PRESETS, else
 // <install prefix>/share/ovseg/class_lists.json (found beside the library or the executable), else
-// <source dir>/../shared/ovseg/class_lists.json. Throws Error(kIo) listing the places tried.
+// (a build tree) the source tree's data/class_lists.json. Throws Error(kIo) listing the places tried.
 OVSEG_API std::string find_presets_file(const std::string& presets_file = {});
 
 // The class names of a preset in label order, each stripped of outer whitespace.

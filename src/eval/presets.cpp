@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs_util.hpp"
+#include "common/log.hpp"
 #include "ovseg/eval.hpp"
 
 namespace fs = std::filesystem;
@@ -97,6 +98,7 @@ std::vector<std::string> preset_classes(const std::string& name, const std::stri
   }
   if (!is_known) throw Error(ErrorCode::kInvalidArgument, "unknown class-list preset '" + name + "' (known: " + list + ")");
   const std::string path = find_presets_file(presets_file);
+  detail::log().debug("class list {} from {}", name, path);
   std::vector<std::string> names;
   try {
     const auto j = nlohmann::json::parse(detail::read_text_file(path));
