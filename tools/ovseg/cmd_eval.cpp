@@ -270,7 +270,7 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   double text_ms = 0;
   const Model model = load_model(a.model, mo, runs.front()->classes, &text_ms);
   const auto& info = model.info();
-  SharedAnalyses shared(4 * runs.size());
+  SharedAnalyses shared(runs.size() + 2);  // the runs walk the same images nearly in step
   eval::AnalysisProvider provider;
   if (several)
     provider = [&shared](const std::string& key, const std::function<Analysis()>& analyze) {
