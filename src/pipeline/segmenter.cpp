@@ -623,34 +623,13 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   const auto t_start = Clock::now();
   const detail::Manifest& m = manifest;
 
-  // ---- arguments ----
-  if (classes.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: the class list is empty");
-  if (classes.size() >= kUnlabeled)
-    throw Error(ErrorCode::kInvalidArgument, "segment: too many classes (" + std::to_string(classes.size()) + ")");
-  for (std::size_t i = 0; i < classes.size(); ++i)
-    if (classes[i].find_first_not_of(" \t\r\n\f\v") == std::string::npos)
-      throw Error(ErrorCode::kInvalidArgument, "segment: class " + std::to_string(i) + " is an empty name");
-  const SegmentSettings settings = resolve_settings(info, options);
+  // ---- arguments (as segment() checks them) ----
+  check_classes(classes, "segment");
+  double weight = 0;
+  const SegmentSettings settings = checked_settings(options, &weight, "segment");
   const float threshold = settings.mask_threshold;
-  // The bundle's weight as the manifest's double; a caller's float as the decimal it stands for.
-  const double weight = options.ensemble_weight ? as_decimal_double(*options.ensemble_weight) : m.defaults(options.mode).ensemble_weight;
-  if (!(threshold >= 0.0f && threshold <= 1.0f))
-    throw Error(ErrorCode::kInvalidArgument, "segment: mask_threshold must be in [0, 1]");
-  if (!(weight >= 0.0 && weight <= 1.0))
-    throw Error(ErrorCode::kInvalidArgument, "segment: ensemble_weight must be in [0, 1]");
   const bool clip_branch = settings.clip_ensemble;
-  if (!clip_branch && options.mode != Mode::kEval)
-    throw Error(ErrorCode::kInvalidArgument,
-                "segment: MaskFormer-only (clip_ensemble false) needs eval mode: the reference's demo path "
-                "uses the CLIP branch's regions");
-  if (view.data == nullptr || view.width <= 0 || view.height <= 0)
-    throw Error(ErrorCode::kBadImage, "image: empty image (no pixel data or a zero size)");
-  {
-    const int channels = view.format == PixelFormat::kGray ? 1
-                         : (view.format == PixelFormat::kRgba || view.format == PixelFormat::kBgra) ? 4 : 3;
-    if (view.stride != 0 && view.stride < static_cast<std::size_t>(view.width) * channels)
-      throw Error(ErrorCode::kBadImage, "image: stride " + std::to_string(view.stride) + " is shorter than a row");
-  }
+  check_image(view);
 
   const bool oracle_masks = oracle == detail::Oracle::kMasks;
   const bool oracle_labels = oracle == detail::Oracle::kLabels;

@@ -128,6 +128,20 @@ class AnalysisCacheCli(unittest.TestCase):
         self.assertIn("2 reused, 0 analyzed", p.stderr)
         self.assert_same_outputs(os.path.join(self.tmp, "w0"), os.path.join(self.tmp, "w2"))
 
+    def test_stale_temporaries_of_a_killed_run_are_swept(self):
+        cache = os.path.join(self.tmp, "cache5")
+        sub = os.path.join(cache, "ab")
+        os.makedirs(sub)
+        stale = os.path.join(sub, "0" * 64 + ".ovsa.tmp999999999-0")  # a process that is not running
+        mine = os.path.join(sub, "notes.txt")
+        for path in (stale, mine):
+            with open(path, "w") as f:
+                f.write("x")
+        p = self.segment(os.path.join(self.tmp, "t1"), ["-c", OTHER], cache)
+        self.assertIn("removed 1 stale temporary", p.stderr)
+        self.assertFalse(os.path.exists(stale))
+        self.assertTrue(os.path.exists(mine))
+
     def test_refused_with_sam_proposals(self):
         p = self.run_ovseg("segment", "-m", DEMO, "-c", OTHER, "--proposals", "sam", "--sam-model", DEMO,
                            "--analysis-cache", os.path.join(self.tmp, "x"), "-o", os.path.join(self.tmp, "s"),

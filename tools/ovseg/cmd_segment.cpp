@@ -259,6 +259,13 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   const std::uint64_t max_pixels = a.model_flags.max_pixels;
   const bool use_cache = !a.analysis_cache.empty();
   AnalysisCacheStats cache_stats;
+  if (use_cache) {  // temporaries of a run killed while it wrote an analysis (only dead processes')
+    std::error_code ec;
+    std::size_t swept = 0;
+    for (const auto& e : fs::directory_iterator(a.analysis_cache, ec))
+      if (e.is_directory(ec) && e.path().filename().string().size() == 2) swept += sweep_stale_temporaries(e.path().string());
+    if (swept > 0) log.info("segment: removed {} stale temporary file(s) from the analysis cache", swept);
+  }
   auto decode = [&images, max_pixels, use_cache](std::size_t i) {
     Decoded d;
     try {
