@@ -221,7 +221,10 @@ torch::jit::Module load_script_module(const std::string& path, c10::Device devic
   }
   if (!module.find_method("forward"))
     throw Error(ErrorCode::kBadModel, path + ": the TorchScript module has no forward() method");
+  const auto t0 = std::chrono::steady_clock::now();
   check_module_operators(module, path);  // before any method runs (probe, eval)
+  detail::log().debug("{}: operators checked in {:.1f} ms", path,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   module.eval();
   return module;
 }
@@ -276,29 +279,34 @@ struct Modules::Impl {
 Modules::Modules(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Modules::~Modules() = default;
 
-void Modules::Impl::ensure_proposals() {
-  if (proposals_loaded.load(std::memory_order_acquire)) return;
-  std::call_once(proposals_once, [this] {
+namespace {
+// Runs `load` once, on the first call (later calls only check the flag): a lazily loaded module.
+template <class F>
+void load_once(std::once_flag& once, std::atomic<bool>& loaded, const std::string& dir, const char* what, F&& load) {
+  if (loaded.load(std::memory_order_acquire)) return;
+  std::call_once(once, [&] {
     const auto t0 = std::chrono::steady_clock::now();
+    load();
+    loaded.store(true, std::memory_order_release);
+    detail::log().info("bundle {}: {} loaded on first use in {:.0f} ms", dir, what,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  });
+}
+}  // namespace
+
+void Modules::Impl::ensure_proposals() {
+  load_once(proposals_once, proposals_loaded, manifest->dir, "proposal network", [this] {
     verify_file(*manifest, proposals_path);
     proposals = load_module(proposals_path, device);
     probe_proposals(*this, *manifest);
-    proposals_loaded.store(true, std::memory_order_release);
-    detail::log().info("bundle {}: proposal network loaded on first use in {:.0f} ms", manifest->dir,
-                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   });
 }
 
 void Modules::Impl::ensure_visual() {
-  if (visual_loaded.load(std::memory_order_acquire)) return;
-  std::call_once(visual_once, [this] {
-    const auto t0 = std::chrono::steady_clock::now();
+  load_once(visual_once, visual_loaded, manifest->dir, "CLIP visual tower", [this] {
     verify_file(*manifest, clip_visual_path);
     clip_visual = load_module(clip_visual_path, device);
     cast_floating_state(clip_visual, visual_dtype);
-    visual_loaded.store(true, std::memory_order_release);
-    detail::log().info("bundle {}: CLIP visual tower loaded on first use in {:.0f} ms", manifest->dir,
-                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   });
 }
 

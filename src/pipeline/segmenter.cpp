@@ -150,6 +150,53 @@ void check_image(const ImageView& view) {
     throw Error(ErrorCode::kBadImage, "image: stride " + std::to_string(view.stride) + " is shorter than a row");
 }
 
+// Result::labels, class_pixels, unlabeled_pixels, scores (keep_scores) and segments from the
+// ensemble's output. The regions' boxes and areas are at the resized size (w, h): scaled to the
+// original (w0, h0). nv: the regions that carry probabilities (0 for MaskFormer-only).
+void assemble_result(Result& result, const detail::EnsembleOutput& post, bool keep_scores, Mode mode,
+                     const std::vector<int64_t>& queries, const std::vector<detail::RegionBox>& boxes,
+                     const std::vector<int64_t>& areas, int64_t nv, int w0, int h0, int w, int h) {
+  const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);
+  result.labels.resize(pixels);
+  result.class_pixels.assign(result.classes.size(), 0);
+  const auto caller_k = static_cast<int32_t>(result.classes.size());
+  for (std::size_t i = 0; i < pixels; ++i) {
+    const int32_t label = post.argmax[i];
+    const bool unlabeled = post.degenerate || (!post.uncovered.empty() && post.uncovered[i]) || label >= caller_k;
+    if (unlabeled) {
+      result.labels[i] = kUnlabeled;
+      ++result.unlabeled_pixels;
+    } else {
+      result.labels[i] = static_cast<std::uint16_t>(label);
+      ++result.class_pixels[static_cast<std::size_t>(label)];
+    }
+  }
+  if (keep_scores) {
+    const at::Tensor sc = post.scores.contiguous();
+    result.scores.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
+  }
+  const double sx = static_cast<double>(w0) / w;
+  const double sy = static_cast<double>(h0) / h;
+  const auto probs = post.region_probs.accessor<float, 2>();
+  for (int64_t r = 0; r < nv; ++r) {
+    Segment seg;
+    seg.query = static_cast<int>(queries[static_cast<std::size_t>(r)]);
+    int best = 0;
+    for (int c = 1; c < caller_k; ++c)
+      if (probs[r][c] > probs[r][best]) best = c;
+    seg.class_index = best;
+    seg.score = probs[r][best];
+    const auto& b = boxes[static_cast<std::size_t>(r)];
+    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
+    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
+    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
+    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
+    seg.area = std::llround(static_cast<double>(areas[static_cast<std::size_t>(r)]) * sx * sy);
+    seg.selected = mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
+    result.segments.push_back(seg);
+  }
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -162,7 +209,8 @@ struct Model::Impl {
 
   Result segment(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options,
                  detail::Oracle oracle = detail::Oracle::kNone, const detail::GroundTruthView* gt = nullptr) const;
-  // The oracle analyses (eval::segment_with_oracle): their own flow, which needs the classes early.
+  // The oracle analyses (eval::segment_with_oracle): their own flow (eval path, CLIP branch), which
+  // needs the ground truth, and with it the classes, before the proposals.
   Result segment_oracle(const ImageView& view, const std::vector<std::string>& classes, const SegmentOptions& options,
                         detail::Oracle oracle, const detail::GroundTruthView* gt) const;
   // segment() = classify(analyze()). `between` runs after preprocess (segment(): the text stage,
@@ -567,49 +615,8 @@ Result Model::Impl::classify(const detail::AnalysisData& a, const std::vector<st
   ens.out_height = h0;
   ens.out_width = w0;
   ens.keep_scores = options.keep_scores || !options.dump_dir.empty();
-  detail::EnsembleOutput post = detail::ensemble(ens);
-
-  const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);
-  result.labels.resize(pixels);
-  result.class_pixels.assign(classes.size(), 0);
-  const auto caller_k = static_cast<int32_t>(classes.size());
-  for (std::size_t i = 0; i < pixels; ++i) {
-    const int32_t label = post.argmax[i];
-    const bool unlabeled = post.degenerate || (!post.uncovered.empty() && post.uncovered[i]) || label >= caller_k;
-    if (unlabeled) {
-      result.labels[i] = kUnlabeled;
-      ++result.unlabeled_pixels;
-    } else {
-      result.labels[i] = static_cast<std::uint16_t>(label);
-      ++result.class_pixels[static_cast<std::size_t>(label)];
-    }
-  }
-  if (options.keep_scores) {
-    const at::Tensor sc = post.scores.contiguous();
-    result.scores.assign(sc.data_ptr<float>(), sc.data_ptr<float>() + sc.numel());
-  }
-
-  // Segments: boxes/areas of the binary masks at the resized size, scaled to the original.
-  const double sx = static_cast<double>(w0) / w;
-  const double sy = static_cast<double>(h0) / h;
-  const auto probs = post.region_probs.accessor<float, 2>();
-  for (int64_t r = 0; r < nv; ++r) {
-    Segment seg;
-    seg.query = static_cast<int>(a.queries[static_cast<std::size_t>(r)]);
-    int best = 0;
-    for (int c = 1; c < caller_k; ++c)
-      if (probs[r][c] > probs[r][best]) best = c;
-    seg.class_index = best;
-    seg.score = probs[r][best];
-    const auto& b = a.boxes[static_cast<std::size_t>(r)];
-    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
-    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
-    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
-    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
-    seg.area = std::llround(static_cast<double>(a.areas[static_cast<std::size_t>(r)]) * sx * sy);
-    seg.selected = options.mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
-    result.segments.push_back(seg);
-  }
+  const detail::EnsembleOutput post = detail::ensemble(ens);
+  assemble_result(result, post, options.keep_scores, options.mode, a.queries, a.boxes, a.areas, nv, w0, h0, w, h);
   clock.end();
   tap("sem_seg.npy", post.scores);
   if (!options.dump_dir.empty()) detail::log().debug("segment: intermediates written to {}", options.dump_dir);
@@ -628,23 +635,20 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   double weight = 0;
   const SegmentSettings settings = checked_settings(options, &weight, "segment");
   const float threshold = settings.mask_threshold;
-  const bool clip_branch = settings.clip_ensemble;
   check_image(view);
 
   const bool oracle_masks = oracle == detail::Oracle::kMasks;
   const bool oracle_labels = oracle == detail::Oracle::kLabels;
-  if (oracle != detail::Oracle::kNone) {
-    if (options.mode != Mode::kEval)
-      throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses run on the evaluation path only");
-    if (!clip_branch)
-      throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses need the CLIP branch (not MaskFormer-only)");
-    if (gt == nullptr || gt->labels == nullptr)
-      throw Error(ErrorCode::kInvalidArgument, "segment: an oracle needs the ground truth");
-    if (gt->width != view.width || gt->height != view.height)
-      throw Error(ErrorCode::kInvalidArgument, "segment: ground truth is " + std::to_string(gt->width) + "x" +
-                                                   std::to_string(gt->height) + " but the image is " +
-                                                   std::to_string(view.width) + "x" + std::to_string(view.height));
-  }
+  if (options.mode != Mode::kEval)
+    throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses run on the evaluation path only");
+  if (!settings.clip_ensemble)
+    throw Error(ErrorCode::kInvalidArgument, "segment: the oracle analyses need the CLIP branch (not MaskFormer-only)");
+  if (gt == nullptr || gt->labels == nullptr)
+    throw Error(ErrorCode::kInvalidArgument, "segment: an oracle needs the ground truth");
+  if (gt->width != view.width || gt->height != view.height)
+    throw Error(ErrorCode::kInvalidArgument, "segment: ground truth is " + std::to_string(gt->width) + "x" +
+                                                 std::to_string(gt->height) + " but the image is " +
+                                                 std::to_string(view.width) + "x" + std::to_string(view.height));
 
   const std::vector<std::string> used = detail::model_classes(options.mode, classes);
   const int64_t k = static_cast<int64_t>(used.size());
@@ -653,18 +657,9 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   result.settings = settings;
   result.classes = classes;
   result.score_classes = used;
-  // Each stage: report progress (the caller may cancel), then time it into result.timings.
-  auto t0 = Clock::now();
-  Stage current = Stage::kPreprocess;
-  auto begin = [&](Stage stage) {
-    const auto index = static_cast<std::size_t>(stage);
-    if (options.progress && !options.progress(to_string(stage), static_cast<float>(index) / kNumStages))
-      throw Error(ErrorCode::kCancelled,
-                  std::string("segment: cancelled by the progress callback (") + to_string(stage) + ")");
-    current = stage;
-    t0 = Clock::now();
-  };
-  auto end = [&] { result.timings[current] = ms_since(t0); };
+  StageClock clock(options, result.timings, "segment");
+  auto begin = [&](Stage stage) { clock.begin(stage); };
+  auto end = [&] { clock.end(); };
   // The debug tap (SegmentOptions::dump_dir): a stage's outputs, written right after it ran.
   const std::string& dump_dir = options.dump_dir;
   auto tap = [&](const char* name, const at::Tensor& t) {
@@ -712,8 +707,7 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   // ---- masks and regions ----
   begin(Stage::kRegions);
   // The oracles compare with the ground truth at the resized size (Pillow NEAREST).
-  std::vector<std::uint16_t> gt_resized;
-  if (oracle != detail::Oracle::kNone) gt_resized = detail::resize_labels_nearest(gt->labels, w0, h0, w, h);
+  const std::vector<std::uint16_t> gt_resized = detail::resize_labels_nearest(gt->labels, w0, h0, w, h);
   std::optional<detail::SoftMasks> masks;
   detail::Regions regions;
   detail::ClassMasks gt_masks;
@@ -722,12 +716,7 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
     if (!gt_masks.classes.empty()) regions = detail::regions_from_masks(input.image, gt_masks.binary, m);
   } else {
     masks.emplace(proposals.mask_logits, input.padded.size(2), input.padded.size(3), h, w);
-    if (clip_branch) {
-      regions = detail::extract_regions(input.image, *masks, threshold, m, /*with_crops=*/!oracle_labels);
-    } else {
-      // MaskFormer-only: no region is extracted (the threshold plays no part, as in the reference).
-      regions.valid = at::zeros({masks->num_queries()}, at::TensorOptions().dtype(at::kBool).device(device));
-    }
+    regions = detail::extract_regions(input.image, *masks, threshold, m, /*with_crops=*/!oracle_labels);
   }
   detail::synchronize(device);
   detail::release_freed_memory();
@@ -740,8 +729,6 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   at::Tensor clip_logits;
   if (oracle_labels) {  // the ground truth labels the regions: no CLIP
     clip_logits = at::zeros({nv, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
-  } else if (!clip_branch) {  // MaskFormer-only: no CLIP
-    clip_logits = at::zeros({0, k + 1}, at::TensorOptions().dtype(at::kFloat).device(device));
   } else {
     const int batch = detail::choose_region_batch(m, device, modules->visual_dtype(), model_options.region_batch, nv);
     clip_logits = detail::clip_region_logits(*modules, regions, text, m.temperature, batch);
@@ -768,7 +755,7 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   ens.valid = regions.valid;
   ens.clip_logits = clip_logits;
   ens.ensemble_weight = weight;
-  ens.clip_branch = clip_branch;
+  ens.clip_branch = true;
   ens.mode = options.mode;
   ens.skip_last_selection = detail::others_selects_no_region(options.mode, used);
   ens.out_height = h0;
@@ -777,49 +764,9 @@ Result Model::Impl::segment_oracle(const ImageView& view, const std::vector<std:
   if (oracle_labels)  // each valid region takes the ground-truth class covering most of it
     ens.probs_override = detail::one_hot_probs(
         detail::majority_classes(regions.binary, regions.queries, gt_resized, k, gt->ignore_label), k, device);
-  detail::EnsembleOutput post = detail::ensemble(ens);
-
-  const std::size_t pixels = static_cast<std::size_t>(h0) * static_cast<std::size_t>(w0);
-  result.labels.resize(pixels);
-  result.class_pixels.assign(classes.size(), 0);
-  const auto caller_k = static_cast<int32_t>(classes.size());
-  for (std::size_t i = 0; i < pixels; ++i) {
-    const int32_t label = post.argmax[i];
-    const bool unlabeled = post.degenerate || (!post.uncovered.empty() && post.uncovered[i]) || label >= caller_k;
-    if (unlabeled) {
-      result.labels[i] = kUnlabeled;
-      ++result.unlabeled_pixels;
-    } else {
-      result.labels[i] = static_cast<std::uint16_t>(label);
-      ++result.class_pixels[static_cast<std::size_t>(label)];
-    }
-  }
-  if (options.keep_scores) {
-    const at::Tensor s = post.scores.contiguous();
-    result.scores.assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
-  }
-
-  // Segments: boxes/areas of the binary masks at the resized size, scaled to the original.
-  const double sx = static_cast<double>(w0) / w;
-  const double sy = static_cast<double>(h0) / h;
-  const auto probs = post.region_probs.accessor<float, 2>();
-  for (int64_t r = 0; r < nv; ++r) {
-    Segment seg;
-    seg.query = static_cast<int>(regions.queries[static_cast<std::size_t>(r)]);
-    int best = 0;
-    for (int c = 1; c < caller_k; ++c)
-      if (probs[r][c] > probs[r][best]) best = c;
-    seg.class_index = best;
-    seg.score = probs[r][best];
-    const auto& b = regions.boxes[static_cast<std::size_t>(r)];
-    seg.box.x0 = static_cast<int>(std::floor(b.x0 * sx));
-    seg.box.y0 = static_cast<int>(std::floor(b.y0 * sy));
-    seg.box.x1 = std::min(w0, static_cast<int>(std::ceil(b.x1 * sx)));
-    seg.box.y1 = std::min(h0, static_cast<int>(std::ceil(b.y1 * sy)));
-    seg.area = std::llround(static_cast<double>(regions.areas[static_cast<std::size_t>(r)]) * sx * sy);
-    seg.selected = options.mode == Mode::kDemo ? post.selected[static_cast<std::size_t>(r)] : true;
-    result.segments.push_back(seg);
-  }
+  const detail::EnsembleOutput post = detail::ensemble(ens);
+  assemble_result(result, post, options.keep_scores, options.mode, regions.queries, regions.boxes, regions.areas, nv,
+                  w0, h0, w, h);
   end();
 
   tap("sem_seg.npy", post.scores);

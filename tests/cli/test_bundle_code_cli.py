@@ -12,16 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-DEMO = os.path.join(ROOT, "models", "demo")
+from demo_env import BIN, DEMO, PY, ROOT, require_binary, require_torch
+
 IMAGE = os.path.join(DEMO, "examples", "images", "seen_2026_00001.png")
-BIN = os.environ.get("OVSEG_BIN", "")
-PY = sys.executable
 
 MAKE_MODULE = r'''
 import sys, torch
@@ -81,12 +77,8 @@ def sha256(path):
 class BundleIsAProgram(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not BIN or not os.access(BIN, os.X_OK):
-            raise unittest.SkipTest("OVSEG_BIN is not set to the built ovseg binary")
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("no torch for this Python (the exporters' python3-torch)")
+        require_binary()
+        require_torch()
         cls.tmp = tempfile.mkdtemp(prefix="ovseg_bundlecode_")
         cls.target = os.path.join(cls.tmp, "precious.txt")
 

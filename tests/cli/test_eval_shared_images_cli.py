@@ -16,10 +16,8 @@ import unittest
 import numpy as np
 from PIL import Image
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-DEMO = os.path.join(ROOT, "models", "demo")
-BIN = os.environ.get("OVSEG_BIN", "")
+from demo_env import BIN, DEMO, require_binary
+
 STEMS = ("ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003")
 SOURCES = ("heldout_2026_00001.png", "seen_2026_00001.png", "seen_2026_00002.png")
 
@@ -35,8 +33,7 @@ def save_label(path, labels, bit_depth):
 class EvalSharedImages(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not BIN or not os.access(BIN, os.X_OK):
-            raise unittest.SkipTest("OVSEG_BIN is not set to the built ovseg binary")
+        require_binary()
         cls.tmp = tempfile.mkdtemp(prefix="ovseg_eval_shared_")
         cls.root = os.path.join(cls.tmp, "datasets")
         cls.env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(cls.tmp, "text-cache"))

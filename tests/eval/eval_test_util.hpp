@@ -93,6 +93,21 @@ inline void write_noise_jpeg(const fs::path& path, int w, int h, std::mt19937& r
   ASSERT_TRUE(cv::imwrite(path.string(), m)) << path;
 }
 
+// A shard's evaluation state: `done` of its `total` images finished (named imgI_N), classes a, b.
+inline eval::EvalState shard_state(int index, int count, std::int64_t total, std::int64_t done) {
+  eval::EvalState s;
+  s.dataset = "ade150";
+  s.split = "validation";
+  s.shard_index = index;
+  s.shard_count = count;
+  s.class_names = {"a", "b"};
+  s.settings = {{"bundle_sha256", "0123456789abcdef0123"}, {"mode", "eval"}};
+  s.cm = eval::ConfusionMatrix(2);
+  s.pairs_total = total;
+  for (std::int64_t i = 0; i < done; ++i) s.finished.push_back("img" + std::to_string(index) + "_" + std::to_string(i));
+  return s;
+}
+
 inline void write_bytes(const fs::path& path, const std::string& bytes) {
   fs::create_directories(path.parent_path());
   std::ofstream(path, std::ios::binary) << bytes;

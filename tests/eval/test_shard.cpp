@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "eval/eval_test_util.hpp"
 #include "ovseg/eval.hpp"
 
 namespace ovseg::eval {
@@ -155,19 +156,7 @@ TEST(ShardPositions, SortedKeysSplitIntoDisjointShardsWhateverTheirOrder) {
   EXPECT_THROW(shard_positions(keys, 3, 3), Error);
 }
 
-EvalState shard_state(int index, int count, std::int64_t total, std::int64_t done) {
-  EvalState s;
-  s.dataset = "ade150";
-  s.split = "validation";
-  s.shard_index = index;
-  s.shard_count = count;
-  s.class_names = {"a", "b"};
-  s.settings = {{"bundle_sha256", "0123456789abcdef0123"}, {"mode", "eval"}};
-  s.cm = ConfusionMatrix(2);
-  s.pairs_total = total;
-  for (std::int64_t i = 0; i < done; ++i) s.finished.push_back("img" + std::to_string(index) + "_" + std::to_string(i));
-  return s;
-}
+using test::shard_state;
 
 TEST(CheckShards, AFinishedConsistentSetHasNoProblems) {
   std::vector<EvalState> v = {shard_state(1, 3, 2, 2), shard_state(0, 3, 2, 1), shard_state(2, 3, 1, 1)};

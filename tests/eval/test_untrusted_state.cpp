@@ -20,19 +20,11 @@ namespace {
 using nlohmann::json;
 using test::TempDir;
 
+// A finished shard (test::shard_state) with some pixels counted.
 EvalState valid_state(int index = 0, int count = 1) {
-  EvalState s;
-  s.dataset = "ade150";
-  s.split = "validation";
-  s.shard_index = index;
-  s.shard_count = count;
-  s.class_names = {"a", "b"};
-  s.settings = {{"bundle_sha256", "0123456789abcdef0123"}, {"mode", "eval"}};
-  s.cm = ConfusionMatrix(2);
+  EvalState s = test::shard_state(index, count, 2, 2);
   s.cm.at(0, 0) = 10;
   s.cm.at(1, 0) = 2;
-  s.pairs_total = 2;
-  s.finished = {"ADE_val_00000001", "ADE_val_00000002"};
   return s;
 }
 
@@ -109,7 +101,6 @@ TEST(UntrustedState, CountsAreCheckedForRangeOverflowAndConsistency) {
 
 TEST(UntrustedState, MergingCannotOverflow) {
   std::vector<EvalState> shards = {valid_state(0, 2), valid_state(1, 2)};
-  shards[1].finished = {"ADE_val_00000003", "ADE_val_00000004"};
   shards[0].cm.at(0, 0) = std::int64_t{1} << 52;
   shards[1].cm.at(0, 0) = (std::int64_t{1} << 52) + 1;
   try {

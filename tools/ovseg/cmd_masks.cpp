@@ -52,13 +52,18 @@ bool is_mask_folder(const fs::path& dir) {
 
 // Writes DIR atomically: a temporary sibling, renamed into place. A previous DIR is replaced only
 // when it is a mask folder (is_mask_folder); any other file or folder of that name is refused.
+void check_replaceable(const fs::path& target) {
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(target, ec)) && !is_mask_folder(target))
+    throw Error(ErrorCode::kIo, target.string() + ": exists and is not a mask folder written by 'ovseg masks' (only "
+                                                  "metadata.csv and N.png): not replaced; choose another --output");
+}
+
 void write_mask_folder(const std::string& dir, const SamResult& r) {
   const fs::path target(dir);
   fs::create_directories(target.parent_path().empty() ? fs::path(".") : target.parent_path());
   std::error_code ec;
-  if (fs::exists(fs::symlink_status(target, ec)) && !is_mask_folder(target))
-    throw Error(ErrorCode::kIo, dir + ": exists and is not a mask folder written by 'ovseg masks' (only metadata.csv "
-                                      "and N.png): not replaced; choose another --output");
+  check_replaceable(target);  // again: the folder may have appeared while the masks were computed
   const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp-" + std::to_string(::getpid()));
   if (fs::exists(fs::symlink_status(tmp, ec))) {
     if (!is_mask_folder(tmp))
@@ -97,9 +102,10 @@ int run_masks(const MasksArgs& a) {
   std::vector<std::string> failed;
   for (const auto& in : images) {
     try {
+      const std::string base = (fs::path(a.output) / in.out_stem).string();
+      if (!a.rle) check_replaceable(base);  // before the (slow) generator: nothing is computed for nothing
       const Image img = load_image(in.path);
       const SamResult r = sam.generate(img.view(), a.gen);
-      const std::string base = (fs::path(a.output) / in.out_stem).string();
       if (a.rle) {
         fs::create_directories(fs::path(base).parent_path());
         write_file_atomic(base + ".json", amg_rle_json(r));
