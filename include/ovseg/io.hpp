@@ -39,6 +39,10 @@ inline constexpr std::uint16_t unlabeled_value(int bit_depth) noexcept { return 
 OVSEG_API LabelMap read_label_map(const std::string& path);
 // Writes a label map as PNG (8- or 16-bit) or TIFF, by the extension, atomically.
 OVSEG_API void write_label_map(const std::string& path, const LabelMap& map);
+// The bytes write_label_map() writes for a file of this extension (".png", ".tif", ".tiff"), in
+// memory (e.g. for an HTTP response); `name` is used in error messages.
+OVSEG_API std::vector<std::uint8_t> encode_label_map(const LabelMap& map, const std::string& ext = ".png",
+                                                     const std::string& name = "label map");
 
 // Result::scores as NumPy .npy: float32 [C, H, W] (C = Result::score_classes.size()), atomically.
 // Throws Error(kInvalidArgument) when the result holds no scores (SegmentOptions::keep_scores).
@@ -48,6 +52,9 @@ OVSEG_API void write_npy(const std::string& path, const float* data, const std::
 
 // Encodes an RGB image as PNG, JPEG, BMP, TIFF or WebP (by the extension) and writes it atomically.
 OVSEG_API void write_image(const std::string& path, const Image& image);
+// The bytes write_image() writes for a file of this extension, in memory.
+OVSEG_API std::vector<std::uint8_t> encode_image(const Image& image, const std::string& ext = ".png",
+                                                 const std::string& name = "image");
 
 // ---- Files ------------------------------------------------------------------------------------
 
@@ -74,5 +81,7 @@ OVSEG_API std::string read_stream(std::FILE* f, const std::string& name, std::ui
 OVSEG_API std::string file_kind(unsigned mode);
 // Hex SHA-256 of a file (streamed). Throws Error(kIo) naming the file.
 OVSEG_API std::string sha256_file(const std::string& path);
+// Hex SHA-256 of bytes in memory (what sha256_file() gives for a file holding them).
+OVSEG_API std::string sha256_bytes(const void* bytes, std::size_t size);
 
 }  // namespace ovseg

@@ -23,6 +23,8 @@ std::string file_kind(unsigned mode) { return detail::file_kind(mode); }
 
 std::string sha256_file(const std::string& path) { return detail::sha256_file(path); }
 
+std::string sha256_bytes(const void* bytes, std::size_t size) { return detail::sha256_hex(bytes, size); }
+
 void write_npy(const std::string& path, const float* data, const std::vector<std::int64_t>& shape) {
   const auto bytes = detail::npy_float32(data, shape);
   detail::write_file_atomic(path, bytes.data(), bytes.size());

@@ -83,42 +83,46 @@ LabelMap read_label_map(const std::string& path) {
   return map;
 }
 
-void write_label_map(const std::string& path, const LabelMap& map) {
+std::vector<std::uint8_t> encode_label_map(const LabelMap& map, const std::string& ext_in, const std::string& name) {
   if (map.width <= 0 || map.height <= 0 ||
       map.values.size() != static_cast<std::size_t>(map.width) * static_cast<std::size_t>(map.height))
-    throw Error(ErrorCode::kInvalidArgument, path + ": label map is empty or its size does not match its values");
+    throw Error(ErrorCode::kInvalidArgument, name + ": label map is empty or its size does not match its values");
   if (map.bit_depth != 8 && map.bit_depth != 16)
-    throw Error(ErrorCode::kInvalidArgument, path + ": label map bit depth must be 8 or 16, not " +
+    throw Error(ErrorCode::kInvalidArgument, name + ": label map bit depth must be 8 or 16, not " +
                                                  std::to_string(map.bit_depth));
-  const std::string ext = lower_extension(path);
+  const std::string ext = lower_extension("x" + ext_in);
   std::vector<int> params;
   if (ext == ".png") {
     params = {cv::IMWRITE_PNG_COMPRESSION, 3};
   } else if (ext == ".tif" || ext == ".tiff") {
     params = {};
   } else {
-    throw Error(ErrorCode::kInvalidArgument, path + ": label maps are written as .png or .tif/.tiff");
+    throw Error(ErrorCode::kInvalidArgument, name + ": label maps are written as .png or .tif/.tiff");
   }
   const cv::Mat src16(map.height, map.width, CV_16UC1, const_cast<std::uint16_t*>(map.values.data()));
   cv::Mat m;
   if (map.bit_depth == 8) {
     const auto max_it = std::max_element(map.values.begin(), map.values.end());
     if (*max_it > 255)
-      throw Error(ErrorCode::kInvalidArgument, path + ": value " + std::to_string(*max_it) +
+      throw Error(ErrorCode::kInvalidArgument, name + ": value " + std::to_string(*max_it) +
                                                    " does not fit an 8-bit label map");
     src16.convertTo(m, CV_8U);
   } else {
     m = src16;
   }
-  const std::vector<std::uint8_t> bytes = encode(path, ext, m, params);
+  return encode(name, ext, m, params);
+}
+
+void write_label_map(const std::string& path, const LabelMap& map) {
+  const std::vector<std::uint8_t> bytes = encode_label_map(map, lower_extension(path), path);
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
-void write_image(const std::string& path, const Image& image) {
+std::vector<std::uint8_t> encode_image(const Image& image, const std::string& ext_in, const std::string& name) {
   if (image.width <= 0 || image.height <= 0 ||
       image.rgb.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) * 3)
-    throw Error(ErrorCode::kInvalidArgument, path + ": image is empty or its size does not match its pixels");
-  const std::string ext = lower_extension(path);
+    throw Error(ErrorCode::kInvalidArgument, name + ": image is empty or its size does not match its pixels");
+  const std::string ext = lower_extension("x" + ext_in);
   std::vector<int> params;
   if (ext == ".png") {
     params = {cv::IMWRITE_PNG_COMPRESSION, 3};
@@ -127,12 +131,16 @@ void write_image(const std::string& path, const Image& image) {
   } else if (ext == ".bmp" || ext == ".tif" || ext == ".tiff" || ext == ".webp") {
     params = {};
   } else {
-    throw Error(ErrorCode::kInvalidArgument, path + ": unsupported image extension (use .png or .jpg)");
+    throw Error(ErrorCode::kInvalidArgument, name + ": unsupported image extension (use .png or .jpg)");
   }
   const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<std::uint8_t*>(image.rgb.data()));
   cv::Mat bgr;
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-  const std::vector<std::uint8_t> bytes = encode(path, ext, bgr, params);
+  return encode(name, ext, bgr, params);
+}
+
+void write_image(const std::string& path, const Image& image) {
+  const std::vector<std::uint8_t> bytes = encode_image(image, lower_extension(path), path);
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 

@@ -46,5 +46,6 @@ Command add_eval_command(CLI::App& parent);
 Command add_eval_merge_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
 Command add_masks_command(CLI::App& parent);
+Command add_serve_command(CLI::App& parent);
 
 }  // namespace ovseg::cli

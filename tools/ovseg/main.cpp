@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {add_segment_command(app),   add_eval_command(app),
                                    add_eval_merge_command(app), add_info_command(app),
                                    add_tokenize_command(app),  add_bench_command(app),
-                                   add_masks_command(app)};
+                                   add_masks_command(app),     add_serve_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

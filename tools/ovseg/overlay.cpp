@@ -363,6 +363,18 @@ bool overlay_truetype_available() {
 #endif
 }
 
+std::vector<int> legend_classes(const Result& result) {
+  const int num_classes = static_cast<int>(result.classes.size());
+  std::vector<long long> pixels(num_classes, 0);
+  for (const std::uint16_t l : result.labels)
+    if (l < num_classes) ++pixels[l];
+  std::vector<int> present;
+  for (int c = 0; c < num_classes; ++c)
+    if (pixels[c] > 0) present.push_back(c);
+  std::stable_sort(present.begin(), present.end(), [&](int a, int b) { return pixels[a] > pixels[b]; });
+  return present;
+}
+
 Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts, Palette* palette) {
   const int w = image.width, h = image.height;
   if (w != result.width || h != result.height || result.labels.size() != static_cast<std::size_t>(w) * h)

@@ -57,6 +57,10 @@ struct OverlayFonts {
 // Whether this build can draw TrueType text at all (OpenCV's freetype module was found).
 bool overlay_truetype_available();
 
+// The classes present in a result, largest pixel share first (ties in class order): the order in
+// which the overlay's legend lists them and gives them colours.
+std::vector<int> legend_classes(const Result& result);
+
 // Renders the overlay. `image` is the decoded RGB input at the result's size. The output is
 // image.height tall (taller only when the legend needs it) and wider than the image by the
 // legend panel; the image occupies its top-left image.width × image.height corner. `palette`:
