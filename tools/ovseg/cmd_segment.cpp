@@ -26,6 +26,7 @@
 #include "sam_flags.hpp"
 #include "segment_output.hpp"
 #include "stop_signal.hpp"
+#include "video.hpp"
 
 namespace fs = std::filesystem;
 
@@ -53,6 +54,10 @@ struct SegmentArgs {
   std::string sam_classifier = "demo";
   std::string analysis_cache;  // --analysis-cache DIR: analyses by image content, bundle and settings
   SamGeneratorOptions sam_generator = SamSegmentOptions::demo_generator_options();
+  // Video inputs (video.hpp): --every, --max-frames, --start.
+  int every = 1;
+  long max_frames = 0;
+  double start_s = 0.0;
 };
 
 // A library message usually starts with the file it is about; don't repeat the path.
@@ -72,6 +77,7 @@ struct Decoded {
   Image image;
   double decode_ms = 0;
   std::string sha256;  // of the file's bytes (--analysis-cache)
+  bool video = false;  // a video file: segmented frame by frame (video.hpp), not decoded here
 };
 
 // --analysis-cache: what a run reused and wrote.
@@ -185,6 +191,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   };
   std::vector<Failure> failures;
   std::vector<std::size_t> todo;
+  std::vector<char> is_video(images.size(), 0);  // by the file's first bytes, not its name
   for (std::size_t i = 0; i < images.size(); ++i) {
     std::error_code ec;
     const auto st = fs::status(images[i].path, ec);
@@ -199,7 +206,18 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
       continue;
     }
     todo.push_back(i);
+    is_video[i] = looks_like_video(images[i].path);
   }
+  if (a.save_scores && a.max_frames == 0)
+    for (std::size_t i : todo)
+      if (is_video[i]) {
+        const VideoProbe p = probe_video(images[i].path);
+        const double mb = static_cast<double>(classes.size()) * p.width * p.height * 4 / 1e6;
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("segment: --save-scores on a video ({}: {} frames of {}x{}) writes {:.1f} MB of scores "
+                                "per segmented frame; too large for a whole video: bound it with --max-frames N",
+                                printable(images[i].path), p.frames, p.width, p.height, mb));
+      }
   const long skipped = static_cast<long>(images.size() - todo.size() - failures.size());
   if (todo.empty() && failures.empty()) {  // a finished run resumed: no need to load the model
     if (!quiet) std::fprintf(stderr, "segment: 0 images, 0 failed, %ld skipped (all outputs exist)\n", skipped);
@@ -266,8 +284,12 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
       if (e.is_directory(ec) && e.path().filename().string().size() == 2) swept += sweep_stale_temporaries(e.path().string());
     if (swept > 0) log.info("segment: removed {} stale temporary file(s) from the analysis cache", swept);
   }
-  auto decode = [&images, max_pixels, use_cache](std::size_t i) {
+  auto decode = [&images, &is_video, max_pixels, use_cache](std::size_t i) {
     Decoded d;
+    if (is_video[i]) {
+      d.ok = d.video = true;
+      return d;
+    }
     try {
       const auto start = std::chrono::steady_clock::now();
       d.image = load_image(images[i].path, max_pixels);
@@ -276,9 +298,28 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
       d.ok = true;
     } catch (const std::exception& e) {
       d.error = e.what();
+      if (is_video_extension(fs::path(images[i].path).extension().string()))
+        d.error = images[i].path + ": neither a video (no container signature this build knows) nor an image (" +
+                  reason_for(images[i].path, d.error) + ")";
     }
     return d;
   };
+  // Videos: frame by frame (video.hpp). A frame in flight is finished on SIGINT/SIGTERM (no
+  // cancelling callback); the video then stops with its outputs finalised.
+  SegmentOptions video_so = so;
+  video_so.progress = nullptr;
+  const FrameSegmenter segment_frame = [&](const ImageView& frame) {
+    if (sam_storage) return sam_storage->segment(frame, classes, sam_options).result;
+    return model_storage->segment(frame, classes, video_so);
+  };
+  VideoOptions video_options;
+  video_options.every = a.every;
+  video_options.max_frames = a.max_frames;
+  video_options.start_s = a.start_s;
+  video_options.max_pixels = max_pixels;
+  video_options.progress = !quiet;
+  if (use_cache && std::any_of(todo.begin(), todo.end(), [&](std::size_t i) { return is_video[i] != 0; }))
+    log.warn("segment: --analysis-cache is not used for videos (their frames are segmented directly)");
   struct PendingWrite {
     std::size_t index = 0;
     std::future<std::string> result;
@@ -306,6 +347,14 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
     started = k + 1;
     if (!d.ok) {
       fail(i, d.error);
+      continue;
+    }
+    if (d.video) {
+      finish_pending();
+      const VideoOutcome v = segment_video(info, request, images[i], video_options, segment_frame);
+      if (!v.ok) fail(i, v.error);
+      else if (v.frames > 0) ++done, progress.step(images[i].path);
+      if (v.interrupted) break;
       continue;
     }
     auto result = std::make_shared<Result>();
@@ -426,13 +475,30 @@ Command add_segment_command(CLI::App& parent) {
                   "With --shard auto in a Kubernetes Indexed Job: N (the Job's completions) [default: "
                   "$OVSEG_SHARD_COUNT]")
       ->check(CLI::PositiveNumber);
+  app->add_option("--every", a.every,
+                  "Videos: segment every N-th frame (from --start's); the overlay shows the last label map on the "
+                  "frames between, and only segmented frames get a label map")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app->add_option("--max-frames", a.max_frames,
+                  "Videos: at most N frames from --start (0 = to the end); needed for --save-scores on a video")
+      ->check(CLI::Range(0L, 1000000000L))
+      ->capture_default_str();
+  app->add_option("--start", a.start_s, "Videos: begin at the first frame at or after SECONDS")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
   app->add_option("inputs", a.inputs,
-                  "Image files, directories (their images; --recursive for subdirectories), or - to read "
+                  "Image or video files, directories (their images; --recursive for subdirectories), or - to read "
                   "one path per line from stdin");
   app->footer(
       "Outputs, per image, in --output: STEM.png, the label map at the image's size (pixel = class index in\n"
       "the order given; 8-bit PNG for up to 255 classes with 255 = unlabeled, else 16-bit with 65535 =\n"
       "unlabeled). Images found in a directory keep their path relative to it (DIR/a/b.jpg -> OUT/a/b.png).\n"
+      "\n"
+      "Videos (any container/codec OpenCV's FFmpeg reads, recognised by content; give them as files):\n"
+      "STEM/NNNNNN.png, the label map of each segmented frame (NNNNNN = its index in the video), --overlay\n"
+      "STEM.overlay.mp4 (H.264, else MPEG-4 part 2; the source's size and frame rate, legend in the corner),\n"
+      "--json STEM.json (per-frame class shares and timings). Ctrl-C stops after the frame in flight.\n"
       "\n"
       "Examples:\n"
       "  ovseg segment -m bundles/ovseg-swinB-vitL14 -c \"sky,tree,red car,road\" photo.jpg\n"
@@ -442,6 +508,7 @@ Command add_segment_command(CLI::App& parent) {
       "  ovseg segment -m BUNDLE -p ade150 -r --skip-existing --shard auto -o out/ photos/   # in a Slurm array\n"
       "  ovseg segment -m BUNDLE -c \"cat,dog\" --analysis-cache cache/ -o out1/ photos/   # then, fast:\n"
       "  ovseg segment -m BUNDLE -c \"tabby cat,puppy\" --analysis-cache cache/ -o out2/ photos/\n"
+      "  ovseg segment -m BUNDLE -c \"road,car,sky\" --overlay --every 5 --start 10 -o out/ clip.mp4\n"
       "\n"
       "Exit codes: 0 all done; 1 some images failed (each named with its reason on stderr);\n"
       "2 usage error or the model could not be loaded; 4 an input or output directory is unusable;\n"
