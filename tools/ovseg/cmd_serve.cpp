@@ -97,12 +97,14 @@ int run_serve(serve::ServeConfig& c, const CLI::App& root) {
   if (StopSignals::stop_requested()) log.info("serve: stopping (signal {}); finishing the request in flight", StopSignals::signal_number());
   service.set_stopping();
   worker.stop();       // queued jobs answer 503; the running one completes
+  log.debug("serve: worker stopped");
   server.stop();       // no new connections
   while (listening) {  // the pool's threads answer their requests; idle connections are closed
     pool.close_idle(std::chrono::milliseconds(1000));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   listener.join();
+  log.debug("serve: connections closed");
   return exit_code;
 }
 

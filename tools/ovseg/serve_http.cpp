@@ -147,13 +147,13 @@ void ConnectionPool::shutdown() {
     std::lock_guard<std::mutex> lock(mutex_);
     watchdog_stop_ = true;
   }
-  cond_.notify_all();
+  watchdog_cond_.notify_all();
   if (watchdog_.joinable()) watchdog_.join();
 }
 
 void ConnectionPool::watchdog() {
   std::unique_lock<std::mutex> lock(mutex_);
-  while (!cond_.wait_for(lock, std::chrono::milliseconds(200), [this] { return watchdog_stop_; })) {
+  while (!watchdog_cond_.wait_for(lock, std::chrono::milliseconds(200), [this] { return watchdog_stop_; })) {
     const auto now = std::chrono::steady_clock::now();
     for (auto& [fd, c] : conns_) {
       if (c.handlers > 0 || c.shut || now - c.phase_start < timeout_) continue;

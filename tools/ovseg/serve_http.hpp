@@ -75,7 +75,8 @@ class ConnectionPool : public httplib::TaskQueue {
   const int port_;
   const std::chrono::milliseconds timeout_;
   mutable std::mutex mutex_;
-  std::condition_variable cond_;
+  std::condition_variable cond_;           // the pool's threads: a job, or shut down
+  std::condition_variable watchdog_cond_;  // the watchdog: stop
   std::list<std::function<void()>> jobs_;
   std::map<int, Conn> conns_;
   std::uint64_t next_generation_ = 1;
