@@ -1,6 +1,6 @@
 # Type stub of the ovseg package (its native part is ovseg._ovseg), for editors and type checkers.
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +195,9 @@ class Model:
         """float32 [K+1, E]: the classes' text features and the non-object embedding."""
     def prepare_classes(self, classes: Iterable[str]) -> float:
         """Computes and caches the text features now; returns the milliseconds spent."""
+    def segment_video(self, video: _Path, classes: Iterable[str], *, every: int = 1, max_frames: int = 0,
+                      start: float = 0.0, **options: Any) -> Iterator[Tuple[int, Result]]:
+        """ovseg.segment_video(self, ...): (frame index in the video, Result) per segmented frame."""
     @property
     def info(self) -> ModelInfo: ...
 
@@ -217,3 +220,11 @@ class Tokenizer:
     def context_length(self) -> int: ...
 
 __all__: List[str]
+
+def segment_video(model: Model, video: _Path, classes: Iterable[str], *, every: int = 1, max_frames: int = 0,
+                  start: float = 0.0, **options: Any) -> Iterator[Tuple[int, Result]]:
+    """Segments a video file frame by frame (needs cv2, Debian python3-opencv): a generator of
+    (frame index in the video, Result) for frames start, start+every, ... (at most max_frames frames
+    from the first frame at or after `start` seconds), one frame in memory at a time; `options` go to
+    Model.segment. FileError: not a video; ImageError: decoding stopped early (after the frames that
+    decoded)."""
