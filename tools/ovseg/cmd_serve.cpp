@@ -51,6 +51,7 @@ int run_serve(serve::ServeConfig& c, const CLI::App& root) {
   server.set_write_timeout(10, 0);
   server.set_keep_alive_timeout(5);
   server.set_keep_alive_max_count(100);
+  server.set_tcp_nodelay(true);  // headers and body go out in separate writes: no Nagle delay between them
   const int port = c.port == 0 ? server.bind_to_any_port(c.host) : (server.bind_to_port(c.host, c.port) ? c.port : -1);
   if (port <= 0)
     throw Error(ErrorCode::kInvalidArgument, "serve: cannot listen on " + c.host + ":" + std::to_string(c.port) +

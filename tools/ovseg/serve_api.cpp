@@ -268,7 +268,7 @@ void Service::install(httplib::Server& server, ConnectionPool& pool) {
     res.set_header("Cache-Control", "no-cache");
     res.set_header("Content-Security-Policy",
                    "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src "
-                   "'unsafe-inline'; connect-src 'self'");
+                   "'unsafe-inline'; connect-src 'self' blob:");
     res.set_content(reinterpret_cast<const char*>(kServePage), kServePageSize, "text/html; charset=utf-8");
   });
   server.Get("/index.html", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/"); });
