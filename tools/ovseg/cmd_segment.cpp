@@ -318,6 +318,7 @@ int run_segment(SegmentArgs& a, const CLI::App& root) {
   video_options.start_s = a.start_s;
   video_options.max_pixels = max_pixels;
   video_options.progress = !quiet;
+  video_options.quiet = quiet;
   if (use_cache && std::any_of(todo.begin(), todo.end(), [&](std::size_t i) { return is_video[i] != 0; }))
     log.warn("segment: --analysis-cache is not used for videos (their frames are segmented directly)");
   struct PendingWrite {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -293,6 +294,8 @@ VideoOutcome segment_video(const ModelInfo& info, const OutputRequest& request, 
   const auto& log = cli_log();
   VideoOutcome out;
   const auto run_start = Clock::now();
+  // Read by OpenCV when it first initialises FFmpeg; a value the user set is kept.
+  if (opt.quiet) ::setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);  // AV_LOG_QUIET
   Capture c;
   open_capture(c, in.path);
   if (!c.cap.isOpened()) {

@@ -45,6 +45,7 @@ struct VideoOptions {
   double start_s = 0.0;                       // the first frame at or after this time
   std::uint64_t max_pixels = kDefaultMaxPixels;  // per frame (0 = no limit)
   bool progress = true;                       // a progress bar of the frames on stderr
+  bool quiet = false;                         // -q: FFmpeg's own messages off too (OPENCV_FFMPEG_LOGLEVEL unless set)
 };
 
 // Segments one RGB frame (the model or the SAM segmenter with the run's classes and options).
