@@ -156,6 +156,33 @@ struct OVSEG_API SamSegmentation {
   std::string message;            // non-empty when no mask survived (all-unlabelled map)
 };
 
+// Everything of one image that SamSegmenter::segment computes before the class names enter: the
+// SAM masks (at the SAM input size), their boxes and scores, and the CLIP embedding of each masked
+// crop, for one classifier, generator setting and resize. SamSegmenter::classify turns it into
+// the segmentation of any class list and granularity, exactly what segment() gives. Movable, not
+// copyable; immutable, so threads may classify one analysis at once.
+class OVSEG_API SamAnalysis {
+ public:
+  SamAnalysis(SamAnalysis&&) noexcept;
+  SamAnalysis& operator=(SamAnalysis&&) noexcept;
+  SamAnalysis(const SamAnalysis&) = delete;
+  SamAnalysis& operator=(const SamAnalysis&) = delete;
+  ~SamAnalysis();
+
+  std::size_t bytes() const noexcept;  // memory it holds (the masks are most of it)
+  int width() const noexcept;          // original image size
+  int height() const noexcept;
+  int num_masks() const noexcept;
+  const SamTimings& sam_timings() const noexcept;  // the generator, when it was made
+  double regions_ms() const noexcept;              // crops and CLIP, when it was made
+
+ private:
+  friend class SamSegmenter;
+  struct Impl;
+  explicit SamAnalysis(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 // An ov-seg bundle's CLIP (and tokenizer) with a SAM bundle.
 class OVSEG_API SamSegmenter {
  public:
@@ -165,8 +192,19 @@ class OVSEG_API SamSegmenter {
   SamSegmenter& operator=(SamSegmenter&&) noexcept;
   ~SamSegmenter();
 
+  // Exactly classify(analyze(image, options), classes, options), with the analysis's times.
   SamSegmentation segment(const ImageView& image, const std::vector<std::string>& classes,
                           const SamSegmentOptions& options = {}) const;
+  // The class-agnostic part: the demo resize, the generator, the crops and their CLIP embeddings.
+  // Of the options, generator, classifier and long_side decide what it holds.
+  SamAnalysis analyze(const ImageView& image, const SamSegmentOptions& options = {}) const;
+  // The rest (text features, selection by granularity, the map) in milliseconds. Equals
+  // segment()'s result for the same image, classes and options, byte for byte, except that the
+  // timings show only what ran: Result::timings.proposals_ms is 0 and classify_ms the class part;
+  // sam_timings are the analysis's. Throws Error(kInvalidArgument) naming the option when the
+  // analysis was made with another classifier, long_side or generator option.
+  SamSegmentation classify(const SamAnalysis& analysis, const std::vector<std::string>& classes,
+                           const SamSegmentOptions& options = {}) const;
   const SamModel& sam() const noexcept;
   const ModelInfo& info() const noexcept;  // the ov-seg bundle
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <mutex>
 #include <new>
 #include <utility>
@@ -67,6 +68,36 @@ SamClassifier parse_sam_classifier(const std::string& s) {
   throw Error(ErrorCode::kInvalidArgument, "sam classifier '" + s + "': expected demo or ovseg");
 }
 
+struct SamAnalysis::Impl {
+  int W0 = 0, H0 = 0;  // original size
+  int h = 0, w = 0;    // SAM input size (the demo resize)
+  std::vector<SamMask> masks;      // the generator's output, at h × w
+  std::vector<SamRegion> regions;  // index, box, area and the generator's scores (no classes yet)
+  at::Tensor img_feat;             // [N,E] CLIP embeddings of the masked crops, normalised, CPU float
+  SamTimings sam_timings;
+  double regions_ms = 0;           // crops + CLIP
+  // What it was made with (classify refuses other values).
+  SamClassifier classifier = SamClassifier::kDemo;
+  int long_side = 0;
+  SamGeneratorOptions generator;
+
+  std::size_t bytes() const noexcept {
+    std::size_t b = sizeof(*this) + regions.size() * sizeof(SamRegion);
+    for (const auto& m : masks) b += sizeof(SamMask) + m.segmentation.size();
+    if (img_feat.defined()) b += static_cast<std::size_t>(img_feat.numel()) * sizeof(float);
+    return b;
+  }
+};
+
+// The checks of a class list and the class-side options, before anything runs.
+static void check_class_options(const std::vector<std::string>& classes, const SamSegmentOptions& o) {
+  if (classes.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: the class list is empty");
+  if (classes.size() >= 255)
+    throw Error(ErrorCode::kInvalidArgument, "segment --proposals sam: at most 254 classes");
+  if (!(o.granularity >= 0.0 && o.granularity <= 1.0))
+    throw Error(ErrorCode::kInvalidArgument, "granularity must be in [0, 1]");
+}
+
 struct SamSegmenter::Impl {
   c10::Device device{c10::kCPU};
   std::unique_ptr<detail::Manifest> manifest;       // the bundle's
@@ -86,8 +117,10 @@ struct SamSegmenter::Impl {
   std::unique_ptr<SamModel> sam;
   ModelInfo info;
 
-  SamSegmentation segment(const ImageView& view, const std::vector<std::string>& classes,
-                          const SamSegmentOptions& o) const;
+  std::unique_ptr<SamAnalysis::Impl> analyze(const ImageView& view, const SamSegmentOptions& o) const;
+  SamSegmentation classify(const SamAnalysis::Impl& a, const std::vector<std::string>& classes,
+                           const SamSegmentOptions& o) const;
+  static void check_fits(const SamAnalysis::Impl& a, const SamSegmentOptions& o);
   // The modules and text features of classifier c.
   std::pair<const detail::Modules*, const detail::TextFeatures*> clip(SamClassifier c) const {
     if (c == SamClassifier::kDemo) return {demo_modules.get(), demo_text.get()};
@@ -140,60 +173,68 @@ SamSegmenter SamSegmenter::load(const std::string& ovseg_bundle, const std::stri
   });
 }
 
+SamAnalysis::SamAnalysis(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SamAnalysis::SamAnalysis(SamAnalysis&&) noexcept = default;
+SamAnalysis& SamAnalysis::operator=(SamAnalysis&&) noexcept = default;
+SamAnalysis::~SamAnalysis() = default;
+std::size_t SamAnalysis::bytes() const noexcept { return impl_->bytes(); }
+int SamAnalysis::width() const noexcept { return impl_->W0; }
+int SamAnalysis::height() const noexcept { return impl_->H0; }
+int SamAnalysis::num_masks() const noexcept { return static_cast<int>(impl_->masks.size()); }
+const SamTimings& SamAnalysis::sam_timings() const noexcept { return impl_->sam_timings; }
+double SamAnalysis::regions_ms() const noexcept { return impl_->regions_ms; }
+
 SamSegmentation SamSegmenter::segment(const ImageView& image, const std::vector<std::string>& classes,
                                       const SamSegmentOptions& options) const {
-  return translate_errors("segment (sam)", [&] { return impl_->segment(image, classes, options); });
+  return translate_errors("segment (sam)", [&] {
+    check_class_options(classes, options);  // before the (slow) generator
+    const SamAnalysis a = analyze(image, options);
+    SamSegmentation out = impl_->classify(*a.impl_, classes, options);
+    // The whole call's times, as one pass: proposals = the generator, post = crops + CLIP + the rest.
+    out.classify_ms += a.impl_->regions_ms;
+    out.result.timings.proposals_ms = a.impl_->sam_timings.total_ms;
+    out.result.timings.post_ms = out.classify_ms;
+    out.result.timings.total_ms = out.result.timings.proposals_ms + out.classify_ms;
+    return out;
+  });
 }
 
-SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::vector<std::string>& classes,
-                                            const SamSegmentOptions& o) const {
-  if (classes.empty()) throw Error(ErrorCode::kInvalidArgument, "segment: the class list is empty");
-  if (classes.size() >= 255)
-    throw Error(ErrorCode::kInvalidArgument, "segment --proposals sam: at most 254 classes");
-  if (!(o.granularity >= 0.0 && o.granularity <= 1.0))
-    throw Error(ErrorCode::kInvalidArgument, "granularity must be in [0, 1]");
+SamAnalysis SamSegmenter::analyze(const ImageView& image, const SamSegmentOptions& options) const {
+  return translate_errors("analyze (sam)", [&] { return SamAnalysis(impl_->analyze(image, options)); });
+}
+
+SamSegmentation SamSegmenter::classify(const SamAnalysis& analysis, const std::vector<std::string>& classes,
+                                       const SamSegmentOptions& options) const {
+  return translate_errors("classify (sam)", [&] {
+    check_class_options(classes, options);
+    return impl_->classify(*analysis.impl_, classes, options);
+  });
+}
+
+std::unique_ptr<SamAnalysis::Impl> SamSegmenter::Impl::analyze(const ImageView& view, const SamSegmentOptions& o) const {
   validate(o.generator);
   if (view.data == nullptr || view.width <= 0 || view.height <= 0)
     throw Error(ErrorCode::kBadImage, "image: empty image (no pixel data or a zero size)");
   c10::InferenceMode guard;
+  auto a = std::make_unique<SamAnalysis::Impl>();
+  a->classifier = o.classifier;
+  a->long_side = o.long_side;
+  a->generator = o.generator;
   const Image original = to_rgb(view);
-  const int H0 = original.height, W0 = original.width;
-  SamSegmentation out;
-  Result& res = out.result;
-  res.width = W0;
-  res.height = H0;
-  res.classes = classes;
-  // The online demo's path: demo mode; no mask threshold or ensemble applies (SAM's masks are binary).
-  res.settings = SegmentSettings{Mode::kDemo, 0.0f, 0.0f, true};
-  // [QUIRK] the demo appends "others" to a single class (the one "others" rule of the library,
-  // detail::model_classes); its pixels are unlabelled here.
-  const std::vector<std::string> used = detail::model_classes(Mode::kDemo, classes);
-  const bool others = classes.size() == 1;
-  const auto k = static_cast<int64_t>(used.size());
-  res.score_classes = used;
-  res.class_pixels.assign(classes.size(), 0);
-
+  a->H0 = original.height;
+  a->W0 = original.width;
   const Image img = demo_resize(original, o.long_side);
-  out.sam_width = img.width;
-  out.sam_height = img.height;
-  res.resized_width = img.width;
-  res.resized_height = img.height;
-  const SamResult sr = sam->generate(img.view(), o.generator);
-  out.sam_timings = sr.timings;
+  a->h = img.height;
+  a->w = img.width;
+  SamResult sr = sam->generate(img.view(), o.generator);
+  a->sam_timings = sr.timings;
   const auto t0 = Clock::now();
   const auto n = static_cast<int64_t>(sr.masks.size());
   const int64_t h = img.height, w = img.width;
-  auto all_unlabelled = [&] {
-    res.labels.assign(static_cast<size_t>(H0) * W0, kUnlabeled);
-    res.unlabeled_pixels = static_cast<int64_t>(H0) * W0;
-    if (o.keep_scores) res.scores.assign(static_cast<size_t>(k) * H0 * W0, 0.0f);
-  };
+  a->masks = std::move(sr.masks);
   if (n == 0) {
-    // The demo would crash here (np.row_stack of nothing); ovseg returns an all-unlabelled map.
-    out.message = "no SAM mask survived the generator's filters: every pixel is unlabelled";
-    all_unlabelled();
-    out.classify_ms = ms_since(t0);
-    return out;
+    a->regions_ms = ms_since(t0);
+    return a;
   }
 
   // ---- region crops ----
@@ -209,10 +250,10 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
   const at::Tensor std255 = at::tensor(std::vector<float>(m.clip_std255.begin(), m.clip_std255.end()), fopt).view({3, 1, 1});
   at::Tensor images = at::empty({n, 3, res_px, res_px}, fopt);
   at::Tensor prompts = at::ones({n, 1, res_px, res_px}, fopt);
-  out.regions.resize(static_cast<size_t>(n));
+  a->regions.resize(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) {
-    const SamMask& sm = sr.masks[static_cast<size_t>(r)];
-    SamRegion& reg = out.regions[static_cast<size_t>(r)];
+    const SamMask& sm = a->masks[static_cast<size_t>(r)];
+    SamRegion& reg = a->regions[static_cast<size_t>(r)];
     reg.index = static_cast<int>(r);
     reg.area = sm.area;
     reg.predicted_iou = sm.predicted_iou;
@@ -255,8 +296,86 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
     feats.push_back(modules->clip_visual(images.slice(0, b0, b1).to(device), prompts.slice(0, b0, b1).to(device))
                         .to(at::kCPU));
   }
-  const at::Tensor img_feat = at::cat(feats, 0);  // [N,E] normalised
-  const detail::TextFeatures& tf = *tf_ptr;
+  a->img_feat = at::cat(feats, 0).contiguous();  // [N,E] normalised
+  a->regions_ms = ms_since(t0);
+  return a;
+}
+
+void SamSegmenter::Impl::check_fits(const SamAnalysis::Impl& a, const SamSegmentOptions& o) {
+  auto refuse = [](const std::string& option, const std::string& made, const std::string& asked) {
+    throw Error(ErrorCode::kInvalidArgument, "classify: the SAM analysis was made with " + option + " " + made +
+                                                 ", not " + asked + " (analyze the image again)");
+  };
+  if (a.classifier != o.classifier) refuse("classifier", to_string(a.classifier), to_string(o.classifier));
+  if (a.long_side != o.long_side) refuse("long_side", std::to_string(a.long_side), std::to_string(o.long_side));
+  const SamGeneratorOptions& g = a.generator;
+  const SamGeneratorOptions& q = o.generator;
+  auto same = [&](const char* name, double x, double y) {
+    auto text = [](double v) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.9g", v);
+      return std::string(b);
+    };
+    if (x != y) refuse(std::string("generator option ") + name, text(x), text(y));
+  };
+  same("points_per_side", g.points_per_side, q.points_per_side);
+  same("pred_iou_thresh", g.pred_iou_thresh, q.pred_iou_thresh);
+  same("stability_score_thresh", g.stability_score_thresh, q.stability_score_thresh);
+  same("stability_score_offset", g.stability_score_offset, q.stability_score_offset);
+  same("box_nms_thresh", g.box_nms_thresh, q.box_nms_thresh);
+  same("crop_n_layers", g.crop_n_layers, q.crop_n_layers);
+  same("crop_nms_thresh", g.crop_nms_thresh, q.crop_nms_thresh);
+  same("crop_overlap_ratio", g.crop_overlap_ratio, q.crop_overlap_ratio);
+  same("crop_n_points_downscale_factor", g.crop_n_points_downscale_factor, q.crop_n_points_downscale_factor);
+  same("min_mask_region_area", g.min_mask_region_area, q.min_mask_region_area);
+  // points_per_batch changes memory only, never the masks.
+}
+
+SamSegmentation SamSegmenter::Impl::classify(const SamAnalysis::Impl& a, const std::vector<std::string>& classes,
+                                             const SamSegmentOptions& o) const {
+  check_fits(a, o);
+  c10::InferenceMode guard;
+  const auto t0 = Clock::now();
+  const int H0 = a.H0, W0 = a.W0;
+  SamSegmentation out;
+  Result& res = out.result;
+  res.width = W0;
+  res.height = H0;
+  res.classes = classes;
+  // The online demo's path: demo mode; no mask threshold or ensemble applies (SAM's masks are binary).
+  res.settings = SegmentSettings{Mode::kDemo, 0.0f, 0.0f, true};
+  // [QUIRK] the demo appends "others" to a single class (the one "others" rule of the library,
+  // detail::model_classes); its pixels are unlabelled here.
+  const std::vector<std::string> used = detail::model_classes(Mode::kDemo, classes);
+  const bool others = classes.size() == 1;
+  const auto k = static_cast<int64_t>(used.size());
+  res.score_classes = used;
+  res.class_pixels.assign(classes.size(), 0);
+  out.sam_width = a.w;
+  out.sam_height = a.h;
+  res.resized_width = a.w;
+  res.resized_height = a.h;
+  out.sam_timings = a.sam_timings;
+  const auto n = static_cast<int64_t>(a.masks.size());
+  const int64_t h = a.h, w = a.w;
+  const auto fopt = at::TensorOptions().dtype(at::kFloat);
+  auto finish = [&] {
+    out.classify_ms = ms_since(t0);
+    res.timings.post_ms = out.classify_ms;
+    res.timings.total_ms = out.classify_ms;
+  };
+  if (n == 0) {
+    // The demo would crash here (np.row_stack of nothing); ovseg returns an all-unlabelled map.
+    out.message = "no SAM mask survived the generator's filters: every pixel is unlabelled";
+    res.labels.assign(static_cast<size_t>(H0) * W0, kUnlabeled);
+    res.unlabeled_pixels = static_cast<int64_t>(H0) * W0;
+    if (o.keep_scores) res.scores.assign(static_cast<size_t>(k) * H0 * W0, 0.0f);
+    finish();
+    return out;
+  }
+  out.regions = a.regions;
+  const at::Tensor& img_feat = a.img_feat;
+  const detail::TextFeatures& tf = *clip(a.classifier).second;
   const at::Tensor txt = tf.class_features(used).to(at::kCPU, at::kFloat);  // [K,E] normalised
   const at::Tensor class_preds = (100.0 * at::matmul(img_feat, txt.t())).softmax(-1).contiguous();  // [N,K]
 
@@ -299,7 +418,7 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
     const int64_t y1 = std::min(h, y0 + rows_per_chunk);
     at::Tensor masks = at::empty({n, (y1 - y0) * w}, fopt);
     for (int64_t r = 0; r < n; ++r) {
-      const uint8_t* src = sr.masks[static_cast<size_t>(r)].segmentation.data() + y0 * w;
+      const uint8_t* src = a.masks[static_cast<size_t>(r)].segmentation.data() + y0 * w;
       float* dst = masks[r].data_ptr<float>();
       for (int64_t i = 0; i < (y1 - y0) * w; ++i) dst[i] = src[i] ? 1.0f : 0.0f;
     }
@@ -372,10 +491,7 @@ SamSegmentation SamSegmenter::Impl::segment(const ImageView& view, const std::ve
       res.segments.push_back(seg);
     }
   }
-  out.classify_ms = ms_since(t0);
-  res.timings.proposals_ms = sr.timings.total_ms;
-  res.timings.post_ms = out.classify_ms;
-  res.timings.total_ms = sr.timings.total_ms + out.classify_ms;
+  finish();
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "model_flags.hpp"
 #include "ovseg/sam.hpp"
+#include "sam_flags.hpp"
 #include "serve_api.hpp"
 #include "stop_signal.hpp"
 
@@ -38,6 +39,7 @@ int run_serve(serve::ServeConfig& c, const CLI::App& root) {
     throw Error(ErrorCode::kInvalidArgument, "serve: --max-body-mb must be in 1..4096");
   if (c.cache_mb > (std::uint64_t{1} << 24)) throw Error(ErrorCode::kInvalidArgument, "serve: --cache-mb is too large");
   const ModelOptions mo = model_options(c.model_flags);
+  validate(c.sam_generator);
   c.max_pixels = c.model_flags.max_pixels;
 
   const StopSignals stop_signals;
@@ -141,6 +143,7 @@ Command add_serve_command(CLI::App& parent) {
       ->check(CLI::Range(1.0, 3600.0))
       ->capture_default_str();
   add_model_flags(*app, c.model_flags);
+  add_sam_generator_flags(*app, c.sam_generator);
   // A service decodes what anyone sends it: a smaller default than the CLI's.
   app->get_option("--max-pixels")->default_val(c.max_pixels);
   app->footer(

@@ -488,6 +488,7 @@ void Service::segment(const httplib::Request& req, httplib::Response& res) {
     }
     const std::string proposals = f.choice("proposals", {"maskformer", "sam"}, "maskformer");
     job->sam = proposals == "sam";
+    job->sam_options.generator = config_.sam_generator;
     if (job->sam && !sam_)
       throw HttpError{400, "invalid_field", "proposals=sam: this server was started without --sam-model"};
     if (f.has("granularity")) {

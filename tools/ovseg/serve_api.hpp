@@ -13,6 +13,7 @@
 #include <httplib.h>
 
 #include "model_flags.hpp"
+#include "ovseg/sam.hpp"
 #include "serve_http.hpp"
 #include "serve_worker.hpp"
 
@@ -31,6 +32,8 @@ struct ServeConfig {
   int http_threads = 16;
   double request_timeout_s = 30;   // to read one request (headers and body)
   ModelFlags model_flags;
+  // proposals=sam: the generator's settings, the same for every request (--points-per-side, ...).
+  SamGeneratorOptions sam_generator = SamSegmentOptions::demo_generator_options();
 };
 
 class Service {

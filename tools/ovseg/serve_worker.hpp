@@ -35,6 +35,8 @@ class AnalysisCache {
 
   std::shared_ptr<const Analysis> analysis(const std::string& key);
   void put_analysis(const std::string& key, std::shared_ptr<const Analysis> a);
+  std::shared_ptr<const SamAnalysis> sam_analysis(const std::string& key);
+  void put_sam_analysis(const std::string& key, std::shared_ptr<const SamAnalysis> a);
   std::shared_ptr<const Image> image(const std::string& sha256);
   void put_image(const std::string& sha256, std::shared_ptr<const Image> image);
 
@@ -46,6 +48,7 @@ class AnalysisCache {
  private:
   struct Entry {
     std::shared_ptr<const Analysis> analysis;
+    std::shared_ptr<const SamAnalysis> sam_analysis;
     std::shared_ptr<const Image> image;
     std::uint64_t bytes = 0;
   };

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""`ovseg serve --sam-model` on every SAM fixture with a classification (its SAM bundle and ov-seg
+bundle): proposals=sam answers the label map `ovseg segment --proposals sam` writes, byte for byte;
+a second granularity and a second class list for the same image come from the cached SAM analysis
+(the generator does not run again) and still equal the CLI's. /v1/model lists both proposal kinds.
+Exit 77 without such a fixture. Cost: a few SAM runs of the fixture image."""
+import base64
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cli"))
+import sam_fixtures as sf  # noqa: E402
+from serve_util import Server, json_of, request, segment  # noqa: E402
+
+BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
+SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
+OV_BUNDLES = os.environ.get("OVSEG_TEST_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles"))
+FIXTURES = [(d, m) for d, m in sf.sam_fixtures() if isinstance(m.get("classify"), dict)]
+
+
+def setUpModule():
+    if not FIXTURES:
+        raise unittest.SkipTest(f"no SAM fixture with a classification under {sf.SHARED}")
+
+
+def ov_bundle(meta):
+    return os.path.join(OV_BUNDLES, os.path.basename(os.path.dirname(meta["classify"]["checkpoint"])))
+
+
+class ServeSam(unittest.TestCase):
+    def cli_png(self, d, meta, classes, granularity, tmp):
+        out = os.path.join(tmp, "g%s_%d" % (granularity, len(classes)))
+        p = subprocess.run([BIN, "-q", "segment", "--proposals", "sam", "--sam-model",
+                            os.path.join(SAM_BUNDLES, os.path.basename(d)), "-m", ov_bundle(meta), "-c", classes,
+                            "--granularity", str(granularity), "--no-text-cache", "-o", out,
+                            *sf.generator_flags(meta), os.path.join(d, "image.png")], capture_output=True, text=True, timeout=900)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out, "image.png"), "rb") as f:
+            return f.read()
+
+    def test_sam_proposals_and_the_cache(self):
+        for d, meta in FIXTURES:
+            run = next(iter(meta["classify"]["runs"].values()))
+            classes = ",".join(run["classes"])
+            other = ",".join(list(reversed(run["classes"]))[:2] or ["sky"])
+            with self.subTest(fixture=os.path.basename(d)), tempfile.TemporaryDirectory() as tmp:
+                with Server("--sam-model", os.path.join(SAM_BUNDLES, os.path.basename(d)), "--no-text-cache",
+                            *sf.generator_flags(meta), model=ov_bundle(meta)) as s:
+                    status, _, body = request(s.url + "/v1/model")
+                    self.assertEqual(json_of(body)["proposals"], ["maskformer", "sam"])
+                    image = os.path.join(d, "image.png")
+                    status, _, body = segment(s, image, classes=classes, proposals="sam", granularity="1")
+                    self.assertEqual(status, 200, body)
+                    first = json_of(body)
+                    self.assertFalse(first["cached"])
+                    self.assertEqual(first["proposals"], "sam")
+                    self.assertGreater(first["timings_ms"]["proposals"], 0)
+                    self.assertEqual(base64.b64decode(first["label_png"]), self.cli_png(d, meta, classes, 1, tmp))
+                    for g, names in ((0.5, classes), (0.8, other)):
+                        status, _, body = segment(s, image, classes=names, proposals="sam", granularity=str(g))
+                        self.assertEqual(status, 200, body)
+                        doc = json_of(body)
+                        self.assertTrue(doc["cached"], g)
+                        self.assertEqual(doc["timings_ms"]["proposals"], 0)
+                        self.assertEqual(base64.b64decode(doc["label_png"]), self.cli_png(d, meta, names, g, tmp))
+                    # MaskFormer proposals on the same server, same image: their own analysis.
+                    status, _, body = segment(s, image, classes=classes)
+                    self.assertEqual(status, 200, body)
+                    self.assertFalse(json_of(body)["cached"])
+
+
+if __name__ == "__main__":
+    if not FIXTURES:
+        print("SKIP: no SAM fixture with a classification under", sf.SHARED)
+        sys.exit(77)
+    for p in (SAM_BUNDLES, OV_BUNDLES):
+        if not os.path.isdir(p):
+            print("SKIP: no test bundles in", p)
+            sys.exit(77)
+    unittest.main()
