@@ -49,6 +49,9 @@ bool parse_temporary_name(const std::string& name, long* pid);
 // Hex sha256 of a file (streamed) or of a buffer.
 std::string sha256_file(const std::string& path);
 std::string sha256_hex(const void* bytes, std::size_t size);
+// The portable implementation alone, and whether sha256_* use the CPU's SHA extensions (tests).
+std::string sha256_hex_portable(const void* bytes, std::size_t size);
+bool sha256_uses_sha_ni();
 
 // A .npy (format 1.0, little-endian float32, C order) file as bytes.
 std::vector<std::uint8_t> npy_float32(const float* data, const std::vector<std::int64_t>& shape);

@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -18,6 +19,29 @@ TEST(Sha256, KnownVectors) {
   const std::string million(1000000, 'a');
   EXPECT_EQ(sha256_hex(million.data(), million.size()),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, PortableKnownVectors) {
+  EXPECT_EQ(sha256_hex_portable("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string million(1000000, 'a');
+  EXPECT_EQ(sha256_hex_portable(million.data(), million.size()),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+// sha256_hex (the SHA extensions where the CPU has them, and whole blocks hashed straight from
+// the input) equals the portable block-by-block code for every length around the block and
+// padding boundaries, and for unaligned inputs.
+TEST(Sha256, FastPathEqualsThePortableCode) {
+  std::printf("SHA extensions: %s\n", sha256_uses_sha_ni() ? "used" : "not on this CPU");
+  std::string data(5100, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : data) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  for (std::size_t n : {0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 4999})
+    for (std::size_t offset : {0, 1, 3})
+      EXPECT_EQ(sha256_hex(data.data() + offset, n), sha256_hex_portable(data.data() + offset, n)) << n << "+" << offset;
 }
 
 TEST(FsUtil, AtomicWriteCreatesDirectoriesAndLeavesNoTemporary) {
