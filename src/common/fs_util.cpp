@@ -1,8 +1,11 @@
 #include "common/fs_util.hpp"
 
-#include <cpuid.h>
 #include <fcntl.h>
+#if defined(__x86_64__) || defined(__i386__)
+#define OVSEG_SHA_NI 1
+#include <cpuid.h>
 #include <immintrin.h>
+#endif
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -204,6 +207,7 @@ constexpr std::uint32_t kSha256K[64] = {
 
 // The x86 SHA extensions (SHA-NI: Goldmont, Ice Lake and later, every Zen): ~5x the portable
 // code, which matters for bundles of 0.8-2 GB whose every file is verified at load.
+#ifdef OVSEG_SHA_NI
 bool cpu_has_sha_ni() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -247,6 +251,10 @@ __attribute__((target("sha,sse4.1,ssse3"))) void sha256_blocks_sha_ni(std::uint3
   _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm_blend_epi16(feba, dchg, 0xF0));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), _mm_alignr_epi8(dchg, feba, 8));
 }
+#else
+bool cpu_has_sha_ni() { return false; }
+void sha256_blocks_sha_ni(std::uint32_t*, const std::uint8_t*, std::size_t) {}
+#endif
 
 class Sha256 {
  public:
