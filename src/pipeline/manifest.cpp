@@ -271,7 +271,9 @@ Manifest read_manifest(const std::string& bundle_dir, bool verify_checksums, con
   for (const auto& k : deferred_keys) {
     if (k == "proposals") deferred.push_back(m.proposals_path);
     if (k == "clip_visual") deferred.push_back(m.clip_visual_path);
+    if (k == "clip_text") deferred.push_back(m.clip_text_path);
   }
+  if (verify_checksums) m.unverified = deferred;
   for (auto it = files.begin(); it != files.end(); ++it) {
     const std::string path = (fs::path(bundle_dir) / it.key()).string();
     if (!it.value().is_object() || !it.value().contains("sha256") || !it.value()["sha256"].is_string())

@@ -68,6 +68,9 @@ struct Manifest {
   std::string clip_visual_path;
   std::string clip_text_path;
   std::map<std::string, std::string> file_sha256;  // absolute path → "files" sha256, every listed file
+  // The files read_manifest left for verify_file() (the `deferred` modules): checked right before
+  // each is loaded, so that hashing one overlaps loading the one before.
+  std::vector<std::string> unverified;
   std::string clip_text_sha256;  // from "files": identifies the text tower for the disk cache
   std::string tokenizer_sha256;
   std::string source_sha256;

@@ -271,8 +271,9 @@ Model Model::load(const std::string& bundle_dir, const ModelOptions& options) {
     detail::init_threads(options.threads);
     c10::InferenceMode guard;
     const auto t0 = Clock::now();
-    const std::vector<std::string> deferred =
-        options.lazy_modules ? std::vector<std::string>{"proposals", "clip_visual"} : std::vector<std::string>{};
+    // The modules' checksums: verified right before each is loaded (Modules::load, overlapped with
+    // loading the previous one), or on first use for lazily loaded ones.
+    const std::vector<std::string> deferred = {"proposals", "clip_visual", "clip_text"};
     impl->manifest = detail::read_manifest(bundle_dir, /*verify_checksums=*/true, deferred);
     const Precision precision = resolve_precision(options.precision, options.device);
     impl->model_options.precision = precision;

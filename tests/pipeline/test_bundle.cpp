@@ -162,6 +162,19 @@ TEST_F(BundleTest, ChecksumMismatch) {
   expect_bad_model(dir, "bpe_simple_vocab_16e6.txt.gz", "sha256");
 }
 
+// The modules' checksums are verified just before each module is read (overlapped with loading
+// the one before): a changed byte in any of them, the last one included, still refuses the bundle.
+TEST_F(BundleTest, ChecksumMismatchInEachModule) {
+  for (const char* module : {"proposals.pt", "clip_visual.pt", "clip_text.pt"}) {
+    SCOPED_TRACE(module);
+    const std::string dir = copy_bundle(std::string("checksum-") + module);
+    std::string bytes = read_all(dir + "/" + module);
+    bytes[bytes.size() / 3] = static_cast<char>(bytes[bytes.size() / 3] ^ 0x21);  // same size, other content
+    replace_file(dir + "/" + module, bytes);
+    expect_bad_model(dir, module, "sha256 mismatch");
+  }
+}
+
 TEST_F(BundleTest, TruncatedFile) {
   const std::string dir = copy_bundle("truncated");
   const std::string bytes = read_all(dir + "/proposals.pt");
