@@ -6,16 +6,18 @@ a second granularity and a second class list for the same image come from the ca
 Exit 77 without such a fixture. Cost: a few SAM runs of the fixture image."""
 import base64
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cli"))
 import sam_fixtures as sf  # noqa: E402
-from serve_util import Server, json_of, request, segment  # noqa: E402
+from serve_util import Server, json_of, multipart, request, segment  # noqa: E402
 
 BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
 SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
@@ -68,10 +70,51 @@ class ServeSam(unittest.TestCase):
                         self.assertTrue(doc["cached"], g)
                         self.assertEqual(doc["timings_ms"]["proposals"], 0)
                         self.assertEqual(base64.b64decode(doc["label_png"]), self.cli_png(d, meta, names, g, tmp))
+                    # A running request whose client goes away stops at its next stage: here the
+                    # classification after the SAM analysis (which is kept: a later request uses it).
+                    self.cancel_while_running(s, d, classes)
                     # MaskFormer proposals on the same server, same image: their own analysis.
                     status, _, body = segment(s, image, classes=classes)
                     self.assertEqual(status, 200, body)
                     self.assertFalse(json_of(body)["cached"])
+
+
+    def cancel_while_running(self, s, d, classes):
+        from PIL import Image
+        big = os.path.join(tempfile.mkdtemp(prefix="ovseg_sam_cancel_"), "big.png")
+        Image.open(os.path.join(d, "image.png")).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(big)
+        with open(big, "rb") as f:
+            body, ctype = multipart({"image": ("big.png", f.read()), "classes": classes, "proposals": "sam",
+                                     "request_id": "cancelme"})
+        posts_before = metric(s, 'ovseg_stage_seconds_count{stage="post"}')
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        sock.sendall(("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                      % (ctype, len(body))).encode() + body)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status, _, job = request(s.url + "/v1/jobs/cancelme")
+            if status == 200 and json_of(job)["stage"] == "sam":
+                break
+            time.sleep(0.005)
+        else:
+            self.fail("the request never reached the SAM stage")
+        sock.close()
+        deadline = time.time() + 120
+        while metric(s, "ovseg_requests_cancelled_total") < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(metric(s, "ovseg_requests_cancelled_total"), 1)
+        self.assertEqual(metric(s, 'ovseg_stage_seconds_count{stage="post"}'), posts_before)  # never classified
+        status, _, body = segment(s, big, classes=classes, proposals="sam")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(json_of(body)["cached"])
+
+
+def metric(server, name):
+    _, _, body = request(server.url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 if __name__ == "__main__":
