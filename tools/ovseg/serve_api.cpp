@@ -141,6 +141,11 @@ class Fields {
   const httplib::Request& req_;
 };
 
+constexpr std::size_t kMaxClasses = 4096;
+// The page's per-pixel scores need the whole score map (classes × pixels floats) for a moment:
+// above this it is left out (the answer says so) rather than allocated.
+constexpr double kMaxScoreMapBytes = 1024.0 * 1024.0 * 1024.0;
+
 // A request id chosen by the client (the page) to follow its progress: [A-Za-z0-9_-]{1,64}.
 bool valid_request_id(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
@@ -466,6 +471,11 @@ void Service::segment(const httplib::Request& req, httplib::Response& res) {
           throw HttpError{400, "invalid_classes", "field 'dataset': no class list '" + printable(name) + "'"};
         job->classes = preset_classes(name);
       }
+      // Every name costs the worker text features: a bound, so that one request cannot hold it for
+      // long (ADE-847, the largest benchmark list, fits).
+      if (job->classes.size() > kMaxClasses)
+        throw HttpError{400, "invalid_classes", "at most " + std::to_string(kMaxClasses) + " class names per request, not " +
+                                                    std::to_string(job->classes.size())};
     } catch (const Error& e) {
       // The CLI's wording, said for this field.
       std::string m = e.what();
@@ -500,7 +510,7 @@ void Service::segment(const httplib::Request& req, httplib::Response& res) {
                       "proposals=sam takes granularity; mask_threshold, ensemble_weight and maskformer_only are "
                       "MaskFormer's"};
     const std::string format = f.choice("format", {"json", "png", "overlay"}, "json");
-    const bool confidence = f.boolean("confidence");
+    bool confidence = f.boolean("confidence");
     if (confidence && format != "json") throw HttpError{400, "invalid_field", "confidence needs format=json"};
     job->options.keep_scores = confidence;
     job->sam_options.keep_scores = confidence;
@@ -542,6 +552,14 @@ void Service::segment(const httplib::Request& req, httplib::Response& res) {
         throw HttpError{404, "image_not_cached", "no image with this sha256 is held by the server (evicted or never "
                                                  "sent): send the file as 'image'"};
       filename = "sha256:" + job->sha256;
+    }
+
+    bool confidence_omitted = false;
+    if (confidence && static_cast<double>(job->classes.size() + 1) * job->image->width * job->image->height * 4.0 >
+                          kMaxScoreMapBytes) {
+      confidence = false;
+      confidence_omitted = true;
+      job->options.keep_scores = job->sam_options.keep_scores = false;
     }
 
     // Queue it; wait, watching the client: one that goes away cancels its job.
@@ -604,7 +622,8 @@ void Service::segment(const httplib::Request& req, httplib::Response& res) {
                                    job->sam ? &job->regions : nullptr);
       j["label_map"].erase("path");
       j["label_png"] = base64(encode_label_map(labels, ".png"));
-      if (confidence) j["pixels_png"] = base64(pixels_png(r));
+      if (confidence || confidence_omitted) j["pixels_png"] = base64(pixels_png(r));  // scores 0 when omitted
+      if (confidence_omitted) j["confidence_omitted"] = "the score map of this many classes and pixels is too large";
       j["cached"] = job->cached;
       j["image_sha256"] = job->sha256;
       j["proposals"] = proposals;
