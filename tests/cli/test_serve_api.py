@@ -241,6 +241,9 @@ class ServeApi(unittest.TestCase):
         for fields in cases:
             with self.subTest(fields=fields):
                 self.assert_error(segment(s, EXAMPLE, **fields), 400)
+        # A bound on the names of one request (each costs the worker text features).
+        many = ",".join("c%d" % i for i in range(4097))
+        self.assertIn("at most 4096", self.assert_error(segment(s, EXAMPLE, classes=many), 400, "invalid_classes"))
         # No image, or both an image and a hash.
         self.assert_error(request(s.url + "/v1/segment", {"classes": "sky"}), 400)
         self.assert_error(segment(s, EXAMPLE, classes="sky", image_sha256="ab"), 400)
@@ -269,6 +272,17 @@ class ServeApi(unittest.TestCase):
         self.assertLess(len(big), 2 << 20)
         message = self.assert_error(segment(self.server, image_bytes=big, classes="sky"), 422, "bad_image")
         self.assertIn("too large", message)
+
+    def test_page_scores_are_left_out_when_the_score_map_would_be_huge(self):
+        # 2000 x 2000 pixels x 151 channels of float32 = 2.4 GB: not allocated for the page's hover.
+        img = png_bytes(np.full((2000, 2000, 3), 90, dtype=np.uint8))
+        status, _, body = segment(self.server, image_bytes=img, dataset="ade150", confidence="1")
+        self.assertEqual(status, 200, body[:300])
+        doc = json_of(body)
+        self.assertIn("confidence_omitted", doc)
+        self.assertIn("pixels_png", doc)
+        status, _, body = segment(self.server, EXAMPLE, classes="sky, grass", confidence="1")
+        self.assertNotIn("confidence_omitted", json_of(body))
 
     def test_body_over_the_limit_is_413(self):
         big = os.urandom(3 << 20)
