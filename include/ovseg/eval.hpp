@@ -47,7 +47,7 @@ OVSEG_API std::vector<std::string> preset_classes(const std::string& name, const
 namespace eval {
 
 // ------------------------------------------------------------------------------------------------
-// Datasets (SPEC §8), as ov-seg's register_*.py and detectron2's load_sem_seg define them
+// Datasets (docs/reference-behaviour.md §8), as ov-seg's register_*.py and detectron2's load_sem_seg define them
 // ------------------------------------------------------------------------------------------------
 struct OVSEG_API DatasetSpec {
   std::string name;            // "ade150" | "ade847" | "pc59" | "pc459" | "voc20" | "custom"
@@ -184,7 +184,7 @@ OVSEG_API std::vector<std::string> write_sem_seg_json(const std::string& dir, co
                                             const std::vector<std::string>& stems);
 
 // ------------------------------------------------------------------------------------------------
-// Confusion matrix and metrics (SPEC §8.3, §8.4)
+// Confusion matrix and metrics (docs/reference-behaviour.md §8.3, §8.4)
 // ------------------------------------------------------------------------------------------------
 // CM[pred, gt], (K+1) × (K+1), int64. Ground truth equal to the ignore label goes to column K;
 // a prediction of ovseg::kUnlabeled (demo mode) goes to row K, which the detectron2 formulas leave
@@ -234,7 +234,7 @@ struct OVSEG_API Metrics {
   std::int64_t unlabeled_predictions = 0;   // predicted kUnlabeled on non-ignored GT
 };
 
-// The formulas of SPEC §8.4, with numpy's summation order so the numbers match to the bit.
+// The formulas of docs/reference-behaviour.md §8.4, with numpy's summation order so the numbers match to the bit.
 OVSEG_API Metrics compute_metrics(const ConfusionMatrix& cm);
 
 // "mIoU=29.61 fwIoU=… mACC=… pACC=…"

@@ -1,6 +1,6 @@
-// Text tokenizers, usable on their own (no torch). ClipTokenizer is CLIP's byte-level BPE,
-// exact to the reference `SimpleTokenizer` (SPEC §5.3); SentencePieceTokenizer serves text towers
-// that use SentencePiece models. Both are immutable after construction and thread-safe.
+// Text tokenizers, usable on their own (no torch). ClipTokenizer is CLIP's byte-level BPE, exact to
+// the reference `SimpleTokenizer` (docs/reference-behaviour.md §5.3); SentencePieceTokenizer serves
+// text towers that use SentencePiece models. Both are immutable after construction and thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -53,7 +53,7 @@ class OVSEG_API ClipTokenizer final : public Tokenizer {
   std::int32_t vocab_size() const override;
   std::string kind() const override { return "clip_bpe"; }
 
-  // The normalisation applied before pre-tokenisation, SPEC §5.3 steps 2-5 with Python
+  // The normalisation applied before pre-tokenisation, docs/reference-behaviour.md §5.3 steps 2-5 with Python
   // semantics: html.unescape twice, strip, Unicode whitespace runs → one space, strip, str.lower()
   // (full mapping, Final_Sigma). ftfy (step 1) is not applied: the reference's golden ids keep
   // e.g. U+01C5 as it is, which ftfy >= 5.2 would have split. Throws Error(kInvalidArgument) on

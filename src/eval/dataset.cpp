@@ -1,4 +1,4 @@
-// Dataset layouts as the ov-seg preparation scripts leave them (SPEC §8.1, §8.2), pairing,
+// Dataset layouts as the ov-seg preparation scripts leave them (docs/reference-behaviour.md §8.1, §8.2), pairing,
 // sharding, and reading/writing label maps in the dataset's format.
 #include <algorithm>
 #include <filesystem>
@@ -19,7 +19,7 @@ namespace {
 // The registrations: detectron2's register_all_ade20k and ov-seg's register_ade20k_full,
 // register_pascal_context (PC-59, PC-459) and register_voc_seg (PAS-20), each calling
 // load_sem_seg(gt_root, image_root, gt_ext, image_ext). Label conventions are those of ov-seg's
-// datasets/prepare_*.py (SPEC §8). Ensemble weights: ov-seg GETTING_STARTED's test commands.
+// datasets/prepare_*.py (docs/reference-behaviour.md §8). Ensemble weights: ov-seg GETTING_STARTED's test commands.
 const std::vector<DatasetSpec>& specs() {
   static const std::vector<DatasetSpec> kSpecs = {
       {"ade150", "ADE20K-150 (A-150, ade20k_sem_seg_val)", "ade150", 150, 255, 8,

@@ -1,4 +1,4 @@
-// Confusion matrix and the detectron2 0.6 SemSegEvaluator metrics (SPEC §8.3, §8.4).
+// Confusion matrix and the detectron2 0.6 SemSegEvaluator metrics (docs/reference-behaviour.md §8.3, §8.4).
 #include <cmath>
 #include <cstdio>
 #include <limits>

@@ -13,10 +13,10 @@
 
 namespace ovseg::detail {
 
-// The test-time size of ResizeShortestEdge (SPEC §3.1 step 2): returns (h, w).
+// The test-time size of ResizeShortestEdge (docs/reference-behaviour.md §3.1 step 2): returns (h, w).
 std::pair<int, int> test_resize_size(int h0, int w0, int short_edge, int max_size);
 
-// Pillow's Image.resize((w, h), BILINEAR) on an 8-bit RGB image, bit-exact (SPEC Appendix A.1).
+// Pillow's Image.resize((w, h), BILINEAR) on an 8-bit RGB image, bit-exact (docs/reference-behaviour.md §A.1).
 Image resize_pillow_bilinear(const Image& src, int out_width, int out_height);
 
 // Label maps and image writing are public (ovseg/io.hpp): ovseg::LabelMap, read_label_map,

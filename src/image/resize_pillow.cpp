@@ -1,5 +1,5 @@
 // Test-time resize: the ResizeShortestEdge size rule and a bit-exact port of Pillow's 8-bit
-// BILINEAR resampler (SPEC §3.1 step 2, Appendix A.1).
+// BILINEAR resampler (docs/reference-behaviour.md §3.1 step 2, §A.1).
 //
 // Exactness rests on three things being the same as in Pillow: the coefficients (computed in
 // double with the same expressions, then rounded to 22-bit fixed point), the integer sums (exact,

@@ -358,7 +358,7 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
   if (no.dim() != 2 || no.size(0) != 1 || no.size(1) != manifest.embed_dim)
     throw Error(ErrorCode::kBadModel, manifest.clip_text_path + ": '" + buffer + "' must have shape [1," +
                                           std::to_string(manifest.embed_dim) + "]");
-  // Taken before the cast: the maths outside the modules stays float32 (SPEC §5.5).
+  // Taken before the cast: the maths outside the modules stays float32 (docs/reference-behaviour.md §5.5).
   impl->non_object = no.to(at::kFloat).clone();
   // Mixed precision: only the CLIP visual tower (≈ 90 % of the FLOPs at full size) runs in the
   // reduced type. The proposal network's mask logits reach the hundreds, so bf16 rounding moves

@@ -1,6 +1,7 @@
-// Combining the two branches into a score map (SPEC §7): the evaluation path (geometric ensemble,
-// soft masks) and the demo path (one region per class, binary masks), then the bilinear resize to
-// the original size and the argmax. The reference's op sequence is kept so the values match.
+// Combining the two branches into a score map (docs/reference-behaviour.md §7): the evaluation
+// path (geometric ensemble, soft masks) and the demo path (one region per class, binary masks), then
+// the bilinear resize to the original size and the argmax. The reference's op sequence is kept so
+// the values match.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -75,7 +76,7 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
 
   // Step 1: MaskFormer probabilities: softmax over K+1, then drop the no-object column.
   const at::Tensor p_mf = at::softmax(in.mf_logits, -1).narrow(1, 0, k);  // [Q,K] (a view, as in Python)
-  // CLIP probabilities: drop the no-object column BEFORE the softmax (SPEC §6.6).
+  // CLIP probabilities: drop the no-object column BEFORE the softmax (docs/reference-behaviour.md §6.6).
   const at::Tensor p_clip = at::softmax(in.clip_logits.narrow(1, 0, k), -1);  // [Nv,K]
 
   at::Tensor p;  // probabilities of the contributing queries
@@ -112,13 +113,13 @@ EnsembleOutput ensemble(const EnsembleInput& in) {
     z = p;
     mask_rows = [&in, queries](int64_t i0, int64_t n) { return in.masks->rows(queries.narrow(0, i0, n)); };
     if (!all_queries && nv == 0) {
-      // The reference crashes here (SPEC §7.1); there is no sensible output: all-zero scores.
+      // The reference crashes here (docs/reference-behaviour.md §7.1); there is no sensible output: all-zero scores.
       out.degenerate = true;
       detail::log().warn(override_probs ? "no mask passes the threshold: no class scores"
                                         : "no mask passes the threshold and the ensemble weight is 0: no class scores");
     }
   } else {
-    // Demo (SPEC §7.2). With w > 0 the reference only works when every query is valid; using the
+    // Demo (docs/reference-behaviour.md §7.2). With w > 0 the reference only works when every query is valid; using the
     // ensembled rows of the valid queries is the same thing then, and well-defined otherwise.
     const at::Tensor pv = w_ens > 0 ? out.region_probs : p;  // [Nv,K]
     // Binary masks Bbin [Nv,h,w] of the valid queries, as float one chunk at a time.

@@ -12,7 +12,7 @@ namespace ovseg::detail {
 
 inline constexpr int kBundleFormatVersion = 1;
 
-// Threshold and ensemble weight of one inference path (SPEC §1.4). Doubles: the reference's
+// Threshold and ensemble weight of one inference path (docs/reference-behaviour.md §1.4). Doubles: the reference's
 // config values are Python floats, and the ensemble exponents 1 − w and w are taken in double.
 struct PathDefaults {
   double mask_threshold = 0;
@@ -49,7 +49,7 @@ struct Manifest {
   std::array<float, 3> pixel_std{};
   std::array<float, 3> clip_mean255{};  // CLIP normalisation (float32(mean) × 255)
   std::array<float, 3> clip_std255{};
-  std::array<float, 3> clip_fill{};     // float32(255 × mean): one ulp off clip_mean255 (SPEC §6.4)
+  std::array<float, 3> clip_fill{};     // float32(255·mean), 1 ulp off clip_mean255 (docs/reference-behaviour.md §6.4)
   int region_resolution = 224;
 
   double temperature = 100.0;

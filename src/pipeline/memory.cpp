@@ -1,4 +1,4 @@
-// Returning freed heap memory to the system between pipeline stages (issue 7: peak memory).
+// Returning freed heap memory to the system between pipeline stages (keeps the peak resident size low).
 #include <cstddef>  // brings in <features.h>, which defines __GLIBC__
 
 #if defined(__GLIBC__)

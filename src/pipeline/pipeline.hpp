@@ -1,11 +1,12 @@
-// The segmentation pipeline's stages (SPEC §3–§7), one function per arrow of DESIGN.md's flow.
+// The segmentation pipeline's stages (docs/reference-behaviour.md §3–§7), one function per arrow of the README's flow.
 // Internal header WITH torch (ATen): only src/pipeline/*.cpp and tests/pipeline include it —
 // never a public header or tools/.
 //
 // Conventions: tensors live on the modules' device; everything outside the TorchScript modules is
 // float32 whatever the precision (inputs are cast to the module dtype at the module boundary and
-// outputs back to float32). Shapes are written in SPEC notation: Q queries, K classes, E embedding
-// size, (h, w) resized, (Hp, Wp) padded, (H0, W0) original, Nv valid regions, R region resolution.
+// outputs back to float32). Shapes are written in the notation of docs/reference-behaviour.md:
+// Q queries, K classes, E embedding size, (h, w) resized, (Hp, Wp) padded, (H0, W0) original,
+// Nv valid regions, R region resolution.
 #pragma once
 
 #include <cstdint>
@@ -111,7 +112,7 @@ struct TextCacheOptions {
 // option (ModelOptions::text_cache_dir) → $OVSEG_CACHE_DIR → $XDG_CACHE_HOME/ovseg → ~/.cache/ovseg.
 std::string resolve_text_cache_dir(const std::string& option);
 
-// Per-class text features (SPEC §5.5) with an in-memory cache (by name) and an on-disk cache
+// Per-class text features (docs/reference-behaviour.md §5.5) with an in-memory cache (by name) and an on-disk cache
 // keyed by the text tower's sha256, the templates, the tokenizer, the precision and device kind.
 class TextFeatures {
  public:
@@ -155,7 +156,7 @@ std::string format_template(const std::string& tmpl, const std::string& name);
 // ---- proposals.cpp ------------------------------------------------------------------------------
 struct ProposalInput {
   at::Tensor image;   // [3,h,w] float32 0–255, the resized un-normalised RGB image (CLIP's source)
-  at::Tensor padded;  // [1,3,Hp,Wp] float32, normalised then zero-padded right/bottom (SPEC §3.1)
+  at::Tensor padded;  // [1,3,Hp,Wp] float32, normalised, zero-padded right/bottom (docs/reference-behaviour.md §3.1)
 };
 ProposalInput prepare_proposal_input(const Image& resized, const Manifest& manifest, c10::Device device);
 
@@ -166,7 +167,7 @@ struct Proposals {
 Proposals run_proposals(const Modules& modules, const at::Tensor& padded);
 
 // ---- regions.cpp --------------------------------------------------------------------------------
-// Bilinear 4× (align_corners false) to [Hp,Wp], crop to h×w, sigmoid (SPEC §4.6) → M [Q,h,w].
+// Bilinear 4× (align_corners false) to [Hp,Wp], crop to h×w, sigmoid (docs/reference-behaviour.md §4.6) → M [Q,h,w].
 // The whole map at once: for tests and small inputs; the pipeline reads it through SoftMasks.
 at::Tensor upsample_masks(const at::Tensor& mask_logits, int64_t hp, int64_t wp, int64_t h, int64_t w);
 
@@ -202,7 +203,7 @@ struct Regions {
   at::Tensor images;                 // [Nv,3,R,R] float32 CLIP-normalised bicubic crops
   at::Tensor masks;                  // [Nv,1,R,R] float32 0/1 nearest-resized masks
 };
-// SPEC §6.1–§6.4 from the resized image [3,h,w] (0–255) and the soft masks M. Without crops
+// docs/reference-behaviour.md §6.1–§6.4 from the resized image [3,h,w] (0–255) and the soft masks M. Without crops
 // (`with_crops` false: the oracle-labels analysis needs no CLIP) images and masks are empty.
 Regions extract_regions(const at::Tensor& image, const SoftMasks& masks, float threshold, const Manifest& manifest,
                         bool with_crops = true);
@@ -211,7 +212,7 @@ Regions extract_regions(const at::Tensor& image, const SoftMasks& masks, float t
 Regions regions_from_masks(const at::Tensor& image, const at::Tensor& binary, const Manifest& manifest);
 
 // ---- region_classifier.cpp ----------------------------------------------------------------------
-// logits [N,K+1] = (temperature · x) · Tᵀ (SPEC §4.5 with x = ê_q, §6.6 with x = v_r).
+// logits [N,K+1] = (temperature · x) · Tᵀ (docs/reference-behaviour.md §4.5 with x = ê_q, §6.6 with x = v_r).
 at::Tensor similarity_logits(const at::Tensor& features, const at::Tensor& text, double temperature);
 // MaskFormer class logits [Q,K+1] from raw class embeddings [Q,E] (normalised here, no epsilon).
 at::Tensor maskformer_logits(const at::Tensor& class_embeddings, const at::Tensor& text, double temperature);
@@ -227,10 +228,12 @@ int choose_region_batch(const Manifest& manifest, c10::Device device, c10::Scala
                         int64_t num_regions);
 
 // ---- ensemble.cpp -------------------------------------------------------------------------------
-// [QUIRK] The class list the model works with (SPEC §7.3): the caller's, except that the demo path
-// appends "others" to a single class. Result::score_classes; "others" pixels become kUnlabeled.
+// [QUIRK] The class list the model works with (docs/reference-behaviour.md §7.3): the caller's,
+// except that the demo path appends "others" to a single class. Result::score_classes; "others"
+// pixels become kUnlabeled.
 std::vector<std::string> model_classes(Mode mode, const std::vector<std::string>& classes);
-// Demo, (x, "others") — appended or the caller's own: "others" selects no region (SPEC §7.2 step 3).
+// Demo, (x, "others") — appended or the caller's own: "others" selects no region
+// (docs/reference-behaviour.md §7.2 step 3).
 bool others_selects_no_region(Mode mode, const std::vector<std::string>& model_classes);
 
 struct EnsembleInput {
@@ -244,7 +247,8 @@ struct EnsembleInput {
   // false: MaskFormer-only (eval): p = softmax(mf_logits)[:, :K] over all queries, no CLIP term.
   bool clip_branch = true;
   Mode mode = Mode::kEval;
-  // Demo: the class list the model used is (x, "others"): "others" selects no region (SPEC §7.2).
+  // Demo: the class list the model used is (x, "others"): "others" selects no region (§7.2 of
+  // docs/reference-behaviour.md).
   bool skip_last_selection = false;
   int64_t out_height = 0;  // H0, W0
   int64_t out_width = 0;
@@ -256,7 +260,7 @@ struct EnsembleInput {
 struct EnsembleOutput {
   at::Tensor scores;             // [K,H0,W0] float32 on CPU, when keep_scores (else undefined)
   std::vector<int32_t> argmax;   // H0·W0 raw argmax over the K channels (first maximum wins)
-  std::vector<uint8_t> uncovered;// demo: H0·W0, 1 where S[0] == 0 exactly (SPEC §7.2 step 6)
+  std::vector<uint8_t> uncovered;// demo: H0·W0, 1 where S[0] == 0 exactly (docs/reference-behaviour.md §7.2 step 6)
   at::Tensor region_probs;       // [Nv,K] float32 CPU: the probabilities each valid region carries
   std::vector<bool> selected;    // demo: per valid region, chosen by at least one class
   bool degenerate = false;       // eval, w = 0 and no valid region: all-zero scores

@@ -1,4 +1,4 @@
-// Mask proposals (SPEC §3.1 steps 3–6 and §4): normalise, pad, run the proposal module.
+// Mask proposals (docs/reference-behaviour.md §3.1 steps 3–6 and §4): normalise, pad, run the proposal module.
 #include <ATen/ATen.h>
 
 #include "pipeline/pipeline.hpp"

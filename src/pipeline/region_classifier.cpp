@@ -1,4 +1,4 @@
-// Class logits of both branches: MaskFormer embeddings (SPEC §4.5) and the CLIP visual encoder
+// Class logits of both branches: MaskFormer embeddings (docs/reference-behaviour.md §4.5) and the CLIP visual encoder
 // with mask prompts over the valid regions (§6.5–§6.6), batched by memory.
 #include <ATen/ATen.h>
 

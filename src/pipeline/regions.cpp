@@ -1,4 +1,4 @@
-// Mask upsampling (SPEC §4.6) and the CLIP regions (§6.1–§6.4): valid queries, tight boxes,
+// Mask upsampling (docs/reference-behaviour.md §4.6) and the CLIP regions (§6.1–§6.4): valid queries, tight boxes,
 // mean-filled crops, CLIP normalisation, bicubic/nearest resize to R×R. Every resize goes through
 // the ATen kernel the reference's F.interpolate calls, in the reference's order, so the values
 // match bit for bit.
@@ -31,7 +31,7 @@ std::pair<int64_t, int64_t> true_span(const at::TensorAccessor<bool, 1>& row) {
 }
 
 // Crops, fills and resizes the regions out.queries (boxes out.boxes, masks out.binary) to R×R
-// (SPEC §6.3, §6.4) into out.images / out.masks; with `crops` false only empty tensors.
+// (docs/reference-behaviour.md §6.3, §6.4) into out.images / out.masks; with `crops` false only empty tensors.
 void crop_regions(const at::Tensor& image, Regions& out, const Manifest& manifest, bool crops) {
   const c10::Device device = image.device();
   const int64_t res = manifest.region_resolution;
@@ -106,7 +106,7 @@ Regions extract_regions(const at::Tensor& image, const SoftMasks& soft, float th
   const int64_t h = soft.height();
   const int64_t w = soft.width();
   Regions out;
-  // B [Q,h,w], strict (SPEC §6.1), one chunk of soft masks at a time: only the bool map stays.
+  // B [Q,h,w], strict (docs/reference-behaviour.md §6.1), one chunk of soft masks at a time: only the bool map stays.
   // The boxes' row/column spans and the areas are reduced per chunk too (a bool sum converts
   // its input to int64 first: 8 bytes a pixel for the whole map otherwise).
   const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(device);

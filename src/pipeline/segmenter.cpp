@@ -47,8 +47,8 @@ void write_npy(const std::string& dir, const std::string& name, const at::Tensor
 }
 
 // Oracle masks: every ground-truth region takes CLIP's best class (first maximum of the softmax
-// over the K classes, SPEC §6.6), and its pixels at the original size take that class. Pixels the
-// ground truth ignores are kUnlabeled (the evaluation leaves them out anyway).
+// over the K classes, docs/reference-behaviour.md §6.6), and its pixels at the original size take
+// that class. Pixels the ground truth ignores are kUnlabeled (the evaluation leaves them out anyway).
 void label_by_ground_truth_regions(Result& result, const std::vector<std::string>& classes,
                                    const detail::GroundTruthView& gt, const std::vector<int64_t>& region_classes,
                                    const detail::Regions& regions, const at::Tensor& clip_logits, int w0, int h0,

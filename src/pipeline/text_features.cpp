@@ -1,4 +1,4 @@
-// Class-name text features (SPEC §5.5): templates × names → tokens → text tower → per-template
+// Class-name text features (docs/reference-behaviour.md §5.5): templates × names → tokens → text tower → per-template
 // L2 norm → mean over templates → L2 norm; cached in memory (by name) and on disk.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>

@@ -10,7 +10,7 @@
 
 namespace ovseg::detail {
 
-// SPEC §5.3 normalisation on code points (input already valid): html.unescape twice, strip,
+// docs/reference-behaviour.md §5.3 normalisation on code points (input already valid): html.unescape twice, strip,
 // fold White_Space runs to one space, strip, Python str.lower().
 std::u32string clip_normalize(std::u32string_view text);
 

@@ -1,4 +1,4 @@
-// CLIP's byte-level BPE tokenizer, exact to the reference SimpleTokenizer (SPEC §5.3).
+// CLIP's byte-level BPE tokenizer, exact to the reference SimpleTokenizer (docs/reference-behaviour.md §5.3).
 //
 // BPE runs on token ids instead of strings: every symbol that can appear during BPE is a
 // vocabulary entry, so a merge rule becomes (left id, right id) → (rank, merged id) and a word is

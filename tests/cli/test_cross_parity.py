@@ -260,7 +260,7 @@ class _SharedFixture(_CrossParity):
     def _demo_settings(self):
         s = self._settings("demo")
         if s["ensemble_weight"] > 0:
-            # SPEC §7.3: the reference's demo path with w_ens > 0 only works when every query
+            # docs/reference-behaviour.md §7.3: the reference's demo path with w_ens > 0 only works when every query
             # is a valid region, which these images need not give.
             self.skipTest("demo config has CLIP_ENSEMBLE_WEIGHT > 0")
         return s

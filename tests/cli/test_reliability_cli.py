@@ -1,4 +1,4 @@
-"""Hostile-input tests of the CLI (issue 16): special files, oversized and odd inputs, stale
+"""Hostile-input tests of the CLI: special files, oversized and odd inputs, stale
 temporaries, decompression bombs, tampered bundles and caches. Every run is bounded by a timeout:
 a hang fails the test instead of stalling the suite.
 

@@ -17,7 +17,7 @@ inline std::string env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
   return (v && *v) ? std::string(v) : std::string(fallback);
 }
-// ../shared/ovseg (SPEC, fixtures, golden files); OVSEG_SHARED_DIR overrides.
+// ../shared/ovseg (the reference material: fixtures, golden files); OVSEG_SHARED_DIR overrides.
 inline std::string shared_dir() { return env_or("OVSEG_SHARED_DIR", OVSEG_TEST_SHARED_DIR); }
 inline std::string fixture_dir(const std::string& name = "tiny_swin_vit") {
   return shared_dir() + "/fixtures/" + name;

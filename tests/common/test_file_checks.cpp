@@ -1,4 +1,5 @@
-// Reads that check what they opened (issue 16, cases 1, 2 and 10).
+// Reads that check what they opened (FIFOs, devices, directories and sockets refused, sizes capped
+// before reading) and the sweep of stale temporary files.
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>

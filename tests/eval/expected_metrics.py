@@ -1,4 +1,4 @@
-"""Independent computation of the evaluation metrics for the eval tests (SPEC §8.3, §8.4).
+"""Independent computation of the evaluation metrics for the eval tests (docs/reference-behaviour.md §8.3, §8.4).
 
 Follows detectron2 0.6 SemSegEvaluator step by step with numpy (bincount confusion matrix, float64
 formulas in the evaluator's order), plus the newer mIoU over GT classes. Label files are read with

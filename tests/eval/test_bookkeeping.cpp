@@ -1,4 +1,4 @@
-// Eval bookkeeping (issue 16, case 9): failed images counted and listed, "complete" honest,
+// Eval bookkeeping: failed images counted and listed, "complete" honest,
 // --strict, tampered checkpoints refused.
 #include <fstream>
 #include <memory>

@@ -1,4 +1,4 @@
-// Confusion matrix and metrics against hand-computed values and numpy (SPEC §8.3, §8.4).
+// Confusion matrix and metrics against hand-computed values and numpy (docs/reference-behaviour.md §8.3, §8.4).
 #include <cmath>
 #include <random>
 #include <string>
@@ -62,7 +62,7 @@ TEST(ConfusionMatrix, MergeSumsAndChecksTheClassCount) {
   EXPECT_THROW(ConfusionMatrix(0), Error);
 }
 
-// Worked by hand from the formulas of SPEC §8.4 (K = 3):
+// Worked by hand from the formulas of docs/reference-behaviour.md §8.4 (K = 3):
 //   GT 0 0 1 1 (+ one ignored pixel), prediction 0 2 1 1 (+ 2 on the ignored pixel).
 //   class 0: tp 1, gt 2, pred 1 → IoU 1/2, ACC 1/2;  class 1: tp 2, gt 2, pred 2 → IoU 1, ACC 1;
 //   class 2: predicted once, never in GT → adds 1 to the mIoU denominator only.

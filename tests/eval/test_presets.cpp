@@ -42,7 +42,7 @@ TEST(Presets, ReadsTheSharedClassListsInLabelOrderStripped) {
   ASSERT_EQ(ade150.size(), 150u);
   EXPECT_EQ(ade150[0], "wall");
   EXPECT_EQ(ade150[6], "road, route");
-  EXPECT_EQ(ade150[8], "window");  // "window " in detectron2's list, stripped (SPEC §8.1)
+  EXPECT_EQ(ade150[8], "window");  // "window " in detectron2's list, stripped (docs/reference-behaviour.md §8.1)
   const auto ade847 = preset_classes("ade847");
   ASSERT_EQ(ade847.size(), 847u);
   EXPECT_EQ(ade847[1], "building, edifice");

@@ -1,4 +1,4 @@
-"""CLIP towers and tokenizer of the exporter against every shared fixture (SPEC §5, §6)."""
+"""CLIP towers and tokenizer of the exporter against every shared fixture (docs/reference-behaviour.md §5, §6)."""
 import json
 import os
 import sys

@@ -156,7 +156,7 @@ class _FixtureBundle:
                          (lo, hi, int(cfg["MODEL"]["MASK_FORMER"]["SIZE_DIVISIBILITY"])))
         self.assertEqual(pre["pixel_mean"], [float(v) for v in cfg["MODEL"]["PIXEL_MEAN"]])
         self.assertEqual(pre["pixel_std"], [float(v) for v in cfg["MODEL"]["PIXEL_STD"]])
-        # SPEC §6.4: fill and normalisation mean differ by one float32 ulp in R and G.
+        # docs/reference-behaviour.md §6.4: fill and normalisation mean differ by one float32 ulp in R and G.
         self.assertEqual([f32_bits(v) for v in pre["clip_fill"]], [0x42F58AB8, 0x42E97DF5, 0x42D02FFE])
         self.assertEqual([f32_bits(v) for v in pre["clip_mean255"]], [0x42F58AB9, 0x42E97DF6, 0x42D02FFE])
         for v, ref in zip(pre["clip_std255"], (68.50053406, 66.63216400, 70.32315826)):

@@ -45,7 +45,7 @@ def _report(msg: str) -> None:
 
 
 def _test_size(h0: int, w0: int, short: int, max_size: int):
-    """ResizeShortestEdge output size (SPEC §3.1 step 2)."""
+    """ResizeShortestEdge output size (docs/reference-behaviour.md §3.1 step 2)."""
     scale = short * 1.0 / min(h0, w0)
     if h0 < w0:
         newh, neww = float(short), scale * w0
@@ -59,7 +59,7 @@ def _test_size(h0: int, w0: int, short: int, max_size: int):
 
 
 def _preprocess(path: Path, short: int, max_size: int, pixel_mean=_PIXEL_MEAN, pixel_std=_PIXEL_STD):
-    """SPEC §3.1: decode, Pillow bilinear resize, normalise, zero-pad to multiples of 32."""
+    """docs/reference-behaviour.md §3.1: decode, Pillow bilinear resize, normalise, zero-pad to multiples of 32."""
     img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     w0, h0 = img.size
     h, w = _test_size(h0, w0, short, max_size)
@@ -231,7 +231,7 @@ class FullSizeSchemaTest(unittest.TestCase):
 
 
 class R101cArchitectureTest(unittest.TestCase):
-    """The full-size R101c configuration: structure per SPEC §4.2, scripted == eager."""
+    """The full-size R101c configuration: structure per docs/reference-behaviour.md §4.2, scripted == eager."""
 
     @classmethod
     def setUpClass(cls):

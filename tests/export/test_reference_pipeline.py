@@ -1,4 +1,4 @@
-"""The eager Python reference pipeline (SPEC §3-§7) reproduces every fixture's final outputs
+"""The eager Python reference pipeline (docs/reference-behaviour.md §3-§7) reproduces every fixture's final outputs
 (each mode with the fixture's own thresholds, ensemble weights, sizes and class lists)."""
 import json
 import os
@@ -156,7 +156,8 @@ class _ReferencePipeline:
         self.assertTrue(np.array_equal(vis == 255, out["sem_seg"][0].numpy() == 0))
 
     def test_no_valid_region(self):
-        # Threshold above every sigmoid: eval falls back to p_mf^(1-w) (SPEC §7.1), demo gives zeros.
+        # Threshold above every sigmoid: eval falls back to p_mf^(1-w), demo gives zeros
+        # (docs/reference-behaviour.md §7.1).
         backend = pipeline.Backend(self.backend.proposals, self.backend.clip_visual, self.backend.clip_text,
                                    self.backend.non_object_embedding,
                                    json.loads(json.dumps(self.backend.manifest)), self.backend.tokenizer)

@@ -1,4 +1,4 @@
-"""The exporters on hostile inputs (issue 28): checkpoints and CLIP archives are read as data
+"""The exporters on hostile inputs: checkpoints and CLIP archives are read as data
 (nothing they name is run, nothing is allocated beyond the bytes present), configs are bounded
 and checked, only regular files are opened, --out never replaces what ovseg did not write, and
 ovseg-export-sam --arch is validated. Every refusal is one `PROG: error: ...` line naming the

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fuzz targets for the Python exporter's readers of untrusted files (issue 28).
+"""Fuzz targets for the Python exporter's readers of untrusted files.
 
     fuzz_py_readers.py checkpoint [--seconds N] [--seed S] [--artifacts DIR]
     fuzz_py_readers.py config     [--seconds N] [--seed S] [--artifacts DIR]

@@ -1,4 +1,4 @@
-// Decoding against Pillow: open → ImageOps.exif_transpose → convert("RGB") (SPEC §3.1 step 1),
+// Decoding against Pillow: open → ImageOps.exif_transpose → convert("RGB") (docs/reference-behaviour.md §3.1 step 1),
 // on files Pillow writes in the test (orientations, pixel layouts, bit depths, truncations).
 #include <algorithm>
 #include <cstdint>
@@ -100,7 +100,7 @@ for o in range(1, 9):
         base.save(P(name), exif=exb, **kw)
         if ext == "tif":
             # Pillow 9.4 already orients a TIFF while loading it and exif_transpose then applies
-            # the tag a second time; the reference behaviour (SPEC §3.1) is to apply it once.
+            # the tag a second time; the reference behaviour (docs/reference-behaviour.md §3.1) is to apply it once.
             add(name, expected=base if o == 1 else base.transpose(methods[o]))
         else:
             add(name)

@@ -1,4 +1,4 @@
-// Image sizes from the header (the decompression-bomb check, issue 16 case 4).
+// Image sizes from the header (the decompression-bomb check: too many pixels are refused before decoding).
 #include <string>
 #include <vector>
 

@@ -1,4 +1,5 @@
-// The test-time resize: size rule (SPEC §3.1 step 2) and bit-exactness against Pillow's BILINEAR.
+// The test-time resize: size rule (docs/reference-behaviour.md §3.1 step 2) and bit-exactness
+// against Pillow's BILINEAR.
 #include <cstdint>
 #include <fstream>
 #include <random>
@@ -21,7 +22,7 @@ using test::TempDir;
 // ---- size rule -----------------------------------------------------------------------------------
 
 TEST(TestResizeSize, SpecExamples) {
-  // SPEC §3.1: 512×683 (H×W) → (640, 853.75) → (640, 854).
+  // docs/reference-behaviour.md §3.1: 512×683 (H×W) → (640, 853.75) → (640, 854).
   EXPECT_EQ(test_resize_size(512, 683, 640, 2560), std::make_pair(640, 854));
   // The fixture image (H0=402, W0=401) with MIN/MAX_SIZE_TEST 336/1280: W is the short side.
   EXPECT_EQ(test_resize_size(402, 401, 336, 1280), std::make_pair(337, 336));
@@ -30,7 +31,7 @@ TEST(TestResizeSize, SpecExamples) {
   // Cap: (640, 6400) exceeds 2560, both float sizes scale by 0.4 before rounding.
   EXPECT_EQ(test_resize_size(100, 1000, 640, 2560), std::make_pair(256, 2560));
   EXPECT_EQ(test_resize_size(1000, 100, 640, 2560), std::make_pair(2560, 256));
-  // R101c settings (512, 2048) on the SPEC image: 512 / 512 = 1 → unchanged.
+  // R101c settings (512, 2048) on the image of docs/reference-behaviour.md §B: 512 / 512 = 1 → unchanged.
   EXPECT_EQ(test_resize_size(512, 683, 512, 2048), std::make_pair(512, 683));
 }
 
@@ -163,7 +164,7 @@ TEST(ResizePillowBilinear, BitExactAgainstPillow) {
       {1000, 3, 17, 640, Pattern::kNoise},       // strong downscale in x, strong upscale in y
       {7, 5, 640, 457, Pattern::kNoise},         // strong upscale
       {853, 640, 640, 480, Pattern::kNoise},     // downscale 4:3
-      {683, 512, 854, 640, Pattern::kNoise},     // SPEC example upscale
+      {683, 512, 854, 640, Pattern::kNoise},     // the upscale of docs/reference-behaviour.md §B
       {683, 512, 854, 640, Pattern::kWhite},     // sums of rounded weights may exceed 1: clamp
       {2000, 1500, 853, 640, Pattern::kGradient},// large ratio downscale (wide kernels)
       {64, 48, 64, 48, Pattern::kNoise},         // identity

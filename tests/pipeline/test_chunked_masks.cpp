@@ -1,7 +1,7 @@
-// The soft masks are never held whole (issue 7, peak memory): regions and score maps read them
+// The soft masks are never held whole (to bound peak memory): regions and score maps read them
 // through SoftMasks in chunks of queries. These tests use a full-size map (640×853, more queries
 // than one chunk holds) and check the chunked stages against the whole map computed here with
-// the reference's op sequence (SPEC §4.6, §6.1–§6.2, §7.1–§7.2).
+// the reference's op sequence (docs/reference-behaviour.md §4.6, §6.1–§6.2, §7.1–§7.2).
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 

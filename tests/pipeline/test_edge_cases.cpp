@@ -1,4 +1,4 @@
-// Degenerate proposals (SPEC §6.5, §7.1, §9 #33), the demo's "others" mechanism (§7.3), option
+// Degenerate proposals (docs/reference-behaviour.md §6.5, §7.1), the demo's "others" mechanism (§7.3), option
 // overrides, cancellation, precision/device errors and bad images — through the public API, with
 // the expected scores recomputed here from the dumped intermediates (SegmentOptions::dump_dir).
 #include <ATen/ATen.h>
@@ -41,7 +41,7 @@ Dumped segment_dumped(const Model& model, const Image& image, const std::vector<
   return d;
 }
 
-// SPEC §7.1 written out directly: p = p_mf^(1−w)·C^w with C = 1 for invalid queries, S = Σ p·M,
+// docs/reference-behaviour.md §7.1 written out directly: p = p_mf^(1−w)·C^w with C = 1 for invalid queries, S = Σ p·M,
 // bilinear resize to the original size. From the dumped intermediates of the same run.
 at::Tensor expected_eval_scores(const Dumped& d, double w) {
   c10::InferenceMode guard;
@@ -105,7 +105,7 @@ TEST_F(EdgeCases, NoValidRegionEvalKeepsMaskFormerProbabilities) {
   EXPECT_EQ(d.file("valid_flag.npy").sum().item<float>(), 0.0f);
   EXPECT_EQ(d.file("clip_logits.npy").size(0), 0);
   ASSERT_TRUE(all_finite(d.result.scores));
-  // SPEC §7.1 recommendation: every query gets C = 1, so p = p_mf^(1−w).
+  // docs/reference-behaviour.md §7.1 recommendation: every query gets C = 1, so p = p_mf^(1−w).
   const double diff = max_diff_to(d.result, expected_eval_scores(d, model_->info().eval_ensemble_weight));
   EXPECT_LE(diff, 1e-5);
   EXPECT_EQ(d.result.unlabeled_pixels, 0);
@@ -135,7 +135,7 @@ TEST_F(EdgeCases, NoValidRegionDemoLeavesEveryPixelUnlabeled) {
 }
 
 // A threshold just at the second-highest mask maximum leaves exactly one valid query (the
-// reference crashes on Nv = 1, SPEC §6.5; the recommended behaviour is the ordinary path).
+// reference crashes on Nv = 1, docs/reference-behaviour.md §6.5; the recommended behaviour is the ordinary path).
 TEST_F(EdgeCases, ExactlyOneValidRegion) {
   std::vector<std::pair<std::string, Image>> candidates = {{"fixture", image_}, {"gradient", gradient_image(336, 336)}};
   for (auto& [name, img] : candidates) {
@@ -385,7 +385,7 @@ TEST_F(EdgeCases, BadImagesAndArgumentsThroughThePublicApi) {
 }
 
 TEST_F(EdgeCases, OtherPixelFormatsGiveTheSameLabels) {
-  // BGR input is converted to RGB before anything else (SPEC §9 #1).
+  // BGR input is converted to RGB before anything else (docs/reference-behaviour.md §3.2).
   Image bgr = image_;
   for (std::size_t i = 0; i < bgr.rgb.size(); i += 3) std::swap(bgr.rgb[i], bgr.rgb[i + 2]);
   const ImageView view{bgr.rgb.data(), bgr.width, bgr.height, PixelFormat::kBgr, 0};

@@ -150,7 +150,8 @@ void check_run(const FixtureRun& run) {
     expect_close(run, dump, "pred_masks_lowres.npy", 2e-5 * std::max(mag, 1.0), "proposal module: mask logits");
   }
   expect_close(run, dump, "pred_embeddings.npy", 1e-4, "proposal module: class embeddings");
-  expect_close(run, dump, "text_features.npy", 1e-5, "text features (SPEC §5.5)");
+  // Text features: docs/reference-behaviour.md §5.5; CLIP region logits (below): §6.6.
+  expect_close(run, dump, "text_features.npy", 1e-5, "text features");
   {
     const NpyArray ref = read_npy(run.file("valid_flag.npy"));
     const NpyArray got = read_npy(dump + "/valid_flag.npy");
@@ -163,7 +164,7 @@ void check_run(const FixtureRun& run) {
     }
   }
   // A flipped mask pixel changes its region's crop: its logits then differ by up to ~1e-2.
-  expect_close(run, dump, "clip_logits.npy", flips == 0 ? 1e-4 : 2e-2, "CLIP region logits (SPEC §6.6)");
+  expect_close(run, dump, "clip_logits.npy", flips == 0 ? 1e-4 : 2e-2, "CLIP region logits");
   if (flips == 0) expect_close(run, dump, "sem_seg.npy", kScoreTolerance, "dumped scores");
 }
 

@@ -1,4 +1,4 @@
-// Text features (SPEC §5.5): token trimming, the in-memory cache by name, the disk cache.
+// Text features (docs/reference-behaviour.md §5.5): token trimming, the in-memory cache by name, the disk cache.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 

@@ -1,9 +1,9 @@
-// SamSegmenter::analyze / classify (issue 23's split for SAM proposals): on every SAM fixture with
-// a classification (its SAM bundle and its ov-seg bundle) and a 320-px copy of its image, one
-// analysis classified with two granularities and two class lists equals segment() byte for byte
-// (labels, regions' probabilities and boxes, segments); the class-agnostic stages do not run in
-// classify(); an analysis made with another classifier, resize or generator option is refused,
-// naming the option.
+// SamSegmenter::analyze / classify (segment() split into a cacheable class-agnostic analysis and a
+// classification per class list): on every SAM fixture with a classification (its SAM bundle and
+// its ov-seg bundle) and a 320-px copy of its image, one analysis classified with two granularities
+// and two class lists equals segment() byte for byte (labels, regions' probabilities and boxes,
+// segments); the class-agnostic stages do not run in classify(); an analysis made with another
+// classifier, resize or generator option is refused, naming the option.
 #include <algorithm>
 #include <filesystem>
 #include <string>

@@ -1,5 +1,5 @@
 // ClipTokenizer: exactness against the reference's golden ids, the vocabulary layout of
-// SPEC §5.3, the Hugging Face and plain-text loaders, context handling, errors and threads.
+// docs/reference-behaviour.md §5.3, the Hugging Face and plain-text loaders, context handling, errors and threads.
 #include <algorithm>
 #include <memory>
 #include <set>
@@ -48,7 +48,7 @@ TEST(ClipTokenizerTiny, BpeMergesByRankAndVocabularyLayout) {
   EXPECT_EQ(tok->vocab_size(), 512 + 3 + 2);
   EXPECT_EQ(tok->sot(), 515);
   EXPECT_EQ(tok->eot(), 516);
-  // Byte ids per SPEC: printable bytes first ("!" = 0, "a" = 64), "</w>" forms at +256.
+  // Byte ids per docs/reference-behaviour.md §5.3: printable bytes first ("!" = 0, "a" = 64), "</w>" forms at +256.
   EXPECT_EQ(tok->encode("abc"), (std::vector<std::int32_t>{513}));
   // "ab" ends in "b</w>", which "a b" does not match.
   EXPECT_EQ(tok->encode("ab"), (std::vector<std::int32_t>{64, 256 + 65}));
@@ -109,7 +109,7 @@ TEST(ClipTokenizer, VocabularyLayoutFromSpec) {
   EXPECT_EQ(tok.sot(), 49406);
   EXPECT_EQ(tok.eot(), 49407);
   EXPECT_EQ(tok.kind(), "clip_bpe");
-  // SPEC §5.3 example.
+  // docs/reference-behaviour.md §5.3 example.
   EXPECT_EQ(tok.tokenize("a photo of a cat."),
             (std::vector<std::int32_t>{49406, 320, 1125, 539, 320, 2368, 269, 49407}));
   EXPECT_EQ(tok.decode({0}), "!");
@@ -206,7 +206,7 @@ TEST(ClipTokenizer, AdePromptsFitTheContext) {
   ASSERT_EQ(prompts.size(), 847u * 14u);
   std::size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, tok.tokenize(p).size());
-  EXPECT_EQ(longest, 40u);  // SPEC §5.3: the longest ADE-847 prompt is 40 tokens
+  EXPECT_EQ(longest, 40u);  // docs/reference-behaviour.md §5.3: the longest ADE-847 prompt is 40 tokens
 }
 
 // decode(encode(text)) gives the normalised text back, up to the spaces decode() puts after
@@ -277,7 +277,7 @@ TEST(ClipTokenizer, ConcurrentTokenizationIsIdentical) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Other file forms, written by Python from the .gz with the SPEC's byte-map rules.
+// Other file forms, written by Python from the .gz with the byte-map rules of docs/reference-behaviour.md §5.3.
 // ------------------------------------------------------------------------------------------------
 const char* const kMakeFilesPy = R"PY(
 import gzip, json, sys
@@ -286,7 +286,7 @@ text = gzip.open(src).read().decode('utf-8')
 open(out + '/plain_merges.txt', 'w', encoding='utf-8').write(text)
 lines = text.split('\n')[1:48895]
 merges = [tuple(l.split()) for l in lines]
-# SPEC 5.3: printable bytes map to themselves; the other 68, ascending, to 256, 257, ...
+# docs/reference-behaviour.md §5.3: printable bytes map to themselves; the other 68, ascending, to 256, 257, ...
 printable = list(range(0x21, 0x7f)) + list(range(0xa1, 0xad)) + list(range(0xae, 0x100))
 others = [b for b in range(256) if b not in printable]
 chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]

@@ -1,4 +1,4 @@
-// The CLIP normalisation (SPEC §5.3 steps 2-5) against Python itself: html.unescape, strip,
+// The CLIP normalisation (docs/reference-behaviour.md §5.3 steps 2-5) against Python itself: html.unescape, strip,
 // whitespace folding and str.lower() computed by /usr/bin/python3 on the same strings, the HTML
 // entity table entry by entry, and lower-casing / Final_Sigma exhaustively over Unicode.
 #include <map>
@@ -81,7 +81,7 @@ TEST(ClipNormalize, EntityTableAgreesWithPython) {
 }
 
 TEST(ClipNormalize, FixedExamples) {
-  // SPEC §5.3 and the Python semantics, spelled out by hand.
+  // docs/reference-behaviour.md §5.3 and the Python semantics, spelled out by hand.
   EXPECT_EQ(ClipTokenizer::normalize("  A  PHOTO\tof\n\nA   Cat.  "), "a photo of a cat.");
   EXPECT_EQ(ClipTokenizer::normalize("fish &amp;amp; chips"), "fish & chips");
   EXPECT_EQ(ClipTokenizer::normalize("&amp;amp;amp;"), "&amp;");  // exactly two passes

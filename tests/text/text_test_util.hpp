@@ -56,7 +56,7 @@ inline nlohmann::json python_map(const TempDir& dir, const std::vector<std::stri
 
 inline std::string clip_bpe_path() { return shared_dir() + "/bpe_simple_vocab_16e6.txt.gz"; }
 
-// The 847 × 14 prompts of the ADE-847 benchmark (SPEC §5.1-5.2), read from the shared files.
+// The 847 × 14 prompts of the ADE-847 benchmark (docs/reference-behaviour.md §5.1-5.2), read from the shared files.
 inline std::vector<std::string> ade847_prompts() {
   const auto classes = nlohmann::json::parse(read_text(shared_dir() + "/class_lists.json"))["ade847"];
   const auto templates = nlohmann::json::parse(read_text(shared_dir() + "/text_templates.json"))["vild"];

@@ -37,7 +37,7 @@ void run(benchmark::State& state, int src_w, int src_h, int dst_w, int dst_h, bo
       benchmark::Counter(static_cast<double>(dst_w) * dst_h * state.iterations() / 1e6, benchmark::Counter::kIsRate);
 }
 
-// ADE20K-sized upscale (SPEC Appendix B): 683×512 → 854×640.
+// ADE20K-sized upscale (docs/reference-behaviour.md §B): 683×512 → 854×640.
 void BM_Upscale_683x512_to_854x640(benchmark::State& state) { run(state, 683, 512, 854, 640); }
 // A camera photo to the Swin test size: 4000×3000 → 853×640 (wide antialiasing kernels).
 void BM_Downscale_4000x3000_to_853x640(benchmark::State& state) { run(state, 4000, 3000, 853, 640); }

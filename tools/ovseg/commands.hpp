@@ -14,7 +14,7 @@ namespace ovseg::cli {
 inline constexpr int kExitOk = 0;          // everything done
 inline constexpr int kExitSomeFailed = 1;  // some inputs failed (each named in the summary)
 // Usage error (a bad option or class list) or a model bundle that cannot be loaded: both are
-// fixed by changing the command line, and issue 16's contract is "a bad bundle is exit 2 at load".
+// fixed by changing the command line, and a bad bundle is refused with exit 2 when it is loaded.
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitData = 4;        // a file or directory that the whole run needs is unreadable or bad
 inline constexpr int kExitRuntime = 5;     // the computation failed (out of memory, no CUDA, ...)

@@ -488,7 +488,7 @@ def short_model_name(cfg: Dict[str, Any]) -> str:
     return f"ovseg-{bb}-{clip}"
 
 
-# CLIP normalisation constants (SPEC §6.3, §6.4). The float32 values are what the reference
+# CLIP normalisation constants (docs/reference-behaviour.md §6.3, §6.4). The float32 values are what the reference
 # uses; computing them here (not storing literals) keeps the one-ulp fill/mean quirk explicit.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

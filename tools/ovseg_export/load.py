@@ -1,4 +1,4 @@
-"""Checkpoint reading with the official loader's semantics (SPEC §2.1) and a key report."""
+"""Checkpoint reading with the official loader's semantics (docs/reference-behaviour.md §2.1) and a key report."""
 import collections
 import json
 import os

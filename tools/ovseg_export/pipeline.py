@@ -1,4 +1,4 @@
-"""Eager Python reference pipeline (SPEC §3-§7), on eager modules or on an exported bundle.
+"""Eager Python reference pipeline (docs/reference-behaviour.md §3-§7), on eager modules or on an exported bundle.
 
 Used by the tests to reproduce the fixture outputs and, through tools/ovseg-reference, as the
 timing baseline of the C++ implementation.
@@ -83,11 +83,11 @@ def eager_backend(checkpoint: str, cfg: Dict[str, Any], bpe_vocab: str,
 
 
 # --------------------------------------------------------------------------------------------
-# Pre-processing (SPEC §3)
+# Pre-processing (docs/reference-behaviour.md §3)
 # --------------------------------------------------------------------------------------------
 
 def decode_image(path: str) -> Image.Image:
-    """Pillow decode, EXIF orientation applied, converted to RGB (SPEC §3.1 step 1)."""
+    """Pillow decode, EXIF orientation applied, converted to RGB (docs/reference-behaviour.md §3.1 step 1)."""
     with Image.open(path) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
@@ -95,7 +95,7 @@ def decode_image(path: str) -> Image.Image:
 
 
 def shortest_edge_size(h0: int, w0: int, short: int, max_size: int) -> Tuple[int, int]:
-    """ResizeShortestEdge (SPEC §3.1 step 2), in double precision."""
+    """ResizeShortestEdge (docs/reference-behaviour.md §3.1 step 2), in double precision."""
     scale = short / min(h0, w0)
     if h0 < w0:
         newh, neww = float(short), scale * w0
@@ -129,7 +129,7 @@ def normalise_and_pad(img: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 
 
 # --------------------------------------------------------------------------------------------
-# Text (SPEC §5)
+# Text (docs/reference-behaviour.md §5)
 # --------------------------------------------------------------------------------------------
 
 def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = False) -> torch.Tensor:
@@ -155,7 +155,7 @@ def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = 
 
 
 # --------------------------------------------------------------------------------------------
-# Regions (SPEC §4.6, §6)
+# Regions (docs/reference-behaviour.md §4.6, §6)
 # --------------------------------------------------------------------------------------------
 
 def upsample_masks(mask_logits: torch.Tensor, h: int, w: int, stride: int = 4) -> torch.Tensor:
@@ -170,7 +170,7 @@ def upsample_masks(mask_logits: torch.Tensor, h: int, w: int, stride: int = 4) -
 
 def region_batch(image: torch.Tensor, masks: torch.Tensor, thr: float, pre: Dict[str, Any]
                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """valid [Q] bool, images [Nv,3,R,R], region masks [Nv,1,R,R] (SPEC §6.1-§6.4)."""
+    """valid [Q] bool, images [Nv,3,R,R], region masks [Nv,1,R,R] (docs/reference-behaviour.md §6.1-§6.4)."""
     binary = masks > thr
     valid = binary.flatten(1).any(dim=1)
     res = int(pre["region_resolution"])
@@ -228,7 +228,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     dev = backend.device
     classes = list(classes)
     if mode == "demo" and len(classes) == 1:
-        classes.append("others")  # SPEC §7.3
+        classes.append("others")  # docs/reference-behaviour.md §7.3
     k = len(classes)
     man = backend.manifest
     pre = man["preprocess"]
@@ -299,7 +299,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
         if w_ens > 0:
             if nv != masks.shape[0]:
                 raise ValueError("demo path with ensemble weight > 0 needs every query to be a "
-                                 "valid region (reference quirk, SPEC §7.3)")
+                                 "valid region (reference quirk, docs/reference-behaviour.md §7.3)")
             c = p_clip
             p = torch.pow(p_mf, 1 - w_ens) * torch.pow(c, w_ens)
         else:
@@ -326,7 +326,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
            "original_size_hw": [h0, w0], "resized_size_hw": [h, w], "num_valid_regions": nv}
     if mode == "demo":
         vis = label.clone()
-        vis[sem_seg[0] == 0] = 255  # SPEC §7.2 step 6: "unlabelled" where channel 0 is exactly 0
+        vis[sem_seg[0] == 0] = 255  # docs/reference-behaviour.md §7.2 step 6: "unlabelled" where channel 0 is exactly 0
         out["label_vis"] = vis
     return out
 

@@ -1,4 +1,4 @@
-"""Config defaults and the two released presets (SPEC §1.4, §2.3, §2.4, §4).
+"""Config defaults and the two released presets (docs/reference-behaviour.md §1.4, §2.3, §2.4, §4).
 
 Configs are nested dicts with the official YAML key names (MODEL.SWIN.EMBED_DIM, ...). Only the
 keys that change inference or tensor shapes are listed; everything else is irrelevant here.

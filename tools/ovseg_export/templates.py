@@ -1,4 +1,4 @@
-"""Prompt templates of the text side (SPEC §5.2). "{}" is replaced by the class name; the
+"""Prompt templates of the text side (docs/reference-behaviour.md §5.2). "{}" is replaced by the class name; the
 strings are used verbatim, including the missing final periods of templates 2-5."""
 from typing import List, Optional
 

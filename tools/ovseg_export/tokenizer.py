@@ -1,4 +1,4 @@
-"""CLIP byte-level BPE tokenizer (SPEC §5.3), pure Python without `regex`/`ftfy`.
+"""CLIP byte-level BPE tokenizer (docs/reference-behaviour.md §5.3), pure Python without `regex`/`ftfy`.
 
 Exact for ASCII prompts. For other text the normalisation is an approximation of ftfy's
 (NFC + the few fixes that matter for class names), which is enough for the exporter's tests and
@@ -32,7 +32,7 @@ _LIGATURES = {
 
 
 def bytes_to_unicode() -> Dict[int, str]:
-    """Byte → printable character map of SPEC §5.3 (printable bytes keep their code point)."""
+    """Byte → printable character map of docs/reference-behaviour.md §5.3 (printable bytes keep their code point)."""
     printable = (list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100)))
     mapping = {b: chr(b) for b in printable}
     extra = 0
@@ -54,7 +54,7 @@ def _is_number(ch: str) -> bool:
 
 
 def normalise(text: str) -> str:
-    """SPEC §5.3 steps 1-5 (ftfy approximated; exact for printable ASCII)."""
+    """docs/reference-behaviour.md §5.3 steps 1-5 (ftfy approximated; exact for printable ASCII)."""
     if "<" not in text:
         text = html.unescape(text)  # ftfy's HTML-entity step
     text = "".join(_LIGATURES.get(ch, ch) for ch in text)
@@ -76,7 +76,7 @@ def normalise(text: str) -> str:
 
 
 def pre_tokenize(text: str) -> List[str]:
-    """Left-to-right scan with the priority order of SPEC §5.3 (special tokens, contractions,
+    """Left-to-right scan with the priority order of docs/reference-behaviour.md §5.3 (special tokens, contractions,
     letter runs, single numbers, other-symbol runs; whitespace skipped)."""
     tokens: List[str] = []
     i = 0

@@ -2,7 +2,7 @@
 """Train the demo model (ov-seg's recipe in small) on procedural scenes; write an official-format
 checkpoint that tools/ovseg-export turns into a bundle.
 
-Stages (SPEC of ov-seg, in small):
+Stages (ov-seg's training, in small):
   1. CLIP, contrastively, on (masked crop, class name) pairs: the masked region of a scene, its
      background filled with CLIP's mean colour (the "mask-adapted" CLIP), against the text
      features of every seen class name (cross-entropy at CLIP's logit scale 100). The text

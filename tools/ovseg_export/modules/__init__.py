@@ -1,1 +1,1 @@
-"""TorchScript-scriptable re-implementations of the ov-seg networks (written from SPEC.md)."""
+"""TorchScript-scriptable re-implementations of the ov-seg networks (written from docs/reference-behaviour.md)."""

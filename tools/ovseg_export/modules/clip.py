@@ -1,4 +1,4 @@
-"""CLIP towers of ov-seg (SPEC §5.4 text, §6.5 vision with mask prompts), TorchScript-friendly.
+"""CLIP towers of ov-seg (docs/reference-behaviour.md §5.4 text, §6.5 vision with mask prompts), TorchScript-friendly.
 
 Parameter names are OpenAI's (relative to `clip_model.visual.` for the vision tower and to
 `clip_model.` for the text tower), so a checkpoint's CLIP sub-dict loads by exact name.
@@ -147,7 +147,7 @@ class ClipText(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Architecture read off a CLIP state dict (SPEC §2.2)
+# Architecture read off a CLIP state dict (docs/reference-behaviour.md §2.2)
 # --------------------------------------------------------------------------------------------
 
 def clip_arch_from_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, int]:
@@ -184,7 +184,7 @@ def clip_arch_from_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "") -> 
     return arch
 
 
-# Released OpenAI CLIP architectures (SPEC §2.2 table), for --random-init.
+# Released OpenAI CLIP architectures (docs/reference-behaviour.md §2.2), for --random-init.
 RELEASED_CLIP: Dict[str, Dict[str, int]] = {
     "ViT-L/14": {"embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024,
                  "vision_patch_size": 14, "context_length": 77, "vocab_size": 49408,

@@ -1,4 +1,4 @@
-"""MaskFormer BasePixelDecoder (SPEC §4.3): FPN-like top-down path to a stride-4 mask feature.
+"""MaskFormer BasePixelDecoder (docs/reference-behaviour.md §4.3): FPN-like top-down path to a stride-4 mask feature.
 
 Keys: "adapter_{1,2,3}" (1x1 lateral convs for res2..res4), "layer_{1..4}" (3x3 output convs,
 layer_4 reads res5), each with ".norm" (GroupNorm(32)); "mask_features" (3x3 conv with bias).

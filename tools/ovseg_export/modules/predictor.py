@@ -1,4 +1,4 @@
-"""OpenVocabTransformerPredictor (SPEC §4.4): sine PE, post-norm DETR decoder, class/mask heads.
+"""OpenVocabTransformerPredictor (docs/reference-behaviour.md §4.4): sine PE, post-norm DETR decoder, class/mask heads.
 
 Keys: "transformer.decoder.layers.{i}.{self_attn,multihead_attn,linear1,linear2,norm1..3}",
 "transformer.decoder.norm", "query_embed", "input_proj" (absent when it is the identity),

@@ -1,4 +1,4 @@
-"""The MaskFormer mask-proposal generator (backbone + pixel decoder + predictor), SPEC §4.
+"""The MaskFormer mask-proposal generator (backbone + pixel decoder + predictor), docs/reference-behaviour.md §4.
 
 `build_proposal_generator(cfg)` takes the official YAML config parsed into nested dicts. The
 module's state_dict keys equal the checkpoint keys under "backbone." and "sem_seg_head.".
@@ -16,7 +16,7 @@ from .swin import SwinBackbone
 SWIN_BACKBONE = "D2SwinTransformer"
 RESNET_BACKBONE = "build_resnet_deeplab_backbone"
 
-# Released values (SPEC §2.4) used where a key is missing from the config.
+# Released values (docs/reference-behaviour.md §2.4) used where a key is missing from the config.
 _SWIN_DEFAULTS: Dict[str, Any] = {
     "EMBED_DIM": 128, "DEPTHS": [2, 2, 18, 2], "NUM_HEADS": [4, 8, 16, 32], "WINDOW_SIZE": 12,
     "PATCH_SIZE": 4, "MLP_RATIO": 4.0, "QKV_BIAS": True, "QK_SCALE": None, "APE": False,

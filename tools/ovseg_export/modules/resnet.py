@@ -1,7 +1,7 @@
-"""detectron2-style ResNets (SPEC §4.2): the DeepLab ResNet of "R101c" and the plain one,
+"""detectron2-style ResNets (docs/reference-behaviour.md §4.2): the DeepLab ResNet of "R101c" and the plain one,
 any DEPTH of 18/34 (BasicBlock) or 50/101/152 (BottleneckBlock); TorchScript-scriptable.
 
-Key names follow the checkpoint (SPEC §2.3): "stem.conv{1,2,3}" (DeepLab stem) or "stem.conv1"
+Key names follow the checkpoint (docs/reference-behaviour.md §2.3): "stem.conv{1,2,3}" (DeepLab stem) or "stem.conv1"
 (basic 7x7 stem), "res{2..5}.{i}.conv{1,2,3}" (bottleneck) or ".conv{1,2}" (basic), and
 "res{2..5}.{i}.shortcut" where a block changes the channel count; each conv carries its norm
 as "<conv>.norm.*".

@@ -1,8 +1,8 @@
-"""Swin Transformer backbone as used by ov-seg's D2SwinTransformer (SPEC §4.1).
+"""Swin Transformer backbone as used by ov-seg's D2SwinTransformer (docs/reference-behaviour.md §4.1).
 
-Written from the specification. Parameter and buffer names follow the checkpoint layout of
-SPEC §2.3 ("backbone.patch_embed.*", "backbone.layers.{s}.blocks.{b}.*", "backbone.norm{s}.*")
-so that a strict load_state_dict works. Everything is TorchScript-scriptable and takes any
+Written from that description. Parameter and buffer names follow the checkpoint layout of §2.3
+("backbone.patch_embed.*", "backbone.layers.{s}.blocks.{b}.*", "backbone.norm{s}.*") so that a
+strict load_state_dict works. Everything is TorchScript-scriptable and takes any
 input size; masks and biases are derived from the input at run time.
 """
 from typing import List, Optional, Tuple
