@@ -33,8 +33,10 @@ def main(argv):
         return 1
     if result.passed == 0:
         reasons = sorted({reason for _, reason in result.skipped})
-        print(f"run_unittest: no test of {argv[1]} ran ({len(result.skipped)} skipped): " + "; ".join(reasons),
-              file=sys.stderr)
+        print(
+            f"run_unittest: no test of {argv[1]} ran ({len(result.skipped)} skipped): " + "; ".join(reasons),
+            file=sys.stderr,
+        )
         return 77
     return 0
 

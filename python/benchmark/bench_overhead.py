@@ -38,16 +38,24 @@ def python_side(args, classes):
 
 
 def cpp_side(args):
-    p = subprocess.run([args.loop, args.bundle, args.image, args.classes_file, str(args.repeat), str(args.warmup),
-                        str(args.threads)], capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        [args.loop, args.bundle, args.image, args.classes_file, str(args.repeat), str(args.warmup), str(args.threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = json.loads(p.stdout)
     return out["wall_ms"], out["inner_ms"]
 
 
 def summary(wall, inner):
     over = [w - i for w, i in zip(wall, inner)]
-    return {"wall_ms": statistics.median(wall), "inner_ms": statistics.median(inner),
-            "overhead_ms": statistics.median(over), "overhead_max_ms": max(over)}
+    return {
+        "wall_ms": statistics.median(wall),
+        "inner_ms": statistics.median(inner),
+        "overhead_ms": statistics.median(over),
+        "overhead_max_ms": max(over),
+    }
 
 
 def main():
@@ -76,10 +84,16 @@ def main():
         per_round.append({"cpp_wall_ms": statistics.median(w), "python_wall_ms": statistics.median(w2)})
     c, py = summary(cw, ci), summary(pw, pi)
     extra = py["overhead_ms"] - c["overhead_ms"]
-    report = {"cpp": c, "python": py, "calls_per_side": len(cw), "threads": args.threads,
-              "python_extra_ms_per_call": extra,
-              "python_extra_percent_of_cpp_call": 100.0 * extra / c["wall_ms"],
-              "median_wall_ratio_python_over_cpp": py["wall_ms"] / c["wall_ms"], "rounds": per_round}
+    report = {
+        "cpp": c,
+        "python": py,
+        "calls_per_side": len(cw),
+        "threads": args.threads,
+        "python_extra_ms_per_call": extra,
+        "python_extra_percent_of_cpp_call": 100.0 * extra / c["wall_ms"],
+        "median_wall_ratio_python_over_cpp": py["wall_ms"] / c["wall_ms"],
+        "rounds": per_round,
+    }
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -42,10 +42,28 @@ from ._ovseg import (  # noqa: F401
 __version__ = version()
 
 __all__ = [
-    "UNLABELED", "Analysis", "CancelledError", "Error", "ErrorCode", "FileError", "ImageError", "InvalidArgumentError",
-    "Model", "ModelError", "ModelInfo", "Result", "Segment", "Tokenizer", "dataset_classes", "dataset_names",
-    "decode_image", "load_image",
-    "segment_video", "set_log_level", "tokenize", "version",
+    "UNLABELED",
+    "Analysis",
+    "CancelledError",
+    "Error",
+    "ErrorCode",
+    "FileError",
+    "ImageError",
+    "InvalidArgumentError",
+    "Model",
+    "ModelError",
+    "ModelInfo",
+    "Result",
+    "Segment",
+    "Tokenizer",
+    "dataset_classes",
+    "dataset_names",
+    "decode_image",
+    "load_image",
+    "segment_video",
+    "set_log_level",
+    "tokenize",
+    "version",
 ]
 
 
@@ -98,21 +116,33 @@ def segment_video(model, video, classes, *, every=1, max_frames=0, start=0.0, **
     except ImportError as e:
         raise ImportError("ovseg.segment_video needs OpenCV's Python module (cv2; Debian python3-opencv)") from e
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise _error(InvalidArgumentError, ErrorCode.INVALID_ARGUMENT, f"segment_video: every must be an int >= 1, not {every!r}")
+        raise _error(
+            InvalidArgumentError, ErrorCode.INVALID_ARGUMENT, f"segment_video: every must be an int >= 1, not {every!r}"
+        )
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0:
-        raise _error(InvalidArgumentError, ErrorCode.INVALID_ARGUMENT,
-                     f"segment_video: max_frames must be an int >= 0, not {max_frames!r}")
+        raise _error(
+            InvalidArgumentError,
+            ErrorCode.INVALID_ARGUMENT,
+            f"segment_video: max_frames must be an int >= 0, not {max_frames!r}",
+        )
     if not isinstance(start, (int, float)) or not _math.isfinite(start) or start < 0:
-        raise _error(InvalidArgumentError, ErrorCode.INVALID_ARGUMENT,
-                     f"segment_video: start must be seconds >= 0, not {start!r}")
+        raise _error(
+            InvalidArgumentError,
+            ErrorCode.INVALID_ARGUMENT,
+            f"segment_video: start must be seconds >= 0, not {start!r}",
+        )
     classes = list(classes)
     path = _os.fspath(video)
     # An absolute path: FFmpeg would read "http:x.mp4" as a URL.
     cap = cv2.VideoCapture(_os.path.abspath(path), cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
-            raise _error(FileError, ErrorCode.IO, f"{path}: no video stream that OpenCV/FFmpeg decodes (not a video, "
-                                                  "an empty, damaged or audio-only file, or an unsupported codec)")
+            raise _error(
+                FileError,
+                ErrorCode.IO,
+                f"{path}: no video stream that OpenCV/FFmpeg decodes (not a video, "
+                "an empty, damaged or audio-only file, or an unsupported codec)",
+            )
         announced = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         count = int(round(announced)) if _math.isfinite(announced) and 0 < announced < 1e12 else 0
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -122,15 +152,21 @@ def segment_video(model, video, classes, *, every=1, max_frames=0, start=0.0, **
         if start > 0:
             target = int(_math.ceil(start * fps - 1e-6))
             if count and target >= count:
-                raise _error(InvalidArgumentError, ErrorCode.INVALID_ARGUMENT,
-                             f"{path}: start {start} s is at or after the video's end ({count} frames)")
+                raise _error(
+                    InvalidArgumentError,
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"{path}: start {start} s is at or after the video's end ({count} frames)",
+                )
             if not (cap.set(cv2.CAP_PROP_POS_FRAMES, target) and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == target):
                 cap.release()
                 cap = cv2.VideoCapture(_os.path.abspath(path), cv2.CAP_FFMPEG)
                 for k in range(target):
                     if not cap.grab():
-                        raise _error(ImageError, ErrorCode.BAD_IMAGE,
-                                     f"{path}: decoding stopped at frame {k}, before start's frame {target}")
+                        raise _error(
+                            ImageError,
+                            ErrorCode.BAD_IMAGE,
+                            f"{path}: decoding stopped at frame {k}, before start's frame {target}",
+                        )
             index = target
         pos = 0
         while max_frames == 0 or pos < max_frames:
@@ -140,9 +176,12 @@ def segment_video(model, video, classes, *, every=1, max_frames=0, start=0.0, **
                 ok, frame = cap.grab(), None
             if not ok:
                 if count and index < count:
-                    raise _error(ImageError, ErrorCode.BAD_IMAGE,
-                                 f"{path}: decoding stopped at frame {index} of the {count} the container announces "
-                                 "(a truncated or damaged file)")
+                    raise _error(
+                        ImageError,
+                        ErrorCode.BAD_IMAGE,
+                        f"{path}: decoding stopped at frame {index} of the {count} the container announces "
+                        "(a truncated or damaged file)",
+                    )
                 if pos == 0:
                     raise _error(ImageError, ErrorCode.BAD_IMAGE, f"{path}: the video has no frames")
                 return

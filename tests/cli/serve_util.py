@@ -19,8 +19,8 @@ class Server:
     def __init__(self, *args, model=DEMO, wait=True, env=None):
         cmd = [BIN, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0", *args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, **(env or {})))
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {}))
+        )
         self.stderr_lines = []
         self._err = threading.Thread(target=self._drain_stderr, daemon=True)
         self._err.start()
@@ -93,13 +93,17 @@ def multipart(fields):
     for name, value in fields.items():
         if isinstance(value, tuple):
             filename, data = value
-            out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
-                        "Content-Type: application/octet-stream\r\n\r\n" % (boundary, name, filename)).encode())
+            out.append(
+                (
+                    '--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n" % (boundary, name, filename)
+                ).encode()
+            )
             out.append(data)
             out.append(b"\r\n")
         else:
             data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-            out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n" % (boundary, name)).encode())
+            out.append(('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n' % (boundary, name)).encode())
             out.append(data)
             out.append(b"\r\n")
     out.append(("--%s--\r\n" % boundary).encode())

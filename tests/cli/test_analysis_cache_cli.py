@@ -111,10 +111,31 @@ class AnalysisCacheCli(unittest.TestCase):
     def test_concurrent_writers(self):
         cache = os.path.join(self.tmp, "cache4")
         env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(self.tmp, "text-cache"))
-        procs = [subprocess.Popen([BIN, "segment", "-q", "-m", DEMO, "-j", "1", "-c", OTHER, "--analysis-cache", cache,
-                                   "-o", os.path.join(self.tmp, f"w{i}"), self.inputs],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    BIN,
+                    "segment",
+                    "-q",
+                    "-m",
+                    DEMO,
+                    "-j",
+                    "1",
+                    "-c",
+                    OTHER,
+                    "--analysis-cache",
+                    cache,
+                    "-o",
+                    os.path.join(self.tmp, f"w{i}"),
+                    self.inputs,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for i in range(2)
+        ]
         for p in procs:
             _, err = p.communicate(timeout=600)
             self.assertEqual(p.returncode, 0, err)
@@ -139,9 +160,22 @@ class AnalysisCacheCli(unittest.TestCase):
         self.assertTrue(os.path.exists(mine))
 
     def test_refused_with_sam_proposals(self):
-        p = self.run_ovseg("segment", "-m", DEMO, "-c", OTHER, "--proposals", "sam", "--sam-model", DEMO,
-                           "--analysis-cache", os.path.join(self.tmp, "x"), "-o", os.path.join(self.tmp, "s"),
-                           self.inputs)
+        p = self.run_ovseg(
+            "segment",
+            "-m",
+            DEMO,
+            "-c",
+            OTHER,
+            "--proposals",
+            "sam",
+            "--sam-model",
+            DEMO,
+            "--analysis-cache",
+            os.path.join(self.tmp, "x"),
+            "-o",
+            os.path.join(self.tmp, "s"),
+            self.inputs,
+        )
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("--analysis-cache", p.stderr)
         self.assertNotIn("Traceback", p.stderr)

@@ -19,7 +19,7 @@ from demo_env import BIN, DEMO, PY, ROOT, require_binary, require_torch
 
 IMAGE = os.path.join(DEMO, "examples", "images", "seen_2026_00001.png")
 
-MAKE_MODULE = r'''
+MAKE_MODULE = r"""
 import sys, torch
 from typing import Tuple
 kind, target, dim, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -63,7 +63,7 @@ class SetState(torch.nn.Module):
         return torch.zeros(tokens.size(0), self.dim)
 
 torch.jit.script({"from_file": FromFile, "print": Prints, "setstate": SetState}[kind]()).save(out)
-'''
+"""
 
 
 def sha256(path):
@@ -101,8 +101,12 @@ class BundleIsAProgram(unittest.TestCase):
         script = os.path.join(self.tmp, "make_module.py")  # TorchScript reads the classes' source
         with open(script, "w", encoding="utf-8") as f:
             f.write(MAKE_MODULE)
-        r = subprocess.run([PY, script, kind, self.target, str(dim), os.path.join(d, module)],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [PY, script, kind, self.target, str(dim), os.path.join(d, module)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         path = os.path.join(d, module)
         manifest["files"][module] = {"sha256": sha256(path), "bytes": os.path.getsize(path)}
@@ -111,9 +115,23 @@ class BundleIsAProgram(unittest.TestCase):
         return d
 
     def segment(self, bundle):
-        return subprocess.run([BIN, "segment", "-m", bundle, "-c", "sky, grass", "--no-text-cache",
-                               "-o", os.path.join(self.tmp, "out"), IMAGE], capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [
+                BIN,
+                "segment",
+                "-m",
+                bundle,
+                "-c",
+                "sky, grass",
+                "--no-text-cache",
+                "-o",
+                os.path.join(self.tmp, "out"),
+                IMAGE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def assert_target_intact(self):
         with open(self.target) as f:
@@ -136,8 +154,9 @@ class BundleIsAProgram(unittest.TestCase):
         self.assert_target_intact()
         # The attack is real: the same module, run by torch, overwrites the file.
         run = "import sys, torch; torch.jit.load(sys.argv[1])(torch.zeros(1, 77, dtype=torch.long))"
-        r = subprocess.run([PY, "-c", run, os.path.join(bundle, "clip_text.pt")], capture_output=True, text=True,
-                           timeout=300)
+        r = subprocess.run(
+            [PY, "-c", run, os.path.join(bundle, "clip_text.pt")], capture_output=True, text=True, timeout=300
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(self.target) as f:
             self.assertEqual(f.read(), "AAAA me\n")
@@ -168,22 +187,60 @@ class BundleIsAProgram(unittest.TestCase):
         # Each preset with random weights; a small CLIP (the CLIP code is the same at any size).
         vocab = os.path.join(DEMO, "bpe_simple_vocab_16e6.txt.gz")
         for preset, embed in (("R101c_vitB16", 512), ("swinB_vitL14", 768)):
-            clip = json.dumps({"embed_dim": embed, "image_resolution": 224, "vision_layers": 2, "vision_width": 64,
-                               "vision_patch_size": 16, "context_length": 77, "vocab_size": 49408,
-                               "transformer_width": 64, "transformer_layers": 2})
+            clip = json.dumps(
+                {
+                    "embed_dim": embed,
+                    "image_resolution": 224,
+                    "vision_layers": 2,
+                    "vision_width": 64,
+                    "vision_patch_size": 16,
+                    "context_length": 77,
+                    "vocab_size": 49408,
+                    "transformer_width": 64,
+                    "transformer_layers": 2,
+                }
+            )
             with self.subTest(preset=preset):
                 out = os.path.join(self.tmp, preset)
-                e = subprocess.run([PY, os.path.join(ROOT, "tools", "ovseg-export"), "--random-init", "--preset", preset,
-                                    "--clip-arch", clip, "--bpe-vocab", vocab, "--out", out, "-q"],
-                                   capture_output=True, text=True, timeout=900)
+                e = subprocess.run(
+                    [
+                        PY,
+                        os.path.join(ROOT, "tools", "ovseg-export"),
+                        "--random-init",
+                        "--preset",
+                        preset,
+                        "--clip-arch",
+                        clip,
+                        "--bpe-vocab",
+                        vocab,
+                        "--out",
+                        out,
+                        "-q",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
                 self.assertEqual(e.returncode, 0, e.stderr)
-                r = subprocess.run([BIN, "info", "--operators", "-m", out], capture_output=True, text=True,
-                                   timeout=300)
+                r = subprocess.run([BIN, "info", "--operators", "-m", out], capture_output=True, text=True, timeout=300)
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
                 shutil.rmtree(out, ignore_errors=True)
         out = os.path.join(self.tmp, "sam_vit_b")
-        e = subprocess.run([PY, os.path.join(ROOT, "tools", "ovseg-export-sam"), "--random-init", "--size", "vit_b",
-                            "--out", out, "-q"], capture_output=True, text=True, timeout=900)
+        e = subprocess.run(
+            [
+                PY,
+                os.path.join(ROOT, "tools", "ovseg-export-sam"),
+                "--random-init",
+                "--size",
+                "vit_b",
+                "--out",
+                out,
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         self.assertEqual(e.returncode, 0, e.stderr)
         r = subprocess.run([BIN, "info", "--operators", "-m", out], capture_output=True, text=True, timeout=300)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

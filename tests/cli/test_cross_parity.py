@@ -78,8 +78,7 @@ def setUpModule():
 
 def tearDownModule():
     if _SUMMARY:
-        print("\ncross parity (C++ CLI vs Python reference), max |d score| / label agreement:",
-              file=sys.stderr)
+        print("\ncross parity (C++ CLI vs Python reference), max |d score| / label agreement:", file=sys.stderr)
         for line in _SUMMARY:
             print("  " + line, file=sys.stderr)
     if _TMP:
@@ -88,13 +87,18 @@ def tearDownModule():
 
 def export_bundle(checkpoint: str, config: str, out: str, config_demo: str = None) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([PYTHON, EXPORTER, "--checkpoint", checkpoint, "--config", config,
-                        "--bpe-vocab", VOCAB, "--out", out, "-q"],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [PYTHON, EXPORTER, "--checkpoint", checkpoint, "--config", config, "--bpe-vocab", VOCAB, "--out", out, "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"ovseg-export {checkpoint} failed ({r.returncode}): {r.stderr}")
     if config_demo and os.path.isfile(config_demo):
         import make_test_bundles
+
         make_test_bundles.apply_demo_config(out, config_demo)
     return out
 
@@ -107,8 +111,23 @@ def run_cli(bundle: str, classes, mode: str, stems, extra=()):
         f.write("\n".join(classes) + "\n")
     out = os.path.join(work, "out")
     env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(work, "cache"), OMP_WAIT_POLICY="PASSIVE")
-    cmd = [BIN, "segment", "--model", bundle, "--classes-file", class_file, "--save-scores",
-           "--mode", mode, "-j", "1", "--no-text-cache", "-o", out, *extra] + [_IMAGES[s] for s in stems]
+    cmd = [
+        BIN,
+        "segment",
+        "--model",
+        bundle,
+        "--classes-file",
+        class_file,
+        "--save-scores",
+        "--mode",
+        mode,
+        "-j",
+        "1",
+        "--no-text-cache",
+        "-o",
+        out,
+        *extra,
+    ] + [_IMAGES[s] for s in stems]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
@@ -124,9 +143,18 @@ class _CrossParity:
     """Subclasses set up cls.bundle (path), cls.backend (pipeline.load_bundle of it) and
     cls.label (a name for the report)."""
 
-    def check(self, case: str, classes, mode: str, stems=("wide", "tall"), threshold=None,
-              ensemble_weight=None, maskformer_only=False):
+    def check(
+        self,
+        case: str,
+        classes,
+        mode: str,
+        stems=("wide", "tall"),
+        threshold=None,
+        ensemble_weight=None,
+        maskformer_only=False,
+    ):
         from ovseg_export import pipeline
+
         extra = []
         backend = self.backend
         if threshold is not None or ensemble_weight is not None or maskformer_only:
@@ -140,8 +168,14 @@ class _CrossParity:
             if maskformer_only:
                 extra += ["--maskformer-only"]
                 manifest["inference"][mode]["clip_ensemble"] = False
-            backend = pipeline.Backend(backend.proposals, backend.clip_visual, backend.clip_text,
-                                       backend.non_object_embedding, manifest, backend.tokenizer)
+            backend = pipeline.Backend(
+                backend.proposals,
+                backend.clip_visual,
+                backend.clip_text,
+                backend.non_object_embedding,
+                manifest,
+                backend.tokenizer,
+            )
         thr = float(backend.manifest["inference"][mode]["mask_threshold"])
         cxx = run_cli(self.bundle, classes, mode, stems, extra)
         for stem in stems:
@@ -151,6 +185,7 @@ class _CrossParity:
 
     def _compare(self, what, stem, py, scores, label, mode, thr, classes):
         from ovseg_export import pipeline
+
         ref = py["sem_seg"].numpy()
         w0, h0 = IMAGE_SIZES[stem]
         expect_c = len(classes) + (1 if mode == "demo" and len(classes) == 1 else 0)
@@ -168,9 +203,11 @@ class _CrossParity:
         h, w = py["resized_size_hw"]
         sig = pipeline.upsample_masks(py["pred_masks_lowres"], h, w)
         margin = float((sig - thr).abs().min())
-        line = (f"{what}: {d:.3g} / {agree * 100:.4f} % (Nv {py['num_valid_regions']}, "
-                f"thr {thr:g}, closest mask pixel {margin:.2g} from it, "
-                f"{len(np.unique(py_label))} labels)")
+        line = (
+            f"{what}: {d:.3g} / {agree * 100:.4f} % (Nv {py['num_valid_regions']}, "
+            f"thr {thr:g}, closest mask pixel {margin:.2g} from it, "
+            f"{len(np.unique(py_label))} labels)"
+        )
         if d <= SCORE_TOL:
             _SUMMARY.append(line)
             print("\n  " + line, file=sys.stderr)
@@ -179,36 +216,42 @@ class _CrossParity:
         line += " [threshold flip]"
         _SUMMARY.append(line)
         print("\n  " + line, file=sys.stderr)
-        self.assertLess(margin, FLIP_MARGIN, f"scores differ beyond {SCORE_TOL} with no mask pixel "
-                                             f"near the threshold: {line}")
+        self.assertLess(
+            margin, FLIP_MARGIN, f"scores differ beyond {SCORE_TOL} with no mask pixel " f"near the threshold: {line}"
+        )
         self.assertGreaterEqual(agree, FLIP_LABEL_AGREE, line)
 
 
 class SyntheticResNetTest(_CrossParity, unittest.TestCase):
     """Tiny ResNet fixtures in the official format, exported with tools/ovseg-export."""
+
     VARIANT = "tiny_r50c"
 
     @classmethod
     def setUpClass(cls):
         import synthetic_fixtures
         from ovseg_export import pipeline
+
         d = os.path.join(_TMP, cls.VARIANT)
         paths = synthetic_fixtures.write_fixture(d, cls.VARIANT)
         cls.paths = paths
         cls.classes = synthetic_fixtures.CLASSES
-        cls.bundle = export_bundle(paths["checkpoint"], paths["config_eval"],
-                                   os.path.join(d, "bundle"), paths["config_demo"])
+        cls.bundle = export_bundle(
+            paths["checkpoint"], paths["config_eval"], os.path.join(d, "bundle"), paths["config_demo"]
+        )
         cls.backend = pipeline.load_bundle(cls.bundle)
         cls.label = cls.VARIANT
 
     def test_bundle_settings_come_from_both_configs(self):
         import make_test_bundles
         from ovseg_export import config as config_mod
+
         inf = self.backend.manifest["inference"]
         cfg = config_mod.load_config(self.paths["config_eval"])
         ca = cfg["MODEL"]["CLIP_ADAPTER"]
-        self.assertEqual(inf["eval"], {"mask_threshold": float(ca["MASK_THR"]),
-                                       "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])})
+        self.assertEqual(
+            inf["eval"], {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])}
+        )
         self.assertEqual(inf["demo"], make_test_bundles.demo_settings(self.paths["config_demo"]))
         self.assertEqual(self.backend.manifest["architecture"]["backbone"], "resnet")
 
@@ -222,8 +265,7 @@ class SyntheticResNetTest(_CrossParity, unittest.TestCase):
         self.check("demo single class", ["dog"], "demo", stems=("wide",))
 
     def test_threshold_and_weight_override(self):
-        self.check("eval thr 0.45 w 0.6", self.classes, "eval", stems=("tall",), threshold=0.45,
-                   ensemble_weight=0.6)
+        self.check("eval thr 0.45 w 0.6", self.classes, "eval", stems=("tall",), threshold=0.45, ensemble_weight=0.6)
 
 
 class SyntheticResNet18Test(SyntheticResNetTest):
@@ -236,17 +278,22 @@ class SyntheticResNet18Test(SyntheticResNetTest):
 
 class _SharedFixture(_CrossParity):
     """Each shared fixture's bundle on the odd-sized images, with the fixture's own settings."""
+
     FIXTURE = None
 
     @classmethod
     def setUpClass(cls):
         from ovseg_export import pipeline
+
         fx = cls.FIXTURE
         cls.bundle = fx.bundle()
         if cls.bundle is None:
-            cls.bundle = export_bundle(fx.checkpoint, fx.config_eval,
-                                       os.path.join(_TMP, "fixture-" + fx.name),
-                                       os.path.join(fx.dir, "config_demo.yaml"))
+            cls.bundle = export_bundle(
+                fx.checkpoint,
+                fx.config_eval,
+                os.path.join(_TMP, "fixture-" + fx.name),
+                os.path.join(fx.dir, "config_demo.yaml"),
+            )
         cls.backend = pipeline.load_bundle(cls.bundle)
         cls.label = fx.name
 
@@ -285,6 +332,7 @@ class MaskFormerOnlyTest(_CrossParity, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         from ovseg_export import pipeline
+
         fx = fixture_util.primary_fixture()
         cls.fx = fx
         d = os.path.join(_TMP, "maskformer-only")
@@ -316,16 +364,17 @@ class MaskFormerOnlyTest(_CrossParity, unittest.TestCase):
 
         def no_clip(*_):
             raise AssertionError("the CLIP visual tower ran in MaskFormer-only mode")
+
         b = self.backend
-        backend = pipeline.Backend(b.proposals, no_clip, b.clip_text, b.non_object_embedding,
-                                   b.manifest, b.tokenizer)
+        backend = pipeline.Backend(b.proposals, no_clip, b.clip_text, b.non_object_embedding, b.manifest, b.tokenizer)
         py = pipeline.run(backend, _IMAGES["wide"], self.classes, "eval")
         self.assertEqual(py["num_valid_regions"], 0)
         h, w = py["resized_size_hw"]
         logits = py["pred_masks_lowres"]
         q = logits.shape[0]
-        up = F.interpolate(logits[None], size=(logits.shape[1] * 4, logits.shape[2] * 4),
-                           mode="bilinear", align_corners=False)[0, :, :h, :w].sigmoid()
+        up = F.interpolate(
+            logits[None], size=(logits.shape[1] * 4, logits.shape[2] * 4), mode="bilinear", align_corners=False
+        )[0, :, :h, :w].sigmoid()
         e = py["pred_embeddings"]
         e = e / e.norm(dim=-1, keepdim=True)
         mask_cls = torch.softmax(100.0 * e @ py["text_features"].t(), dim=-1)[..., :-1]
@@ -339,17 +388,24 @@ class MaskFormerOnlyTest(_CrossParity, unittest.TestCase):
             manifest = json.loads(json.dumps(b.manifest))
             del manifest["inference"]["eval"]["clip_ensemble"]
             manifest["inference"]["eval"]["ensemble_weight"] = weight
-            other = pipeline.run(pipeline.Backend(b.proposals, b.clip_visual, b.clip_text,
-                                                  b.non_object_embedding, manifest, b.tokenizer),
-                                 _IMAGES["wide"], self.classes, "eval")
+            other = pipeline.run(
+                pipeline.Backend(
+                    b.proposals, b.clip_visual, b.clip_text, b.non_object_embedding, manifest, b.tokenizer
+                ),
+                _IMAGES["wide"],
+                self.classes,
+                "eval",
+            )
             self.assertGreater(float((other["sem_seg"] - py["sem_seg"]).abs().max()), 1e-3)
 
     def test_flag_on_an_ensemble_bundle(self):
         """--maskformer-only on the fixture's ordinary bundle = the CLIP_ENSEMBLE False bundle."""
         from ovseg_export import pipeline
+
         fx = self.fx
-        bundle = fx.bundle() or export_bundle(fx.checkpoint, fx.config_eval,
-                                              os.path.join(_TMP, "maskformer-only", "ensemble-bundle"))
+        bundle = fx.bundle() or export_bundle(
+            fx.checkpoint, fx.config_eval, os.path.join(_TMP, "maskformer-only", "ensemble-bundle")
+        )
         backend = pipeline.load_bundle(bundle)
         self.assertNotIn("clip_ensemble", backend.manifest["inference"]["eval"])
         saved = (self.bundle, self.backend)
@@ -365,17 +421,49 @@ class MaskFormerOnlyTest(_CrossParity, unittest.TestCase):
     def test_json_report_and_demo_refusal(self):
         out = os.path.join(_TMP, "maskformer-only", "json")
         env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(out, "cache"), OMP_WAIT_POLICY="PASSIVE")
-        r = subprocess.run([BIN, "segment", "--model", self.bundle, "--classes", ",".join(self.classes),
-                            "--json", "-o", out, _IMAGES["tall"]], capture_output=True, text=True,
-                           env=env, timeout=600)
+        r = subprocess.run(
+            [
+                BIN,
+                "segment",
+                "--model",
+                self.bundle,
+                "--classes",
+                ",".join(self.classes),
+                "--json",
+                "-o",
+                out,
+                _IMAGES["tall"],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(out, "tall.json"), "r", encoding="utf-8") as f:
             rep = json.load(f)
         self.assertIs(rep["clip_ensemble"], False)
         self.assertEqual(rep["segments"], [])
-        r = subprocess.run([BIN, "segment", "--model", self.bundle, "--classes", "a,b", "--mode", "demo",
-                            "--maskformer-only", "-o", out, _IMAGES["tall"]], capture_output=True,
-                           text=True, env=env, timeout=600)
+        r = subprocess.run(
+            [
+                BIN,
+                "segment",
+                "--model",
+                self.bundle,
+                "--classes",
+                "a,b",
+                "--mode",
+                "demo",
+                "--maskformer-only",
+                "-o",
+                out,
+                _IMAGES["tall"],
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--maskformer-only", r.stderr)
 

@@ -28,6 +28,7 @@ SHARED = os.environ.get("OVSEG_SHARED_DIR", os.path.join(SOURCE_DIR, "..", "shar
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "eval"))
 from expected_metrics import metrics_from_pairs  # noqa: E402  (the eval unit tests' numpy oracle)
+
 BIN = os.environ.get("OVSEG_BIN", "")
 BUNDLE = os.path.join(os.environ.get("OVSEG_TEST_BUNDLE_DIR", ""), "tiny_swin_vit")
 FIXTURE_IMAGE = os.path.join(SHARED, "fixtures", "tiny_swin_vit", "image.png")
@@ -59,8 +60,12 @@ def expected_metrics(pairs):
 def numbers(metrics_json):
     """What must be identical between runs: headline, per-class values and counts."""
     per_class = [(c["IoU"], c["ACC"], c["gt_pixels"], c["pred_pixels"], c["tp"]) for c in metrics_json["per_class"]]
-    return ({k: metrics_json[k] for k in HEADLINE_KEYS}, per_class,
-            metrics_json["counts"]["images_evaluated"], metrics_json["counts"]["pixels_evaluated"])
+    return (
+        {k: metrics_json[k] for k in HEADLINE_KEYS},
+        per_class,
+        metrics_json["counts"]["images_evaluated"],
+        metrics_json["counts"]["pixels_evaluated"],
+    )
 
 
 @unittest.skipIf(missing_inputs(), "missing: " + "; ".join(missing_inputs()))
@@ -95,8 +100,12 @@ class EvalCliTest(unittest.TestCase):
         # A corrupt image with a valid label, and a label without image.
         with open(os.path.join(cls.image_dir, "ADE_val_00000090.jpg"), "wb") as f:
             f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
-        Image.fromarray(np.zeros((20, 30), np.uint8), mode="L").save(os.path.join(cls.label_dir, "ADE_val_00000090.png"))
-        Image.fromarray(np.zeros((20, 30), np.uint8), mode="L").save(os.path.join(cls.label_dir, "ADE_val_00000091.png"))
+        Image.fromarray(np.zeros((20, 30), np.uint8), mode="L").save(
+            os.path.join(cls.label_dir, "ADE_val_00000090.png")
+        )
+        Image.fromarray(np.zeros((20, 30), np.uint8), mode="L").save(
+            os.path.join(cls.label_dir, "ADE_val_00000091.png")
+        )
         cls.total_pairs = len(cls.valid_stems) + 1
 
         # The reference run, used by every test.
@@ -110,8 +119,21 @@ class EvalCliTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def run_eval(self, *args, timeout=900, env=None):
-        cmd = [BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", self.root, "--threads", "2",
-               "--checkpoint-every", "1", *args]
+        cmd = [
+            BIN,
+            "eval",
+            "--model",
+            BUNDLE,
+            "--dataset",
+            "ade150",
+            "--root",
+            self.root,
+            "--threads",
+            "2",
+            "--checkpoint-every",
+            "1",
+            *args,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, env=env or self.env, timeout=timeout)
 
     def metrics(self, out_dir):
@@ -153,8 +175,9 @@ class EvalCliTest(unittest.TestCase):
 
         lines = r.stdout.strip().splitlines()
         self.assertGreaterEqual(len(lines), 2, r.stdout)
-        self.assertEqual(lines[-1], "mIoU=%.2f fwIoU=%.2f mACC=%.2f pACC=%.2f" % (
-            m["mIoU"], m["fwIoU"], m["mACC"], m["pACC"]))
+        self.assertEqual(
+            lines[-1], "mIoU=%.2f fwIoU=%.2f mACC=%.2f pACC=%.2f" % (m["mIoU"], m["fwIoU"], m["mACC"], m["pACC"])
+        )
         self.assertEqual(lines[-2], "mIoU_gt_classes=%.2f" % m["mIoU_gt_classes"])
         timing = m["timing"]
         self.assertEqual(timing["images"], len(self.valid_stems))
@@ -162,13 +185,21 @@ class EvalCliTest(unittest.TestCase):
         for stage in ("proposals", "clip", "text"):
             self.assertIn(stage, timing["mean_ms_per_image"])
         self.assertGreater(timing["mean_ms_per_image"]["proposals"], 0)
-        print(f"\n[eval-cli] tiny bundle: {timing['images_per_s']:.2f} images/s in the loop "
-              f"({len(self.valid_stems)} images, whole command {self.full_seconds:.1f} s incl. load and text)")
+        print(
+            f"\n[eval-cli] tiny bundle: {timing['images_per_s']:.2f} images/s in the loop "
+            f"({len(self.valid_stems)} images, whole command {self.full_seconds:.1f} s incl. load and text)"
+        )
 
     def test_shards_merged_equal_the_single_run(self):
         # Shard 0 as I/N, shard 1 as a Slurm array task (--array=1-2: task 2 is shard 1 of 2).
-        slurm = {"SLURM_ARRAY_JOB_ID": "41", "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1",
-                 "SLURM_ARRAY_TASK_MAX": "2", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_STEP": "1"}
+        slurm = {
+            "SLURM_ARRAY_JOB_ID": "41",
+            "SLURM_ARRAY_TASK_ID": "2",
+            "SLURM_ARRAY_TASK_MIN": "1",
+            "SLURM_ARRAY_TASK_MAX": "2",
+            "SLURM_ARRAY_TASK_COUNT": "2",
+            "SLURM_ARRAY_TASK_STEP": "1",
+        }
         outs = [os.path.join(self.tmp, f"shard{i}") for i in range(2)]
         r = self.run_eval("--shard", "0/2", "--output", outs[0])
         self.assertIn(r.returncode, (0, 1), r.stderr)
@@ -180,21 +211,28 @@ class EvalCliTest(unittest.TestCase):
         sizes = [self.metrics(o)["counts"]["images_selected"] for o in outs]
         self.assertEqual(sum(sizes), self.total_pairs)
         merged = os.path.join(self.tmp, "merged")
-        r = subprocess.run([BIN, "eval-merge", "--output", merged, *outs], capture_output=True, text=True,
-                           env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval-merge", "--output", merged, *outs], capture_output=True, text=True, env=self.env, timeout=300
+        )
         self.assertEqual(r.returncode, 1, r.stderr)  # the skipped files are still reported
         self.assertEqual(numbers(self.metrics(merged)), numbers(self.metrics(self.full_out)))
         self.assertEqual(r.stdout.strip().splitlines()[-1], self.full.stdout.strip().splitlines()[-1])
         # A missing shard is named and nothing is merged; --partial merges what is there.
         partial = os.path.join(self.tmp, "merged_partial")
-        r = subprocess.run([BIN, "eval-merge", "--output", partial, outs[0]], capture_output=True, text=True,
-                           env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval-merge", "--output", partial, outs[0]], capture_output=True, text=True, env=self.env, timeout=300
+        )
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("shard 1/2 is missing", r.stderr)
         self.assertIn("nothing merged", r.stderr)
         self.assertFalse(os.path.exists(partial))
-        r = subprocess.run([BIN, "eval-merge", "--partial", "--output", partial, outs[0]], capture_output=True,
-                           text=True, env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval-merge", "--partial", "--output", partial, outs[0]],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("incomplete: shard 1/2 is missing", r.stderr)
         self.assertTrue(os.path.isfile(os.path.join(partial, "metrics.json")))
@@ -221,8 +259,13 @@ class EvalCliTest(unittest.TestCase):
         empty = os.path.join(self.tmp, "bad-shards", "never-started")
         os.makedirs(empty)
         out = os.path.join(self.tmp, "bad-merged")
-        r = subprocess.run([BIN, "eval-merge", "--output", out, *dirs, empty], capture_output=True, text=True,
-                           env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval-merge", "--output", out, *dirs, empty],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertFalse(os.path.exists(out), "nothing is written")
         self.assertIn("never-started: no checkpoint.json", r.stderr)
@@ -259,8 +302,22 @@ class EvalCliTest(unittest.TestCase):
 
     def test_kill_then_resume_equals_the_single_run(self):
         out = os.path.join(self.tmp, "killed")
-        cmd = [BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", self.root, "--threads", "2",
-               "--checkpoint-every", "1", "--output", out]
+        cmd = [
+            BIN,
+            "eval",
+            "--model",
+            BUNDLE,
+            "--dataset",
+            "ade150",
+            "--root",
+            self.root,
+            "--threads",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--output",
+            out,
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
         checkpoint = os.path.join(out, "checkpoint.json")
         deadline = time.monotonic() + 600
@@ -285,8 +342,22 @@ class EvalCliTest(unittest.TestCase):
 
     def test_sigterm_checkpoints_exits_130_and_resumes(self):
         out = os.path.join(self.tmp, "terminated")
-        cmd = [BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", self.root, "--threads", "2",
-               "--checkpoint-every", "100", "--output", out]
+        cmd = [
+            BIN,
+            "eval",
+            "--model",
+            BUNDLE,
+            "--dataset",
+            "ade150",
+            "--root",
+            self.root,
+            "--threads",
+            "2",
+            "--checkpoint-every",
+            "100",
+            "--output",
+            out,
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
         progress_seen = False
         # The progress line of the first image is the cue (checkpoints are rare with --checkpoint-every 100).
@@ -311,13 +382,33 @@ class EvalCliTest(unittest.TestCase):
         self.assertEqual(numbers(self.metrics(out)), numbers(self.metrics(self.full_out)))
 
     def test_missing_dataset_directory_is_a_data_error(self):
-        r = subprocess.run([BIN, "eval", "--model", BUNDLE, "--dataset", "ade847", "--root", self.root,
-                            "--output", os.path.join(self.tmp, "none")],
-                           capture_output=True, text=True, env=self.env, timeout=300)
+        r = subprocess.run(
+            [
+                BIN,
+                "eval",
+                "--model",
+                BUNDLE,
+                "--dataset",
+                "ade847",
+                "--root",
+                self.root,
+                "--output",
+                os.path.join(self.tmp, "none"),
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
         self.assertEqual(r.returncode, 4)
         self.assertIn("ADE20K_2021_17_01", r.stderr)
-        r = subprocess.run([BIN, "eval", "--model", BUNDLE, "--dataset", "pc59", "--root", self.root],
-                           capture_output=True, text=True, env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval", "--model", BUNDLE, "--dataset", "pc59", "--root", self.root],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
         self.assertEqual(r.returncode, 4)  # PC-59's directory is missing too (a data error, not usage)
 
 

@@ -40,16 +40,43 @@ HEADLINE_KEYS = ("mIoU", "mIoU_gt_classes", "fwIoU", "mACC", "pACC")
 
 # name: (image dir, label dir, label ext, K, ignore, bit depth, default weight or None = bundle's)
 LAYOUTS = {
-    "ade150": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/annotations_detectron2/validation",
-               ".png", 150, 255, 8, None),
-    "ade847": ("ADE20K_2021_17_01/images_detectron2/validation",
-               "ADE20K_2021_17_01/annotations_detectron2/validation", ".tif", 847, 65535, 16, None),
-    "pc59": ("VOCdevkit/VOC2010/JPEGImages", "VOCdevkit/VOC2010/annotations_detectron2/pc59_val", ".png", 59, 255,
-             8, 0.6),
-    "pc459": ("VOCdevkit/VOC2010/JPEGImages", "VOCdevkit/VOC2010/annotations_detectron2/pc459_val", ".tif", 459,
-              65535, 16, 0.6),
-    "voc20": ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/annotations_detectron2/val", ".png", 20, 255, 8,
-              0.45),
+    "ade150": (
+        "ADEChallengeData2016/images/validation",
+        "ADEChallengeData2016/annotations_detectron2/validation",
+        ".png",
+        150,
+        255,
+        8,
+        None,
+    ),
+    "ade847": (
+        "ADE20K_2021_17_01/images_detectron2/validation",
+        "ADE20K_2021_17_01/annotations_detectron2/validation",
+        ".tif",
+        847,
+        65535,
+        16,
+        None,
+    ),
+    "pc59": (
+        "VOCdevkit/VOC2010/JPEGImages",
+        "VOCdevkit/VOC2010/annotations_detectron2/pc59_val",
+        ".png",
+        59,
+        255,
+        8,
+        0.6,
+    ),
+    "pc459": (
+        "VOCdevkit/VOC2010/JPEGImages",
+        "VOCdevkit/VOC2010/annotations_detectron2/pc459_val",
+        ".tif",
+        459,
+        65535,
+        16,
+        0.6,
+    ),
+    "voc20": ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/annotations_detectron2/val", ".png", 20, 255, 8, 0.45),
 }
 CUSTOM_K = 7
 CUSTOM_IGNORE = 100
@@ -109,8 +136,11 @@ class EvalDatasetsCliTest(unittest.TestCase):
                 stem = f"2008_{name}_{i:02d}"
                 img = src.crop(boxes[i])
                 img.save(os.path.join(image_dir, stem + ".jpg"), quality=92)
-                save_label(os.path.join(cls.root, lab_dir, stem + lab_ext), make_gt(rng, img.height, img.width, k,
-                                                                                   ignore), depth)
+                save_label(
+                    os.path.join(cls.root, lab_dir, stem + lab_ext),
+                    make_gt(rng, img.height, img.width, k, ignore),
+                    depth,
+                )
                 stems.append(stem)
             cls.stems[name] = stems
             # An image without annotation (JPEGImages holds the whole VOC release): left out, counted.
@@ -127,8 +157,11 @@ class EvalDatasetsCliTest(unittest.TestCase):
             stem = f"frame{i}"
             img = src.crop(boxes[i])
             img.save(os.path.join(cls.custom_images, stem + ".png"))
-            save_label(os.path.join(cls.custom_labels, stem + ".png"),
-                       make_gt(rng, img.height, img.width, CUSTOM_K, CUSTOM_IGNORE), 8)
+            save_label(
+                os.path.join(cls.custom_labels, stem + ".png"),
+                make_gt(rng, img.height, img.width, CUSTOM_K, CUSTOM_IGNORE),
+                8,
+            )
             cls.stems["custom"].append(stem)
         src.crop((0, 0, 20, 20)).save(os.path.join(cls.custom_images, "no_label.png"))
         cls.runs = {}
@@ -142,8 +175,20 @@ class EvalDatasetsCliTest(unittest.TestCase):
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
 
     def custom_args(self):
-        return ["--dataset", "custom", "--images", self.custom_images, "--labels", self.custom_labels,
-                "--classes-file", self.custom_classes, "--ignore-label", str(CUSTOM_IGNORE), "--image-ext", "png"]
+        return [
+            "--dataset",
+            "custom",
+            "--images",
+            self.custom_images,
+            "--labels",
+            self.custom_labels,
+            "--classes-file",
+            self.custom_classes,
+            "--ignore-label",
+            str(CUSTOM_IGNORE),
+            "--image-ext",
+            "png",
+        ]
 
     def dataset_args(self, name):
         return self.custom_args() if name == "custom" else ["--dataset", name, "--root", self.root]
@@ -196,8 +241,7 @@ class EvalDatasetsCliTest(unittest.TestCase):
         self.assertEqual([c["pred_pixels"] for c in m["per_class"]], e["pred_pixels"])
         self.assertEqual(m["counts"]["pixels_ignored"], e["pixels_ignored"])
         image_dir = self.custom_images if name == "custom" else os.path.join(self.root, LAYOUTS[name][0])
-        self.check_json(out, image_dir, ".png" if name == "custom" else ".jpg", self.stems[name],
-                        [p for p, _ in pairs])
+        self.check_json(out, image_dir, ".png" if name == "custom" else ".jpg", self.stems[name], [p for p, _ in pairs])
         return m
 
     def check_json(self, out, image_dir, image_ext, stems, preds):
@@ -263,8 +307,9 @@ class EvalDatasetsCliTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             shards.append(out)
         merged = os.path.join(self.tmp, "json-merged")
-        r = subprocess.run([BIN, "eval-merge", "--output", merged, *shards], capture_output=True, text=True,
-                           env=self.env, timeout=300)
+        r = subprocess.run(
+            [BIN, "eval-merge", "--output", merged, *shards], capture_output=True, text=True, env=self.env, timeout=300
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(single, "sem_seg_predictions.json")) as f:
             want = f.read()
@@ -311,8 +356,22 @@ class EvalDatasetsCliTest(unittest.TestCase):
             gt = read_label(os.path.join(self.custom_labels, stem + ".png"))
             save_label(os.path.join(labels, stem + ".png"), np.where(gt == CUSTOM_IGNORE, 255, 0), 8)
         out = os.path.join(self.tmp, "oracle-one")
-        r = self.run_cli("--dataset", "custom", "--images", self.custom_images, "--labels", labels, "--classes-file",
-                         classes, "--image-ext", "png", "--oracle", "masks", "--output", out)
+        r = self.run_cli(
+            "--dataset",
+            "custom",
+            "--images",
+            self.custom_images,
+            "--labels",
+            labels,
+            "--classes-file",
+            classes,
+            "--image-ext",
+            "png",
+            "--oracle",
+            "masks",
+            "--output",
+            out,
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         m = self.metrics(out)
         self.assertEqual(m["mIoU"], 100.0)

@@ -39,14 +39,38 @@ class EvalSharedImages(unittest.TestCase):
         cls.env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(cls.tmp, "text-cache"))
         rng = np.random.default_rng(5)
         layouts = {
-            "ade150": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/annotations_detectron2/validation",
-                       ".png", 150, 255, 8),
-            "ade847": ("ADE20K_2021_17_01/images_detectron2/validation",
-                       "ADE20K_2021_17_01/annotations_detectron2/validation", ".tif", 847, 65535, 16),
-            "pc59": ("VOCdevkit/VOC2010/JPEGImages", "VOCdevkit/VOC2010/annotations_detectron2/pc59_val", ".png", 59,
-                     255, 8),
-            "pc459": ("VOCdevkit/VOC2010/JPEGImages", "VOCdevkit/VOC2010/annotations_detectron2/pc459_val", ".tif",
-                      459, 65535, 16),
+            "ade150": (
+                "ADEChallengeData2016/images/validation",
+                "ADEChallengeData2016/annotations_detectron2/validation",
+                ".png",
+                150,
+                255,
+                8,
+            ),
+            "ade847": (
+                "ADE20K_2021_17_01/images_detectron2/validation",
+                "ADE20K_2021_17_01/annotations_detectron2/validation",
+                ".tif",
+                847,
+                65535,
+                16,
+            ),
+            "pc59": (
+                "VOCdevkit/VOC2010/JPEGImages",
+                "VOCdevkit/VOC2010/annotations_detectron2/pc59_val",
+                ".png",
+                59,
+                255,
+                8,
+            ),
+            "pc459": (
+                "VOCdevkit/VOC2010/JPEGImages",
+                "VOCdevkit/VOC2010/annotations_detectron2/pc459_val",
+                ".tif",
+                459,
+                65535,
+                16,
+            ),
         }
         for name, (img_dir, lab_dir, ext, k, ignore, depth) in layouts.items():
             for i, (stem, src) in enumerate(zip(STEMS, SOURCES)):
@@ -59,7 +83,7 @@ class EvalSharedImages(unittest.TestCase):
                 if not os.path.exists(path):
                     Image.fromarray(arr).save(path, quality=95)
                 gt = rng.integers(0, k, size=(arr.shape[0] // 16 + 1, arr.shape[1] // 16 + 1))
-                gt = np.kron(gt, np.ones((16, 16), dtype=np.int64))[:arr.shape[0], :arr.shape[1]]
+                gt = np.kron(gt, np.ones((16, 16), dtype=np.int64))[: arr.shape[0], : arr.shape[1]]
                 gt[rng.random(gt.shape) < 0.05] = ignore
                 save_label(os.path.join(cls.root, lab_dir, stem + ext), gt, depth)
 
@@ -68,8 +92,13 @@ class EvalSharedImages(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def eval(self, datasets, out, *extra):
-        r = subprocess.run([BIN, "eval", "-m", DEMO, "-j", "1", "--dataset", datasets, "--root", self.root, "-o", out,
-                            *extra], capture_output=True, text=True, env=self.env, timeout=900)
+        r = subprocess.run(
+            [BIN, "eval", "-m", DEMO, "-j", "1", "--dataset", datasets, "--root", self.root, "-o", out, *extra],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=900,
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         return r
 
@@ -86,8 +115,11 @@ class EvalSharedImages(unittest.TestCase):
         self.assertEqual(s1["settings"], s2["settings"])
         self.assertEqual(sorted(s1["finished"]), sorted(s2["finished"]))
         for key in ("mIoU", "fwIoU", "mACC", "pACC"):
-            self.assertEqual(m1["metrics"][key] if "metrics" in m1 else m1[key],
-                             m2["metrics"][key] if "metrics" in m2 else m2[key], key)
+            self.assertEqual(
+                m1["metrics"][key] if "metrics" in m1 else m1[key],
+                m2["metrics"][key] if "metrics" in m2 else m2[key],
+                key,
+            )
 
     def test_ade150_and_ade847_share_their_images(self):
         both = os.path.join(self.tmp, "both")
@@ -117,9 +149,24 @@ class EvalSharedImages(unittest.TestCase):
 
     def test_bad_lists_are_usage_errors(self):
         for datasets in ("ade150,ade150", "ade150,", "ade150,nosuch", "ade150,custom"):
-            r = subprocess.run([BIN, "eval", "-m", DEMO, "--dataset", datasets, "--root", self.root, "-o",
-                                os.path.join(self.tmp, "bad")], capture_output=True, text=True, env=self.env,
-                               timeout=120)
+            r = subprocess.run(
+                [
+                    BIN,
+                    "eval",
+                    "-m",
+                    DEMO,
+                    "--dataset",
+                    datasets,
+                    "--root",
+                    self.root,
+                    "-o",
+                    os.path.join(self.tmp, "bad"),
+                ],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=120,
+            )
             self.assertEqual(r.returncode, 2, (datasets, r.stderr))
 
 

@@ -22,8 +22,10 @@ class InfoTest(unittest.TestCase):
         if not BIN or not os.access(BIN, os.X_OK):
             self.skipTest("OVSEG_BIN is not set to the built ovseg binary")
         if not os.path.isfile(os.path.join(BUNDLE, "manifest.json")):
-            self.skipTest(f"test bundle not found: {BUNDLE} (ctest's export_fixture_bundles writes it; "
-                          "set OVSEG_TEST_BUNDLE_DIR)")
+            self.skipTest(
+                f"test bundle not found: {BUNDLE} (ctest's export_fixture_bundles writes it; "
+                "set OVSEG_TEST_BUNDLE_DIR)"
+            )
         with open(os.path.join(BUNDLE, "manifest.json"), encoding="utf-8") as f:
             self.manifest = json.load(f)
 

@@ -34,8 +34,9 @@ def run(*args, stdin=None, cwd=None, timeout=TIMEOUT, env_extra=None, binary_std
     env = dict(os.environ, OVSEG_CACHE_DIR=CACHE_DIR)
     if env_extra:
         env.update(env_extra)
-    return subprocess.run([BIN, *args], input=stdin, capture_output=True, text=not binary_stdin, cwd=cwd, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [BIN, *args], input=stdin, capture_output=True, text=not binary_stdin, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def require(tc, need_bundle=True):
@@ -148,9 +149,25 @@ class NonUtf8NameTest(Base):
         name = d + b"/caf\xe9-\xff.png"
         small_image(os.fsdecode(name))
         out = os.path.join(self.tmp, "out")
-        p = subprocess.run([os.fsencode(BIN), b"segment", b"--model", os.fsencode(BUNDLE), b"--threads", b"1",
-                            b"-c", b"car,road", b"--json", b"-o", os.fsencode(out), name],
-                           capture_output=True, timeout=TIMEOUT, env=dict(os.environ, OVSEG_CACHE_DIR=CACHE_DIR))
+        p = subprocess.run(
+            [
+                os.fsencode(BIN),
+                b"segment",
+                b"--model",
+                os.fsencode(BUNDLE),
+                b"--threads",
+                b"1",
+                b"-c",
+                b"car,road",
+                b"--json",
+                b"-o",
+                os.fsencode(out),
+                name,
+            ],
+            capture_output=True,
+            timeout=TIMEOUT,
+            env=dict(os.environ, OVSEG_CACHE_DIR=CACHE_DIR),
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         report = os.path.join(os.fsencode(out), b"caf\xe9-\xff.json")
         with open(report, "rb") as f:
@@ -172,12 +189,13 @@ def parse_entry(path):
     E float32, sha256 of everything before)."""
     import hashlib
     import struct
+
     with open(path, "rb") as f:
         raw = f.read()
     assert raw[:8] == b"OVSGTF02", raw[:8]
     e, n = struct.unpack("<II", raw[8:16])
-    name = raw[16:16 + n].decode("utf-8")
-    floats = np.frombuffer(raw[16 + n:16 + n + 4 * e], dtype="<f4")
+    name = raw[16 : 16 + n].decode("utf-8")
+    floats = np.frombuffer(raw[16 + n : 16 + n + 4 * e], dtype="<f4")
     return name, floats, hashlib.sha256(raw[:-32]).digest() == raw[-32:], raw
 
 
@@ -196,6 +214,7 @@ class TextCacheTest(Base):
 
     def test_corrupt_and_non_finite_entries_are_recomputed(self):
         import hashlib
+
         cache = os.path.join(self.tmp, "cache")
         p = self.run_with_cache(cache, os.path.join(self.tmp, "o1"))
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -210,7 +229,7 @@ class TextCacheTest(Base):
         _, _, _, raw = parse_entry(entries[0])
         n = len(raw) - 32
         bad = bytearray(raw)
-        bad[n - 4:n] = np.array([np.nan], "<f4").tobytes()
+        bad[n - 4 : n] = np.array([np.nan], "<f4").tobytes()
         with open(entries[0], "wb") as f:
             f.write(bad)
         body = bytearray(parse_entry(entries[1])[3][:-32])
@@ -238,9 +257,28 @@ class TextCacheTest(Base):
         img = os.path.join(self.tmp, "a.png")
         small_image(img)
         env = dict(os.environ, OVSEG_CACHE_DIR=cache)
-        procs = [subprocess.Popen([BIN, "segment", "--model", BUNDLE, "--threads", THREADS, "-c", names, "-o",
-                                   os.path.join(self.tmp, f"p{i}"), img], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    BIN,
+                    "segment",
+                    "--model",
+                    BUNDLE,
+                    "--threads",
+                    THREADS,
+                    "-c",
+                    names,
+                    "-o",
+                    os.path.join(self.tmp, f"p{i}"),
+                    img,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
         for proc in procs:
             _, err = proc.communicate(timeout=TIMEOUT)
             self.assertEqual(proc.returncode, 0, err)
@@ -265,13 +303,18 @@ def bomb_png(path, width, height):
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     comp = zlib.compressobj(9)
     row = b"\0" * (width + 1)
     parts = [comp.compress(row) for _ in range(height)]
     parts.append(comp.flush())
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
-                chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts))
+            + chunk(b"IEND", b"")
+        )
 
 
 class DecompressionBombTest(Base):
@@ -285,7 +328,9 @@ class DecompressionBombTest(Base):
         small_image(good)
         p = self.segment("-c", "car,road", "-o", os.path.join(self.tmp, "out"), bomb, good)
         self.assertEqual(p.returncode, 1, p.stderr)
-        self.assertIn(f"{bomb}: image too large: 30000x30000 = 900000000 pixels, 5.03x the limit of 178956970", p.stderr)
+        self.assertIn(
+            f"{bomb}: image too large: 30000x30000 = 900000000 pixels, 5.03x the limit of 178956970", p.stderr
+        )
         self.assertIn("1 of 2 images failed", p.stderr)
 
     def test_max_pixels_option(self):
@@ -334,8 +379,18 @@ class ManifestValidationTest(Base):
             json.dump(m, f)
         img = os.path.join(self.tmp, "a.png")
         small_image(img)
-        p = run("segment", "--model", bundle, "--threads", THREADS, "-c", "car,road", "-o",
-                os.path.join(self.tmp, "out"), img)
+        p = run(
+            "segment",
+            "--model",
+            bundle,
+            "--threads",
+            THREADS,
+            "-c",
+            "car,road",
+            "-o",
+            os.path.join(self.tmp, "out"),
+            img,
+        )
         shutil.rmtree(bundle)
         return p
 
@@ -350,18 +405,19 @@ class ManifestValidationTest(Base):
         self.check(lambda m: m["preprocess"].__setitem__("pixel_std", [0.0, 1.0, 1.0]), "preprocess.pixel_std (R)")
 
     def test_template_without_placeholder(self):
-        self.check(lambda m: m["text"]["templates"].__setitem__(0, "a photo of a thing."), "exactly one \"{}\"")
+        self.check(lambda m: m["text"]["templates"].__setitem__(0, "a photo of a thing."), 'exactly one "{}"')
 
     def test_template_with_a_stray_brace(self):
         self.check(lambda m: m["text"]["templates"].__setitem__(0, "a {} of {0}."), "brace")
 
     def test_context_length_the_text_tower_lacks(self):
-        self.check(lambda m: m["text"]["tokenizer"].__setitem__("context_length", 1000),
-                   "does not accept 1000 tokens")
+        self.check(lambda m: m["text"]["tokenizer"].__setitem__("context_length", 1000), "does not accept 1000 tokens")
 
     def test_num_queries_unlike_the_module(self):
-        self.check(lambda m: m["architecture"].__setitem__("num_queries", m["architecture"]["num_queries"] + 1),
-                   "architecture.num_queries")
+        self.check(
+            lambda m: m["architecture"].__setitem__("num_queries", m["architecture"]["num_queries"] + 1),
+            "architecture.num_queries",
+        )
 
     def test_test_sizes_that_run_away(self):
         self.check(lambda m: m["preprocess"].__setitem__("min_size_test", 100000), "preprocess.min_size_test")
@@ -375,7 +431,9 @@ class ManifestValidationTest(Base):
             def edit(m):
                 mods = m["modules"]
                 mods[a], mods[b] = mods[b], mods[a]
+
             return edit
+
         # The text tower's attribute check names the module that is not a text tower ...
         self.check(swap("proposals", "clip_text"), "proposals.pt: no tensor attribute")
         # ... and the load-time probe the proposal network that is not one.
@@ -388,7 +446,7 @@ class ClassNamesTest(Base):
 
     def test_names_with_equal_token_ids(self):
         img = os.path.join(FIXTURE, "image.png")
-        for names, shown in (("café,CAFÉ", "\"café\" and \"CAFÉ\""), ("red car,red  car", "\"red car\" and \"red  car\"")):
+        for names, shown in (("café,CAFÉ", '"café" and "CAFÉ"'), ("red car,red  car", '"red car" and "red  car"')):
             p = self.segment("-c", names, "-o", os.path.join(self.tmp, "out"), img)
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertIn(shown, p.stderr)

@@ -20,8 +20,10 @@ from demo_env import BIN, ROOT, require_binary, require_torch
 
 # Runs a command and prints its peak resident set (KiB): a fresh interpreter per command, so
 # RUSAGE_CHILDREN holds that command alone.
-PEAK = "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); " \
-       "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+PEAK = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+)
 
 
 class SamLimits(unittest.TestCase):
@@ -31,8 +33,21 @@ class SamLimits(unittest.TestCase):
         require_torch()
         cls.tmp = tempfile.mkdtemp(prefix="ovseg_samlimits_")
         cls.bundle = os.path.join(cls.tmp, "sam_vit_b")
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ovseg-export-sam"), "--random-init",
-                            "--size", "vit_b", "--out", cls.bundle, "-q"], capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "tools", "ovseg-export-sam"),
+                "--random-init",
+                "--size",
+                "vit_b",
+                "--out",
+                cls.bundle,
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if r.returncode != 0:
             raise AssertionError(r.stderr)
         cls.image = os.path.join(cls.tmp, "small.png")
@@ -44,8 +59,19 @@ class SamLimits(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def masks(self, bundle, *flags, peak=False):
-        cmd = [BIN, "-q", "masks", "--sam-model", bundle, "-j", "2", "-o", os.path.join(self.tmp, "out"), *flags,
-               self.image]
+        cmd = [
+            BIN,
+            "-q",
+            "masks",
+            "--sam-model",
+            bundle,
+            "-j",
+            "2",
+            "-o",
+            os.path.join(self.tmp, "out"),
+            *flags,
+            self.image,
+        ]
         if peak:
             cmd = [sys.executable, "-c", PEAK, *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -63,8 +89,9 @@ class SamLimits(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(self.tmp, "out", "small", "metadata.csv")))
         rss_small = int(small.stdout.split()[-1]) / 1024.0
         rss_large = int(large.stdout.split()[-1]) / 1024.0
-        print(f"[sam limits] peak RSS: points-per-batch 64 {rss_small:.0f} MiB, 4096 {rss_large:.0f} MiB",
-              file=sys.stderr)
+        print(
+            f"[sam limits] peak RSS: points-per-batch 64 {rss_small:.0f} MiB, 4096 {rss_large:.0f} MiB", file=sys.stderr
+        )
         self.assertLess(rss_large, rss_small + 600, (rss_small, rss_large))
 
     def test_masks_never_replaces_a_folder_it_did_not_write(self):
@@ -73,8 +100,12 @@ class SamLimits(unittest.TestCase):
         os.makedirs(mine)
         with open(os.path.join(mine, "notes.txt"), "w") as f:
             f.write("mine\n")
-        r = subprocess.run([BIN, "-q", "masks", "--sam-model", self.bundle, "-o", out, self.image],
-                           capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [BIN, "-q", "masks", "--sam-model", self.bundle, "-o", out, self.image],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("not a mask folder", r.stderr)
         with open(os.path.join(mine, "notes.txt")) as f:

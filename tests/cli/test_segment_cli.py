@@ -46,8 +46,10 @@ def require(test_case, need_bundle=True):
         if not os.path.isfile(os.path.join(FIXTURE, "image.png")):
             test_case.skipTest(f"reference fixture not found: {FIXTURE} (set OVSEG_SHARED_DIR)")
         if not os.path.isfile(os.path.join(BUNDLE, "manifest.json")):
-            test_case.skipTest(f"test bundle not found: {BUNDLE} (ctest's export_fixture_bundles writes it; "
-                               "set OVSEG_TEST_BUNDLE_DIR)")
+            test_case.skipTest(
+                f"test bundle not found: {BUNDLE} (ctest's export_fixture_bundles writes it; "
+                "set OVSEG_TEST_BUNDLE_DIR)"
+            )
 
 
 def make_inputs(directory):
@@ -89,8 +91,21 @@ class SegmentBatchTest(unittest.TestCase):
             for name in fixture_classes():
                 f.write(f"  {name}\n")
             f.write("\n# end\n")
-        cls.proc = run("segment", "--model", BUNDLE, "--classes-file", cls.class_file, "--overlay", "--json",
-                       "--save-scores", "--threads", THREADS, "--output", cls.out, cls.inputs)
+        cls.proc = run(
+            "segment",
+            "--model",
+            BUNDLE,
+            "--classes-file",
+            cls.class_file,
+            "--overlay",
+            "--json",
+            "--save-scores",
+            "--threads",
+            THREADS,
+            "--output",
+            cls.out,
+            cls.inputs,
+        )
 
     @classmethod
     def tearDownClass(cls):
@@ -260,8 +275,22 @@ class SegmentOptionsTest(unittest.TestCase):
 
     def test_demo_mode_with_one_class_marks_unlabeled_255(self):
         out = self.out_dir("demo")
-        p = run("segment", "-m", BUNDLE, "-c", " sky ", "--mode", "demo", "-s", "--json", "-j", THREADS,
-                "-o", out, self.image)
+        p = run(
+            "segment",
+            "-m",
+            BUNDLE,
+            "-c",
+            " sky ",
+            "--mode",
+            "demo",
+            "-s",
+            "--json",
+            "-j",
+            THREADS,
+            "-o",
+            out,
+            self.image,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         labels = np.asarray(Image.open(os.path.join(out, "photo.png")))
         self.assertTrue(set(np.unique(labels).tolist()) <= {0, 255}, np.unique(labels))
@@ -278,8 +307,23 @@ class SegmentOptionsTest(unittest.TestCase):
         with open(os.path.join(SHARED, "class_lists.json"), encoding="utf-8") as f:
             voc = json.load(f)["voc20"]
         out = self.out_dir("preset")
-        p = run("segment", "-m", BUNDLE, "--dataset-classes", "voc20", "--mask-threshold", "0.3", "--ensemble-weight",
-                "0.5", "--json", "-j", THREADS, "-o", out, self.image)
+        p = run(
+            "segment",
+            "-m",
+            BUNDLE,
+            "--dataset-classes",
+            "voc20",
+            "--mask-threshold",
+            "0.3",
+            "--ensemble-weight",
+            "0.5",
+            "--json",
+            "-j",
+            THREADS,
+            "-o",
+            out,
+            self.image,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertNotIn("deprecated", p.stderr)
         with open(os.path.join(out, "photo.json"), encoding="utf-8") as f:
@@ -328,8 +372,9 @@ class SegmentOptionsTest(unittest.TestCase):
         # A new image beside a finished one: only the new one is segmented.
         other = os.path.join(self.tmp, "second.png")
         shutil.copyfile(self.image, other)
-        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-j", THREADS, "-o", out, "--skip-existing",
-                self.image, other)
+        p = run(
+            "segment", "-m", BUNDLE, "-c", "sky,tree", "-j", THREADS, "-o", out, "--skip-existing", self.image, other
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("1 images, 0 failed, 1 skipped", p.stderr)
         self.assertEqual(os.stat(label).st_mtime_ns, before)
@@ -348,18 +393,44 @@ class SegmentOptionsTest(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(out)), ["a", "c.png"])  # positions 0 and 2
         # Shard 1 of 2 as a Kubernetes Indexed Job's pod would run it.
         env = {"JOB_COMPLETION_INDEX": "1", "OVSEG_SHARD_COUNT": "2"}
-        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-j", THREADS, "-o", out, "-r", "--skip-existing",
-                "--shard", "auto", src, env=env)
+        p = run(
+            "segment",
+            "-m",
+            BUNDLE,
+            "-c",
+            "sky,tree",
+            "-j",
+            THREADS,
+            "-o",
+            out,
+            "-r",
+            "--skip-existing",
+            "--shard",
+            "auto",
+            src,
+            env=env,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("1 images, 0 failed, 0 skipped", p.stderr)
         self.assertEqual(sorted(os.listdir(os.path.join(out, "b"))), ["x.png"])
         # A rerun of a finished shard skips everything (and loads no model).
-        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-o", out, "-r", "--skip-existing", "--shard", "0/2",
-                src)
+        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-o", out, "-r", "--skip-existing", "--shard", "0/2", src)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("0 images, 0 failed, 2 skipped", p.stderr)
-        p = run("segment", "-m", BUNDLE, "-c", "sky,tree", "-o", out, "-r", "--shard", "auto", src,
-                env={"JOB_COMPLETION_INDEX": "1"})
+        p = run(
+            "segment",
+            "-m",
+            BUNDLE,
+            "-c",
+            "sky,tree",
+            "-o",
+            out,
+            "-r",
+            "--shard",
+            "auto",
+            src,
+            env={"JOB_COMPLETION_INDEX": "1"},
+        )
         self.assertEqual(p.returncode, 2)
         self.assertIn("--shards N", p.stderr)
 
@@ -470,8 +541,15 @@ class TopLevelTest(unittest.TestCase):
     def test_segment_help_shows_examples_and_defaults(self):
         p = run("segment", "--help")
         self.assertEqual(p.returncode, 0, p.stderr)
-        for needle in ("Examples", "--classes-file", "--dataset-classes", "--overlay", "--skip-existing", "Exit codes",
-                       "65535"):
+        for needle in (
+            "Examples",
+            "--classes-file",
+            "--dataset-classes",
+            "--overlay",
+            "--skip-existing",
+            "Exit codes",
+            "65535",
+        ):
             self.assertIn(needle, p.stdout)
 
     def test_no_subcommand_is_a_usage_error(self):

@@ -68,9 +68,13 @@ def slow_png(side=2600):
 
 
 def cli_segment(out, classes, *extra, image=EXAMPLE):
-    p = subprocess.run([BIN, "-q", "segment", "-m", DEMO, "-c", classes, "-o", out, "--overlay", "--json", *extra,
-                        image], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, **env()))
+    p = subprocess.run(
+        [BIN, "-q", "segment", "-m", DEMO, "-c", classes, "-o", out, "--overlay", "--json", *extra, image],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, **env()),
+    )
     assert p.returncode == 0, p.stderr
     stem = os.path.splitext(os.path.basename(image))[0]
     with open(os.path.join(out, stem + ".png"), "rb") as f:
@@ -150,8 +154,22 @@ class ServeApi(unittest.TestCase):
         report = json_of(body)
         self.assertEqual(base64.b64decode(report["label_png"]), cli_png)
         # The same document as --json, but for the paths the CLI wrote and the times.
-        for key in ("classes", "width", "height", "mode", "mask_threshold", "ensemble_weight", "clip_ensemble",
-                    "pixel_share", "unlabeled", "segments", "resized", "model", "device", "precision"):
+        for key in (
+            "classes",
+            "width",
+            "height",
+            "mode",
+            "mask_threshold",
+            "ensemble_weight",
+            "clip_ensemble",
+            "pixel_share",
+            "unlabeled",
+            "segments",
+            "resized",
+            "model",
+            "device",
+            "precision",
+        ):
             self.assertEqual(report[key], cli_report[key], key)
         self.assertEqual(report["label_map"]["bit_depth"], cli_report["label_map"]["bit_depth"])
         self.assertEqual(set(report["timings_ms"]) - {"queue"}, set(cli_report["timings_ms"]))
@@ -228,15 +246,27 @@ class ServeApi(unittest.TestCase):
     def test_bad_fields_are_400(self):
         s = self.server
         cases = [
-            dict(classes=""), dict(classes="sky,,grass"), dict(classes="sky, Sky"), dict(classes=b"sky, \xff\xfe"),
-            dict(), dict(classes="sky", dataset="ade150"), dict(dataset="nope"),
-            dict(classes="sky", mode="fast"), dict(classes="sky", mask_threshold="1.5"),
-            dict(classes="sky", mask_threshold="nan"), dict(classes="sky", ensemble_weight="-0.1"),
-            dict(classes="sky", ensemble_weight="abc"), dict(classes="sky", maskformer_only="maybe"),
-            dict(classes="sky", maskformer_only="1", mode="demo"), dict(classes="sky", proposals="sam"),
-            dict(classes="sky", proposals="other"), dict(classes="sky", granularity="0.5"),
-            dict(classes="sky", format="gif"), dict(classes="sky", colour="red"),
-            dict(classes="sky", request_id="../../etc"), dict(classes="sky", confidence="1", format="png"),
+            dict(classes=""),
+            dict(classes="sky,,grass"),
+            dict(classes="sky, Sky"),
+            dict(classes=b"sky, \xff\xfe"),
+            dict(),
+            dict(classes="sky", dataset="ade150"),
+            dict(dataset="nope"),
+            dict(classes="sky", mode="fast"),
+            dict(classes="sky", mask_threshold="1.5"),
+            dict(classes="sky", mask_threshold="nan"),
+            dict(classes="sky", ensemble_weight="-0.1"),
+            dict(classes="sky", ensemble_weight="abc"),
+            dict(classes="sky", maskformer_only="maybe"),
+            dict(classes="sky", maskformer_only="1", mode="demo"),
+            dict(classes="sky", proposals="sam"),
+            dict(classes="sky", proposals="other"),
+            dict(classes="sky", granularity="0.5"),
+            dict(classes="sky", format="gif"),
+            dict(classes="sky", colour="red"),
+            dict(classes="sky", request_id="../../etc"),
+            dict(classes="sky", confidence="1", format="png"),
         ]
         for fields in cases:
             with self.subTest(fields=fields):
@@ -251,7 +281,7 @@ class ServeApi(unittest.TestCase):
         with open(EXAMPLE, "rb") as f:
             body, ctype = multipart({"classes": "sky", "image": ("a.png", f.read())})
         boundary = ctype.split("boundary=")[1]
-        twice = ("--%s\r\nContent-Disposition: form-data; name=\"classes\"\r\n\r\ngrass\r\n" % boundary).encode() + body
+        twice = ('--%s\r\nContent-Disposition: form-data; name="classes"\r\n\r\ngrass\r\n' % boundary).encode() + body
         self.assert_error(_post_bytes(s, twice, ctype), 400)
         # GET has no such route.
         self.assertIn(request(s.url + "/v1/segment")[0], (404, 405))
@@ -305,15 +335,23 @@ class ServeApi(unittest.TestCase):
         self.assertEqual(status, 200)
         text = body.decode()
         self.assertIn('ovseg_requests_total{route="/v1/segment",status="200"}', text)
-        for name in ("ovseg_queue_depth", "ovseg_in_flight", "ovseg_cache_hits_total", "ovseg_cache_misses_total",
-                     "ovseg_cache_bytes", "ovseg_request_seconds_bucket", 'ovseg_stage_seconds_bucket{stage="clip"',
-                     "ovseg_model_loaded 1"):
+        for name in (
+            "ovseg_queue_depth",
+            "ovseg_in_flight",
+            "ovseg_cache_hits_total",
+            "ovseg_cache_misses_total",
+            "ovseg_cache_bytes",
+            "ovseg_request_seconds_bucket",
+            'ovseg_stage_seconds_bucket{stage="clip"',
+            "ovseg_model_loaded 1",
+        ):
             self.assertIn(name, text)
 
 
 def _post_bytes(server, body, ctype):
     import urllib.error
     import urllib.request
+
     req = urllib.request.Request(server.url + "/v1/segment", data=body, headers={"Content-Type": ctype})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
@@ -355,9 +393,14 @@ class ServeLoad(unittest.TestCase):
         with Server("--queue", "1", env=env()) as s:
             slow = slow_png()
             with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                answers = list(pool.map(
-                    lambda i: segment(s, image_bytes=slow, classes="sky, grass, red star, brick wall", format="png"),
-                    range(6)))
+                answers = list(
+                    pool.map(
+                        lambda i: segment(
+                            s, image_bytes=slow, classes="sky, grass, red star, brick wall", format="png"
+                        ),
+                        range(6),
+                    )
+                )
             statuses = sorted(a[0] for a in answers)
             self.assertIn(503, statuses)
             self.assertIn(200, statuses)
@@ -371,8 +414,13 @@ class ServeLoad(unittest.TestCase):
         with Server("--queue", "4", env=env()) as s:
             slow = slow_png()
             first = {}
-            t = threading.Thread(target=lambda: first.update(a=segment(
-                s, image_bytes=slow, classes="sky, grass, red star, brick wall, dotted blue star", format="png")))
+            t = threading.Thread(
+                target=lambda: first.update(
+                    a=segment(
+                        s, image_bytes=slow, classes="sky, grass, red star, brick wall, dotted blue star", format="png"
+                    )
+                )
+            )
             t.start()
             _wait_until(lambda: json_of(request(s.url + "/health")[2])["busy"])
             t0 = time.time()
@@ -382,8 +430,13 @@ class ServeLoad(unittest.TestCase):
             # A second request waits in the queue; its client goes away: it never runs.
             body2, ctype = multipart({"image": ("n.png", noise_png(7)), "classes": "sky"})
             sock = socket.create_connection(("127.0.0.1", s.port))
-            sock.sendall(("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-                          % (ctype, len(body2))).encode() + body2)
+            sock.sendall(
+                (
+                    "POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                    % (ctype, len(body2))
+                ).encode()
+                + body2
+            )
             _wait_until(lambda: _metric(s, "ovseg_queue_depth") == 1)
             sock.close()
             _wait_until(lambda: _metric(s, "ovseg_requests_cancelled_total") == 1)
@@ -399,8 +452,13 @@ class ServeLoad(unittest.TestCase):
             a.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             b = socket.create_connection(("127.0.0.1", s.port))
             body, ctype = multipart({"image": ("n.png", noise_png(3)), "classes": "sky"})
-            b.sendall(("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-                       % (ctype, len(body))).encode() + body[: len(body) // 2])
+            b.sendall(
+                (
+                    "POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                    % (ctype, len(body))
+                ).encode()
+                + body[: len(body) // 2]
+            )
             # Meanwhile the service answers others.
             status, _, _ = segment(s, EXAMPLE, classes="sky", format="png")
             self.assertEqual(status, 200)
@@ -420,9 +478,16 @@ class ServeLoad(unittest.TestCase):
         s = Server(env=env())
         try:
             answer = {}
-            t = threading.Thread(target=lambda: answer.update(a=segment(
-                s, image_bytes=slow_png(), classes="sky, grass, red star, brick wall, dotted blue star",
-                format="png")))
+            t = threading.Thread(
+                target=lambda: answer.update(
+                    a=segment(
+                        s,
+                        image_bytes=slow_png(),
+                        classes="sky, grass, red star, brick wall, dotted blue star",
+                        format="png",
+                    )
+                )
+            )
             t.start()
             _wait_until(lambda: json_of(request(s.url + "/health")[2])["busy"])
             code = s.stop()

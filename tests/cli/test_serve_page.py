@@ -44,8 +44,14 @@ class ServePage(unittest.TestCase):
         cls.server = Server(env={"OVSEG_CACHE_DIR": os.path.join(cls.tmp, "text-cache")})
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1400,1000", "--user-data-dir=" + os.path.join(cls.tmp, "profile")):
+        for a in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+            "--user-data-dir=" + os.path.join(cls.tmp, "profile"),
+        ):
             opts.add_argument(a)
         try:
             cls.driver = webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER), options=opts)
@@ -65,18 +71,22 @@ class ServePage(unittest.TestCase):
 
     def wait(self, cond, timeout=60):
         from selenium.webdriver.support.ui import WebDriverWait
+
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda d: cond(d))
 
     def legend(self):
         from selenium.webdriver.common.by import By
+
         return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, "#legend li .name")]
 
     def status(self):
         from selenium.webdriver.common.by import By
+
         return self.driver.find_element(By.ID, "status").text
 
     def test_upload_classify_and_reclassify(self):
         from selenium.webdriver.common.by import By
+
         d = self.driver
         d.get(self.server.url + "/")
         self.wait(lambda d: d.find_element(By.ID, "segment").is_enabled())
@@ -92,19 +102,37 @@ class ServePage(unittest.TestCase):
         self.assertIn("dotted blue star", first)  # the example's never-trained composition
         # The label map it offers is the CLI's, byte for byte.
         out = os.path.join(self.tmp, "cli")
-        p = subprocess.run([BIN, "-q", "segment", "-m", DEMO, "-c", "sky, grass, red star, dotted blue star, brick wall",
-                            "-o", out, IMAGE], capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OVSEG_CACHE_DIR=os.path.join(self.tmp, "text-cache")))
+        p = subprocess.run(
+            [
+                BIN,
+                "-q",
+                "segment",
+                "-m",
+                DEMO,
+                "-c",
+                "sky, grass, red star, dotted blue star, brick wall",
+                "-o",
+                out,
+                IMAGE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, OVSEG_CACHE_DIR=os.path.join(self.tmp, "text-cache")),
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         href = d.find_element(By.ID, "dl-labels").get_attribute("href")
         page_png = d.execute_async_script(
             "const done = arguments[1]; fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => {"
             " let s = ''; const u = new Uint8Array(b); for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]);"
-            " done(btoa(s)); });", href)
+            " done(btoa(s)); });",
+            href,
+        )
         with open(os.path.join(out, "heldout_2026_00001.png"), "rb") as f:
             self.assertEqual(base64.b64decode(page_png), f.read())
         # Hovering names a class and its score.
         from selenium.webdriver.common.action_chains import ActionChains
+
         ActionChains(d).move_to_element(d.find_element(By.ID, "layer")).perform()
         tip = self.wait(lambda d: d.find_element(By.ID, "tip").text)
         self.assertRegex(tip, r"^(.+ · [01]\.\d\d|unlabeled)$")
@@ -119,13 +147,15 @@ class ServePage(unittest.TestCase):
         shot = os.path.join(os.environ.get("OVSEG_BINARY_DIR", self.tmp), "serve_page.png")
         d.save_screenshot(shot)
         # Opacity slider changes the layer, not the request.
-        d.execute_script("const o = document.getElementById('opacity'); o.value = 0.2;"
-                         "o.dispatchEvent(new Event('input'));")
+        d.execute_script(
+            "const o = document.getElementById('opacity'); o.value = 0.2;" "o.dispatchEvent(new Event('input'));"
+        )
         self.assertEqual(d.find_element(By.ID, "layer").value_of_css_property("opacity"), "0.2")
 
     def test_dataset_list_and_an_error(self):
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import Select
+
         d = self.driver
         d.get(self.server.url + "/")
         self.wait(lambda d: d.find_element(By.ID, "segment").is_enabled())

@@ -21,14 +21,25 @@ def checkpoint(index, count, finished, failed=(), pairs_total=None, entries=None
     timings = {"images": len(finished), "total_ms": 1.0, "step_ms": 1.0, "wall_s": 1.0, "text_prepare_ms": 0.0}
     timings.update({f"{s}_ms": 0.0 for s in STAGES})
     return {
-        "format": "ovseg-eval-checkpoint", "version": 1, "dataset": "ade150", "split": "validation",
-        "shard": {"index": index, "count": count}, "class_names": ["a", "b"],
+        "format": "ovseg-eval-checkpoint",
+        "version": 1,
+        "dataset": "ade150",
+        "split": "validation",
+        "shard": {"index": index, "count": count},
+        "class_names": ["a", "b"],
         "settings": {"bundle_sha256": "0123456789abcdef", "mode": "eval"},
         "pairs_total": len(finished) + len(failed) if pairs_total is None else pairs_total,
-        "finished": list(finished), "failed": [{"name": n, "reason": r} for n, r in failed], "unpaired": [],
-        "images_left_out": 0, "timings": timings, "merged_from": [],
-        "confusion": {"num_classes": 2, "layout": "[pred, gt, count]",
-                      "entries": entries if entries is not None else [[0, 0, 10], [1, 1, 5]]},
+        "finished": list(finished),
+        "failed": [{"name": n, "reason": r} for n, r in failed],
+        "unpaired": [],
+        "images_left_out": 0,
+        "timings": timings,
+        "merged_from": [],
+        "confusion": {
+            "num_classes": 2,
+            "layout": "[pred, gt, count]",
+            "entries": entries if entries is not None else [[0, 0, 10], [1, 1, 5]],
+        },
     }
 
 
@@ -104,14 +115,20 @@ class UntrustedEvalInputs(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("99999 of the 100000 shards are missing", r.stderr)
         self.assertLess(len(r.stderr.splitlines()), 10)
-        p = subprocess.run([BIN, "segment", "-m", "/nonexistent", "-c", "a", "--shard", "0/999999999", "x.png"],
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [BIN, "segment", "-m", "/nonexistent", "-c", "a", "--shard", "0/999999999", "x.png"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(p.returncode, 2, p.stderr)
 
     def test_counts_are_checked(self):
-        for state, needle in ((checkpoint(0, 1, ["img_a"], entries=[[0, 0, 2**63 - 1]]), "2^53"),
-                              (checkpoint(0, 1, ["img_a"], pairs_total=-5), "pairs_total"),
-                              (checkpoint(0, 0, ["img_a"]), "out of range")):
+        for state, needle in (
+            (checkpoint(0, 1, ["img_a"], entries=[[0, 0, 2**63 - 1]]), "2^53"),
+            (checkpoint(0, 1, ["img_a"], pairs_total=-5), "pairs_total"),
+            (checkpoint(0, 0, ["img_a"]), "out of range"),
+        ):
             with self.subTest(needle=needle):
                 r = self.merge("-o", os.path.join(self.tmp, "mc"), self.shard("c0", state))
                 self.assertEqual(r.returncode, 4, r.stderr)

@@ -51,7 +51,11 @@ def read_video(path):
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         return None, 0.0, 0, 0
-    fps, w, h = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps, w, h = (
+        cap.get(cv2.CAP_PROP_FPS),
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
     frames = []
     while True:
         ok, f = cap.read()
@@ -77,7 +81,11 @@ class VideoCli(unittest.TestCase):
         cls.video = os.path.join(cls.tmp, "clip.mkv")
         write_video(cls.video, cls.frames)
         decoded, _, _, _ = read_video(cls.video)
-        if decoded is None or len(decoded) != len(cls.frames) or any((a != b).any() for a, b in zip(decoded, cls.frames)):
+        if (
+            decoded is None
+            or len(decoded) != len(cls.frames)
+            or any((a != b).any() for a, b in zip(decoded, cls.frames))
+        ):
             raise unittest.SkipTest("this OpenCV does not read back FFV1/Matroska losslessly")
         # The reference: each frame as a PNG image, segmented by `ovseg segment` as an image.
         cls.frame_dir = os.path.join(cls.tmp, "frames")
@@ -165,16 +173,22 @@ class VideoCli(unittest.TestCase):
         self.segment(out, self.video, extra=["--save-scores", "--max-frames", "2"])
         scores = np.load(os.path.join(out, "clip", "000001.scores.npy"))
         self.assertEqual(scores.shape[1:], (H, W))
-        self.assertEqual(sorted(os.listdir(os.path.join(out, "clip"))),
-                         ["000000.png", "000000.scores.npy", "000001.png", "000001.scores.npy"])
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(out, "clip"))),
+            ["000000.png", "000000.scores.npy", "000001.png", "000001.scores.npy"],
+        )
 
     def test_detected_by_content_not_by_name(self):
         inputs = os.path.join(self.tmp, "named")
         os.makedirs(inputs, exist_ok=True)
         shutil.copyfile(self.video, os.path.join(inputs, "movie.png"))  # a video named like an image
-        shutil.copyfile(os.path.join(self.frame_dir, "000002.png"), os.path.join(inputs, "still.mp4"))  # and the reverse
+        shutil.copyfile(
+            os.path.join(self.frame_dir, "000002.png"), os.path.join(inputs, "still.mp4")
+        )  # and the reverse
         out = os.path.join(self.tmp, "named_out")
-        self.segment(out, os.path.join(inputs, "movie.png"), os.path.join(inputs, "still.mp4"), extra=["--max-frames", "2"])
+        self.segment(
+            out, os.path.join(inputs, "movie.png"), os.path.join(inputs, "still.mp4"), extra=["--max-frames", "2"]
+        )
         self.assert_labels_match_reference(os.path.join(out, "movie"), [0, 1])
         self.assertEqual(read_bytes(os.path.join(out, "still.png")), read_bytes(os.path.join(self.ref, "000002.png")))
 
@@ -196,8 +210,11 @@ class VideoCli(unittest.TestCase):
         out = os.path.join(self.tmp, "bad_out")
         p = self.segment(out, truncated, zero_avi, zero_mp4, fake, image, extra=["--overlay", "--json"], rc=1)
         self.assertIn("4 of 5 images failed", p.stderr)
-        lines = {os.path.basename(line.strip().split(":")[0]): line for line in p.stderr.splitlines()
-                 if line.startswith("  ") and ":" in line}
+        lines = {
+            os.path.basename(line.strip().split(":")[0]): line
+            for line in p.stderr.splitlines()
+            if line.startswith("  ") and ":" in line
+        }
         self.assertRegex(lines["truncated.mkv"], r"decoding stopped at frame \d+ of the 9")
         self.assertIn("has no frames", lines["zero.avi"])
         self.assertIn("no video stream", lines["empty.mp4"])
@@ -224,8 +241,13 @@ class VideoCli(unittest.TestCase):
         write_video(long_video, example_frames(list(range(6)) * 10), fourcc="MJPG")  # 60 frames
         out = os.path.join(self.tmp, "interrupted")
         env = dict(os.environ, OVSEG_CACHE_DIR=os.path.join(self.tmp, "text-cache"))
-        proc = subprocess.Popen([BIN, "segment", "-m", DEMO, "-f", CLASSES, "-j", "1", "--overlay", "--json", "-o", out,
-                                 long_video], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [BIN, "segment", "-m", DEMO, "-f", CLASSES, "-j", "1", "--overlay", "--json", "-o", out, long_video],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         deadline = time.time() + 120
         while time.time() < deadline and len(glob.glob(os.path.join(out, "long", "*.png"))) < 3:
             time.sleep(0.05)

@@ -44,8 +44,18 @@ def main() -> int:
     with open(os.path.join(fake, "TorchConfig.cmake"), "w", encoding="utf-8") as f:
         f.write(WRAPPER.format(real=os.path.abspath(args.torch_dir)))
     build = os.path.join(args.work, "build")
-    cmd = [args.cmake, "-S", args.source, "-B", build, "-G", args.generator, f"-DTorch_DIR={fake}",
-           "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "-DCMAKE_BUILD_TYPE=Release"]
+    cmd = [
+        args.cmake,
+        "-S",
+        args.source,
+        "-B",
+        build,
+        "-G",
+        args.generator,
+        f"-DTorch_DIR={fake}",
+        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
     if args.shared:
         cmd.append(f"-DOVSEG_SHARED_DIR={args.shared}")
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,23 +75,33 @@ def main() -> int:
             bad.append(os.path.relpath(c["file"], args.source))
     sources = {os.path.relpath(c["file"], args.source) for c in commands}
     # the check must see every part: library object libraries, CLI, tests, benchmarks
-    for part in ("src/common/", "src/text/", "src/image/", "src/eval/", "src/pipeline/", "tools/ovseg/",
-                 "tests/", "tools/bench/"):
+    for part in (
+        "src/common/",
+        "src/text/",
+        "src/image/",
+        "src/eval/",
+        "src/pipeline/",
+        "tools/ovseg/",
+        "tests/",
+        "tools/bench/",
+    ):
         if not any(s.startswith(part) for s in sources):
             print(f"no translation unit under {part} in compile_commands.json", file=sys.stderr)
             return 1
     if bad:
-        print(f"{len(bad)} of {len(commands)} translation units miss torch's -D_GLIBCXX_USE_CXX11_ABI=0:",
-              file=sys.stderr)
+        print(
+            f"{len(bad)} of {len(commands)} translation units miss torch's -D_GLIBCXX_USE_CXX11_ABI=0:", file=sys.stderr
+        )
         for b in sorted(bad):
             print("  " + b, file=sys.stderr)
         return 1
-    exported = glob.glob(os.path.join(build, "CMakeFiles", "Export", "**", "ovsegTargets.cmake"),
-                         recursive=True)
-    if not exported or not any("_GLIBCXX_USE_CXX11_ABI=0" in open(e, encoding="utf-8").read()
-                               for e in exported):
-        print("the exported ovseg::ovseg target does not pass _GLIBCXX_USE_CXX11_ABI=0 to consumers "
-              f"({exported or 'no ovsegTargets.cmake'})", file=sys.stderr)
+    exported = glob.glob(os.path.join(build, "CMakeFiles", "Export", "**", "ovsegTargets.cmake"), recursive=True)
+    if not exported or not any("_GLIBCXX_USE_CXX11_ABI=0" in open(e, encoding="utf-8").read() for e in exported):
+        print(
+            "the exported ovseg::ovseg target does not pass _GLIBCXX_USE_CXX11_ABI=0 to consumers "
+            f"({exported or 'no ovsegTargets.cmake'})",
+            file=sys.stderr,
+        )
         return 1
     print(f"all {len(commands)} translation units use -D_GLIBCXX_USE_CXX11_ABI=0; exported to consumers")
     shutil.rmtree(args.work, ignore_errors=True)

@@ -60,7 +60,7 @@ def decode(rle):
     flat = np.zeros(h * w, dtype=np.uint8)
     pos, value = 0, 0
     for count in string_to_counts(rle["counts"]):
-        flat[pos:pos + count] = value
+        flat[pos : pos + count] = value
         pos += count
         value ^= 1
     assert pos == h * w, (pos, h * w)

@@ -38,8 +38,7 @@ def metrics_from_pairs(pairs, k, ignore):
         assert gt.shape == pred.shape, (gt.shape, pred.shape)
         pred[pred == UNLABELED] = k
         gt[gt == ignore] = k
-        conf += np.bincount((k + 1) * pred.reshape(-1) + gt.reshape(-1),
-                            minlength=conf.size).reshape(conf.shape)
+        conf += np.bincount((k + 1) * pred.reshape(-1) + gt.reshape(-1), minlength=conf.size).reshape(conf.shape)
 
     acc = np.full(k, np.nan, dtype=np.float64)
     iou = np.full(k, np.nan, dtype=np.float64)
@@ -79,8 +78,10 @@ def metrics_from_pairs(pairs, k, ignore):
 def main():
     with open(sys.argv[1]) as f:
         spec = json.load(f)
-    pairs = ((read_map(item["pred"], item["width"], item["height"]),
-              read_map(item["gt"], item["width"], item["height"])) for item in spec["images"])
+    pairs = (
+        (read_map(item["pred"], item["width"], item["height"]), read_map(item["gt"], item["width"], item["height"]))
+        for item in spec["images"]
+    )
     json.dump(metrics_from_pairs(pairs, spec["num_classes"], spec["ignore_label"]), sys.stdout)
 
 

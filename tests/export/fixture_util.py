@@ -38,9 +38,12 @@ PRIMARY_NAME = "tiny_swin_vit"  # the fixture the non-parity tests prefer when i
 def fixture_names() -> List[str]:
     if not os.path.isdir(FIXTURES_DIR):
         return []
-    return sorted(d for d in os.listdir(FIXTURES_DIR)
-                  if os.path.isfile(os.path.join(FIXTURES_DIR, d, "checkpoint.pth"))
-                  and os.path.isfile(os.path.join(FIXTURES_DIR, d, "config_eval.yaml")))
+    return sorted(
+        d
+        for d in os.listdir(FIXTURES_DIR)
+        if os.path.isfile(os.path.join(FIXTURES_DIR, d, "checkpoint.pth"))
+        and os.path.isfile(os.path.join(FIXTURES_DIR, d, "config_eval.yaml"))
+    )
 
 
 def read_class_file(path: str) -> List[str]:
@@ -90,13 +93,16 @@ class Fixture:
         return self._cfg[mode]
 
     def has_reference(self, mode: str) -> bool:
-        return (self.meta(mode) is not None
-                and os.path.isfile(os.path.join(self.dir, mode, "sem_seg.npy")))
+        return self.meta(mode) is not None and os.path.isfile(os.path.join(self.dir, mode, "sem_seg.npy"))
 
     def reference(self, mode: str, names) -> Dict[str, Any]:
         import numpy as np
-        return {n: np.load(os.path.join(self.dir, mode, n + ".npy")) for n in names
-                if os.path.isfile(os.path.join(self.dir, mode, n + ".npy"))}
+
+        return {
+            n: np.load(os.path.join(self.dir, mode, n + ".npy"))
+            for n in names
+            if os.path.isfile(os.path.join(self.dir, mode, n + ".npy"))
+        }
 
     # ---- inputs -----------------------------------------------------------------------
     def classes(self) -> List[str]:
@@ -157,14 +163,21 @@ def backend_for_mode(backend, fixture: Fixture, mode: str):
     """A view of `backend` (pipeline.Backend) whose manifest has `fixture`'s settings and test
     sizes for `mode`; the text-feature cache is shared."""
     from ovseg_export import pipeline
+
     manifest = copy.deepcopy(backend.manifest)
     manifest["inference"][mode] = fixture.settings(mode)
     lo, hi = fixture.test_sizes(mode)
     manifest["preprocess"]["min_size_test"] = lo
     manifest["preprocess"]["max_size_test"] = hi
-    view = pipeline.Backend(backend.proposals, backend.clip_visual, backend.clip_text,
-                            backend.non_object_embedding, manifest, backend.tokenizer,
-                            str(backend.device))
+    view = pipeline.Backend(
+        backend.proposals,
+        backend.clip_visual,
+        backend.clip_text,
+        backend.non_object_embedding,
+        manifest,
+        backend.tokenizer,
+        str(backend.device),
+    )
     view._text_cache = backend._text_cache
     return view
 
@@ -185,14 +198,17 @@ def fixture_classes(mixin, namespace: Dict[str, Any], require=None) -> None:
     names = fixture_names()
     module = namespace.get("__name__", __name__)
     if not names:
-        reason = (f"no shared fixture (checkpoint.pth + config_eval.yaml) under {FIXTURES_DIR} "
-                  "(set OVSEG_SHARED_DIR)")
+        reason = f"no shared fixture (checkpoint.pth + config_eval.yaml) under {FIXTURES_DIR} " "(set OVSEG_SHARED_DIR)"
 
         @classmethod
         def skip_all(cls):
             raise unittest.SkipTest(reason)
-        cls = type(f"{mixin.__name__}_no_fixture", (mixin, unittest.TestCase),
-                   {"FIXTURE": None, "setUpClass": skip_all, "__module__": module})
+
+        cls = type(
+            f"{mixin.__name__}_no_fixture",
+            (mixin, unittest.TestCase),
+            {"FIXTURE": None, "setUpClass": skip_all, "__module__": module},
+        )
         namespace[cls.__name__] = cls
         return
     for name in names:
@@ -201,8 +217,10 @@ def fixture_classes(mixin, namespace: Dict[str, Any], require=None) -> None:
         if require is not None:
             why = require(fx)
             if why:
+
                 def skip_it(cls, _why=why):
                     raise unittest.SkipTest(_why)
+
                 attrs["setUpClass"] = classmethod(skip_it)
         cls = type(f"{mixin.__name__}_{_ident(name)}", (mixin, unittest.TestCase), attrs)
         namespace[cls.__name__] = cls

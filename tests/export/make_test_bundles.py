@@ -48,6 +48,7 @@ def demo_settings(config_demo: str) -> dict:
     if TOOLS not in sys.path:
         sys.path.insert(0, TOOLS)
     from ovseg_export import config as config_mod
+
     cfg = config_mod.load_config(config_demo)
     ca = cfg["MODEL"]["CLIP_ADAPTER"]
     out = {"mask_threshold": float(ca["MASK_THR"]), "ensemble_weight": float(ca["CLIP_ENSEMBLE_WEIGHT"])}
@@ -84,14 +85,17 @@ def main() -> int:
         print(f"make_test_bundles: skipped: shared reference material not found at {args.shared}")
         return 77
     fixtures = sorted(
-        d for d in os.listdir(fixtures_dir)
+        d
+        for d in os.listdir(fixtures_dir)
         if os.path.isfile(os.path.join(fixtures_dir, d, "checkpoint.pth"))
-        and os.path.isfile(os.path.join(fixtures_dir, d, "config_eval.yaml")))
+        and os.path.isfile(os.path.join(fixtures_dir, d, "config_eval.yaml"))
+    )
     if not fixtures:
         print(f"make_test_bundles: skipped: no fixture with checkpoint.pth + config_eval.yaml in {fixtures_dir}")
         return 77
     sys.path.insert(0, TOOLS)
     import torch  # noqa: E402 (only needed once we know there is work)
+
     torch.set_num_threads(1)
     from ovseg_export.cli import main as export_main  # noqa: E402
 
@@ -103,10 +107,14 @@ def main() -> int:
         ckpt = os.path.join(fdir, "checkpoint.pth")
         cfg = os.path.join(fdir, "config_eval.yaml")
         cfg_demo = os.path.join(fdir, "config_demo.yaml")
-        stamp = {"checkpoint_sha256": _sha256(ckpt), "config_sha256": _sha256(cfg),
-                 "config_demo_sha256": _sha256(cfg_demo) if os.path.isfile(cfg_demo) else "",
-                 "vocab_sha256": _sha256(vocab), "exporter_sources_sha256": src_hash,
-                 "test_bundle_script_sha256": _sha256(os.path.abspath(__file__))}
+        stamp = {
+            "checkpoint_sha256": _sha256(ckpt),
+            "config_sha256": _sha256(cfg),
+            "config_demo_sha256": _sha256(cfg_demo) if os.path.isfile(cfg_demo) else "",
+            "vocab_sha256": _sha256(vocab),
+            "exporter_sources_sha256": src_hash,
+            "test_bundle_script_sha256": _sha256(os.path.abspath(__file__)),
+        }
         out = os.path.join(args.out, name)
         stamp_path = os.path.join(args.out, f".{name}.stamp.json")
         if not args.force and os.path.isfile(os.path.join(out, "manifest.json")) and os.path.isfile(stamp_path):
@@ -119,8 +127,9 @@ def main() -> int:
                 pass
         if os.path.exists(stamp_path):
             os.remove(stamp_path)
-        rc = export_main(["--checkpoint", ckpt, "--config", cfg, "--bpe-vocab", vocab, "--out", out,
-                          "--name", f"fixture-{name}"])
+        rc = export_main(
+            ["--checkpoint", ckpt, "--config", cfg, "--bpe-vocab", vocab, "--out", out, "--name", f"fixture-{name}"]
+        )
         if rc != 0:
             print(f"make_test_bundles: exporting {name} failed (exit {rc})", file=sys.stderr)
             status = 1

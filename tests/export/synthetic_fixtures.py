@@ -23,14 +23,28 @@ from ovseg_export.export import build_modules, checkpoint_key_map, complete_clip
 from ovseg_export.presets import DEFAULTS, deep_merge
 
 # CLIP towers need width >= 64 (heads = width / 64); the text tower keeps the full vocabulary.
-TINY_CLIP = {"embed_dim": 32, "image_resolution": 224, "vision_layers": 2, "vision_width": 64,
-             "vision_patch_size": 16, "context_length": 77, "vocab_size": 49408,
-             "transformer_width": 64, "transformer_layers": 1}
+TINY_CLIP = {
+    "embed_dim": 32,
+    "image_resolution": 224,
+    "vision_layers": 2,
+    "vision_width": 64,
+    "vision_patch_size": 16,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 64,
+    "transformer_layers": 1,
+}
 
-_HEAD = {"SEM_SEG_HEAD": {"CONVS_DIM": 32, "MASK_DIM": 32, "EMBEDDING_DIM": TINY_CLIP["embed_dim"],
-                          "EMBED_HIDDEN_DIM": 64, "EMBED_LAYERS": 2},
-         "MASK_FORMER": {"HIDDEN_DIM": 32, "NHEADS": 2, "DIM_FEEDFORWARD": 64, "DEC_LAYERS": 2,
-                         "NUM_OBJECT_QUERIES": 12}}
+_HEAD = {
+    "SEM_SEG_HEAD": {
+        "CONVS_DIM": 32,
+        "MASK_DIM": 32,
+        "EMBEDDING_DIM": TINY_CLIP["embed_dim"],
+        "EMBED_HIDDEN_DIM": 64,
+        "EMBED_LAYERS": 2,
+    },
+    "MASK_FORMER": {"HIDDEN_DIM": 32, "NHEADS": 2, "DIM_FEEDFORWARD": 64, "DEC_LAYERS": 2, "NUM_OBJECT_QUERIES": 12},
+}
 
 # name -> {seed: weights, config: overrides of the eval config, demo: CLIP_ADAPTER of the demo
 # config}. The seeds were picked so that the label maps hold more than one class.
@@ -41,13 +55,21 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
         "config": {
             "MODEL": {
                 "BACKBONE": {"NAME": "build_resnet_deeplab_backbone", "FREEZE_AT": 0},
-                "RESNETS": {"DEPTH": 50, "STEM_TYPE": "deeplab", "STEM_OUT_CHANNELS": 16,
-                            "RES2_OUT_CHANNELS": 32, "WIDTH_PER_GROUP": 8, "NUM_GROUPS": 1,
-                            "STRIDE_IN_1X1": False, "RES4_DILATION": 1, "RES5_DILATION": 1,
-                            "RES5_MULTI_GRID": [1, 2, 4], "NORM": "FrozenBN",
-                            "OUT_FEATURES": ["res2", "res3", "res4", "res5"]},
-                "CLIP_ADAPTER": {"CLIP_MODEL_NAME": "ViT-B/16", "MASK_THR": 0.5,
-                                 "CLIP_ENSEMBLE_WEIGHT": 0.7},
+                "RESNETS": {
+                    "DEPTH": 50,
+                    "STEM_TYPE": "deeplab",
+                    "STEM_OUT_CHANNELS": 16,
+                    "RES2_OUT_CHANNELS": 32,
+                    "WIDTH_PER_GROUP": 8,
+                    "NUM_GROUPS": 1,
+                    "STRIDE_IN_1X1": False,
+                    "RES4_DILATION": 1,
+                    "RES5_DILATION": 1,
+                    "RES5_MULTI_GRID": [1, 2, 4],
+                    "NORM": "FrozenBN",
+                    "OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+                },
+                "CLIP_ADAPTER": {"CLIP_MODEL_NAME": "ViT-B/16", "MASK_THR": 0.5, "CLIP_ENSEMBLE_WEIGHT": 0.7},
             },
             # 301x517 -> 336x577, capped by 512 -> 298x512 (the max-size rule; neither side /32)
             "INPUT": {"MIN_SIZE_TEST": 336, "MAX_SIZE_TEST": 512},
@@ -61,12 +83,18 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
         "config": {
             "MODEL": {
                 "BACKBONE": {"NAME": "build_resnet_backbone", "FREEZE_AT": 0},
-                "RESNETS": {"DEPTH": 18, "STEM_OUT_CHANNELS": 64, "RES2_OUT_CHANNELS": 64,
-                            "WIDTH_PER_GROUP": 64, "NUM_GROUPS": 1, "STRIDE_IN_1X1": True,
-                            "RES5_DILATION": 1, "NORM": "FrozenBN",
-                            "OUT_FEATURES": ["res2", "res3", "res4", "res5"]},
-                "CLIP_ADAPTER": {"CLIP_MODEL_NAME": "ViT-B/16", "MASK_THR": 0.45,
-                                 "CLIP_ENSEMBLE_WEIGHT": 0.65},
+                "RESNETS": {
+                    "DEPTH": 18,
+                    "STEM_OUT_CHANNELS": 64,
+                    "RES2_OUT_CHANNELS": 64,
+                    "WIDTH_PER_GROUP": 64,
+                    "NUM_GROUPS": 1,
+                    "STRIDE_IN_1X1": True,
+                    "RES5_DILATION": 1,
+                    "NORM": "FrozenBN",
+                    "OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+                },
+                "CLIP_ADAPTER": {"CLIP_MODEL_NAME": "ViT-B/16", "MASK_THR": 0.45, "CLIP_ENSEMBLE_WEIGHT": 0.65},
             },
             "INPUT": {"MIN_SIZE_TEST": 320, "MAX_SIZE_TEST": 1333},
         },
@@ -90,8 +118,7 @@ def _config_dicts(variant: str):
     cfg = deep_merge(_template_config(), {"MODEL": _HEAD})
     cfg = deep_merge(cfg, spec["config"])
     cfg["MODEL"]["META_ARCHITECTURE"] = "OVSeg"
-    demo = deep_merge(cfg, {"MODEL": {"META_ARCHITECTURE": "OVSegDEMO",
-                                      "CLIP_ADAPTER": spec["demo"]}})
+    demo = deep_merge(cfg, {"MODEL": {"META_ARCHITECTURE": "OVSegDEMO", "CLIP_ADAPTER": spec["demo"]}})
     return cfg, demo
 
 
@@ -158,16 +185,17 @@ def write_fixture(out_dir: str, variant: str, classes: Optional[List[str]] = Non
     """Writes the fixture; returns its paths (checkpoint, config_eval, config_demo, classes)."""
     os.makedirs(out_dir, exist_ok=True)
     cfg, demo = _config_dicts(variant)
-    paths = {"checkpoint": os.path.join(out_dir, "checkpoint.pth"),
-             "config_eval": os.path.join(out_dir, "config_eval.yaml"),
-             "config_demo": os.path.join(out_dir, "config_demo.yaml"),
-             "classes": os.path.join(out_dir, "classes.txt")}
+    paths = {
+        "checkpoint": os.path.join(out_dir, "checkpoint.pth"),
+        "config_eval": os.path.join(out_dir, "config_eval.yaml"),
+        "config_demo": os.path.join(out_dir, "config_demo.yaml"),
+        "classes": os.path.join(out_dir, "classes.txt"),
+    }
     for key, data in (("config_eval", cfg), ("config_demo", demo)):
         with open(paths[key], "w", encoding="utf-8") as f:
             yaml.safe_dump(data, f, sort_keys=True)
     parsed = config_mod.load_config(paths["config_eval"])
-    torch.save({"model": make_state_dict(parsed, VARIANTS[variant]["seed"]), "iteration": 0},
-               paths["checkpoint"])
+    torch.save({"model": make_state_dict(parsed, VARIANTS[variant]["seed"]), "iteration": 0}, paths["checkpoint"])
     with open(paths["classes"], "w", encoding="utf-8") as f:
         f.write("\n".join(classes or CLASSES) + "\n")
     return paths

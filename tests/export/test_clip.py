@@ -17,8 +17,12 @@ from fixture_util import fixture_classes  # noqa: E402
 from ovseg_export import pipeline  # noqa: E402
 from ovseg_export.export import CLIP_PREFIX  # noqa: E402
 from ovseg_export.load import read_checkpoint  # noqa: E402
-from ovseg_export.modules.clip import (build_clip_text, build_clip_visual,  # noqa: E402
-                                       clip_arch_from_state_dict, clip_state_keys)
+from ovseg_export.modules.clip import (
+    build_clip_text,
+    build_clip_visual,  # noqa: E402
+    clip_arch_from_state_dict,
+    clip_state_keys,
+)
 from ovseg_export.templates import VILD_TEMPLATES  # noqa: E402
 from ovseg_export.tokenizer import ClipTokenizer  # noqa: E402
 
@@ -31,6 +35,7 @@ TOL = 1e-4
 class _ClipFixture:
     """The CLIP towers of each shared fixture against the reference's text features and region
     logits (both modes, each with its own class list and threshold)."""
+
     FIXTURE = None
 
     @classmethod
@@ -69,10 +74,14 @@ class _ClipFixture:
             self.assertEqual(VILD_TEMPLATES, json.load(f)["vild"])
 
     def _text_features(self, module, classes, trim=False):
-        backend = pipeline.Backend(None, None, module, module.non_object_embedding,
-                                   {"text": {"templates": VILD_TEMPLATES,
-                                             "tokenizer": {"context_length": self.arch["context_length"]}}},
-                                   self.tok)
+        backend = pipeline.Backend(
+            None,
+            None,
+            module,
+            module.non_object_embedding,
+            {"text": {"templates": VILD_TEMPLATES, "tokenizer": {"context_length": self.arch["context_length"]}}},
+            self.tok,
+        )
         with torch.no_grad():
             return pipeline.text_features(backend, classes, trim_tokens=trim)
 
@@ -85,8 +94,10 @@ class _ClipFixture:
                 got = self._text_features(self.text, self.FIXTURE.model_classes(mode)).numpy()
                 self.assertEqual(got.shape, ref.shape)
                 diff = np.abs(got - ref).max(axis=1)
-                print(f"\n{self.FIXTURE.name} {mode} text_features max abs diff {diff.max():.3g} "
-                      f"(non-object row {diff[-1]:.3g})")
+                print(
+                    f"\n{self.FIXTURE.name} {mode} text_features max abs diff {diff.max():.3g} "
+                    f"(non-object row {diff[-1]:.3g})"
+                )
                 self.assertLessEqual(diff[:-1].max(), TOL)
                 self.assertLessEqual(diff[-1], TOL)
 
@@ -104,7 +115,7 @@ class _ClipFixture:
         full = self.tok.tokenize(prompts, self.arch["context_length"])
         trimmed = self.tok.tokenize(prompts, self.arch["context_length"], trim=True)
         self.assertLess(trimmed.shape[1], self.arch["context_length"])
-        self.assertTrue(torch.equal(full[:, :trimmed.shape[1]], trimmed))
+        self.assertTrue(torch.equal(full[:, : trimmed.shape[1]], trimmed))
         with torch.no_grad():
             a = self.text(full)
             b = self.text(trimmed)
@@ -124,17 +135,18 @@ class _ClipFixture:
         resized = torch.from_numpy(pipeline.resize_image(im, h, w)).permute(2, 0, 1).float()
         lowres = fx.reference(mode, ("pred_masks_lowres",))["pred_masks_lowres"]
         masks = pipeline.upsample_masks(torch.from_numpy(lowres), h, w)
-        pre = {"region_resolution": self.arch["image_resolution"],
-               "clip_fill": [float(np.float32(255.0 * m)) for m in (0.48145466, 0.4578275, 0.40821073)],
-               "clip_mean255": [float(np.float32(m) * np.float32(255)) for m in (0.48145466, 0.4578275, 0.40821073)],
-               "clip_std255": [float(np.float32(s) * np.float32(255)) for s in (0.26862954, 0.26130258, 0.27577711)]}
+        pre = {
+            "region_resolution": self.arch["image_resolution"],
+            "clip_fill": [float(np.float32(255.0 * m)) for m in (0.48145466, 0.4578275, 0.40821073)],
+            "clip_mean255": [float(np.float32(m) * np.float32(255)) for m in (0.48145466, 0.4578275, 0.40821073)],
+            "clip_std255": [float(np.float32(s) * np.float32(255)) for s in (0.26862954, 0.26130258, 0.27577711)],
+        }
         valid, images, rmasks = pipeline.region_batch(resized, masks, thr, pre)
         return valid, images, rmasks
 
     def test_region_logits_match_fixture(self):
         for mode in self.modes:
-            ref = self.FIXTURE.reference(mode, ("valid_flag", "text_features", "clip_logits",
-                                                "pred_masks_lowres"))
+            ref = self.FIXTURE.reference(mode, ("valid_flag", "text_features", "clip_logits", "pred_masks_lowres"))
             if len(ref) != 4:
                 continue
             valid, images, rmasks = self._fixture_regions(mode)
@@ -164,7 +176,7 @@ class _ClipFixture:
         one = torch.zeros(1, 1, r, r)
         full = torch.zeros(1, 1, r, r)
         one[0, 0, 3 * p + p - 1, 5 * p] = 1.0
-        full[0, 0, 3 * p:4 * p, 5 * p:6 * p] = 1.0
+        full[0, 0, 3 * p : 4 * p, 5 * p : 6 * p] = 1.0
         other = torch.zeros(1, 1, r, r)
         other[0, 0, 3 * p + p, 5 * p] = 1.0  # first row of the next patch row
         with torch.no_grad():

@@ -40,8 +40,7 @@ SKIP_MSG = f"no shared fixture under {fixture_util.FIXTURES_DIR} (set OVSEG_SHAR
 
 def run_exporter(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=env, timeout=900)
 
 
 def fixture_state():
@@ -54,7 +53,7 @@ def split_clip(sd):
     rest, clip = collections.OrderedDict(), collections.OrderedDict()
     for k, v in sd.items():
         if k.startswith(CLIP) and k not in OWN_CLIP_KEYS:
-            clip[k[len(CLIP):]] = v
+            clip[k[len(CLIP) :]] = v
         else:
             rest[k] = v
     return rest, clip
@@ -65,8 +64,9 @@ def write_torchscript_clip(path, clip_sd):
     reads off ViT-B-16.pt), including its non-weight entries."""
     root = nn.Module()
     entries = dict(clip_sd)
-    entries.update({"input_resolution": torch.tensor(224), "context_length": torch.tensor(77),
-                    "vocab_size": torch.tensor(49408)})
+    entries.update(
+        {"input_resolution": torch.tensor(224), "context_length": torch.tensor(77), "vocab_size": torch.tensor(49408)}
+    )
     for key, t in entries.items():
         *parents, leaf = key.split(".")
         m = root
@@ -83,8 +83,10 @@ def write_torchscript_clip(path, clip_sd):
 
 
 def module_states(bundle):
-    return {f: torch.jit.load(os.path.join(bundle, f)).state_dict()
-            for f in ("proposals.pt", "clip_visual.pt", "clip_text.pt")}
+    return {
+        f: torch.jit.load(os.path.join(bundle, f)).state_dict()
+        for f in ("proposals.pt", "clip_visual.pt", "clip_text.pt")
+    }
 
 
 @unittest.skipUnless(PRIMARY is not None and os.path.isfile(VOCAB), SKIP_MSG)
@@ -98,8 +100,9 @@ class ClipWeightsTest(unittest.TestCase):
         ref = PRIMARY.bundle()
         if ref is None:
             ref = os.path.join(cls.tmp, "reference")
-            r = run_exporter("--checkpoint", PRIMARY.checkpoint, "--config", cls.config,
-                             "--bpe-vocab", VOCAB, "--out", ref, "-q")
+            r = run_exporter(
+                "--checkpoint", PRIMARY.checkpoint, "--config", cls.config, "--bpe-vocab", VOCAB, "--out", ref, "-q"
+            )
             assert r.returncode == 0, r.stderr
         cls.reference = module_states(ref)
 
@@ -109,8 +112,9 @@ class ClipWeightsTest(unittest.TestCase):
 
     def export(self, name, checkpoint, *extra):
         out = os.path.join(self.tmp, name)
-        r = run_exporter("--checkpoint", checkpoint, "--config", self.config, "--bpe-vocab", VOCAB,
-                         "--out", out, *extra)
+        r = run_exporter(
+            "--checkpoint", checkpoint, "--config", self.config, "--bpe-vocab", VOCAB, "--out", out, *extra
+        )
         return r, out
 
     def assert_bundle_equals(self, out, expect):
@@ -148,19 +152,21 @@ class ClipWeightsTest(unittest.TestCase):
         # -v lists every filled tensor with its source
         r, _ = self.export("filled-verbose", bare, "--clip-weights", archive, "-v")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stderr, r"filled\s+clip_adapter\.clip_model\.visual\.conv1\.weight\s+from "
-                                   r"--clip-weights ViT-T-16\.pt")
+        self.assertRegex(
+            r.stderr, r"filled\s+clip_adapter\.clip_model\.visual\.conv1\.weight\s+from " r"--clip-weights ViT-T-16\.pt"
+        )
 
     def test_checkpoint_tensors_win_over_the_clip_file(self):
         """Only what the checkpoint lacks is filled: here the text tower."""
-        ckpt_sd = collections.OrderedDict((k, v) for k, v in self.sd.items()
-                                          if not (k.startswith(CLIP) and not k.startswith(CLIP + "visual.")
-                                                  and k != CLIP + "logit_scale"))
+        ckpt_sd = collections.OrderedDict(
+            (k, v)
+            for k, v in self.sd.items()
+            if not (k.startswith(CLIP) and not k.startswith(CLIP + "visual.") and k != CLIP + "logit_scale")
+        )
         self.assertLess(len(ckpt_sd), len(self.sd))
         ckpt = os.path.join(self.tmp, "no_text.pth")
         torch.save({"model": ckpt_sd}, ckpt)
-        shifted = collections.OrderedDict((k, v + 1.0 if v.is_floating_point() else v)
-                                          for k, v in self.clip.items())
+        shifted = collections.OrderedDict((k, v + 1.0 if v.is_floating_point() else v) for k, v in self.clip.items())
         clip_file = write_torchscript_clip(os.path.join(self.tmp, "shifted.pt"), shifted)
         r, out = self.export("partial", ckpt, "--clip-weights", clip_file)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -171,8 +177,9 @@ class ClipWeightsTest(unittest.TestCase):
         self.assertTrue(torch.equal(text["token_embedding.weight"], self.clip["token_embedding.weight"] + 1.0))
         self.assertTrue(torch.equal(text["ln_final.weight"], self.clip["ln_final.weight"] + 1.0))
         # the non-object embedding is ov-seg's, from the checkpoint
-        self.assertTrue(torch.equal(text["non_object_embedding"],
-                                    self.reference["clip_text.pt"]["non_object_embedding"]))
+        self.assertTrue(
+            torch.equal(text["non_object_embedding"], self.reference["clip_text.pt"]["non_object_embedding"])
+        )
 
     def test_missing_clip_without_the_flag_names_it(self):
         ckpt = os.path.join(self.tmp, "no_clip.pth")
@@ -211,11 +218,14 @@ class CheckpointFormsTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ovseg-test-ckpt-forms-")
         g = torch.Generator().manual_seed(0)
-        self.sd = collections.OrderedDict([
-            ("backbone.a.weight", torch.randn(4, 3, generator=g)),
-            ("sem_seg_head.predictor.b", torch.randn(5, generator=g)),
-            ("sem_seg_head.pixel_decoder.c", torch.randn(2, 2, generator=g)),
-            ("backbone.bn.num_batches_tracked", torch.tensor(7))])
+        self.sd = collections.OrderedDict(
+            [
+                ("backbone.a.weight", torch.randn(4, 3, generator=g)),
+                ("sem_seg_head.predictor.b", torch.randn(5, generator=g)),
+                ("sem_seg_head.pixel_decoder.c", torch.randn(2, 2, generator=g)),
+                ("backbone.bn.num_batches_tracked", torch.tensor(7)),
+            ]
+        )
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -260,6 +270,7 @@ class CheckpointFormsTest(unittest.TestCase):
         class Evil:
             def __reduce__(self):
                 return (os.system, (f"touch {marker}",))
+
         path = self.pkl("evil.pkl", {"model": {"x": Evil()}, "__author__": "x"})
         with self.assertRaises(load.CheckpointReadError) as cm:
             load.read_checkpoint(path)

@@ -36,9 +36,17 @@ HAVE_SHARED = os.path.isfile(CKPT) and os.path.isfile(VOCAB)
 SKIP_MSG = f"no shared fixture found under {fixture_util.FIXTURES_DIR} (set OVSEG_SHARED_DIR)"
 
 # A CLIP small enough for a quick --random-init bundle (full vocabulary: the tokenizer needs it).
-TINY_CLIP = {"embed_dim": 64, "image_resolution": 224, "vision_layers": 2, "vision_width": 64,
-             "vision_patch_size": 16, "context_length": 77, "vocab_size": 49408,
-             "transformer_width": 64, "transformer_layers": 1}
+TINY_CLIP = {
+    "embed_dim": 64,
+    "image_resolution": 224,
+    "vision_layers": 2,
+    "vision_width": 64,
+    "vision_patch_size": 16,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 64,
+    "transformer_layers": 1,
+}
 
 
 def run_exporter(*args, env=None):
@@ -46,8 +54,7 @@ def run_exporter(*args, env=None):
     e["OMP_NUM_THREADS"] = "1"
     if env:
         e.update(env)
-    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=e,
-                          timeout=900)
+    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=e, timeout=900)
 
 
 def sha256(path):
@@ -68,13 +75,13 @@ def _bundle_for(fx, tmp):
     if bundle:
         return bundle
     bundle = os.path.join(tmp, "bundle")
-    r = run_exporter("--checkpoint", fx.checkpoint, "--config", fx.config_eval, "--bpe-vocab", VOCAB,
-                     "--out", bundle)
+    r = run_exporter("--checkpoint", fx.checkpoint, "--config", fx.config_eval, "--bpe-vocab", VOCAB, "--out", bundle)
     if r.returncode != 0:
         raise RuntimeError(f"export failed ({r.returncode}): {r.stderr}")
     demo = os.path.join(fx.dir, "config_demo.yaml")
     if os.path.isfile(demo):
         import make_test_bundles
+
         make_test_bundles.apply_demo_config(bundle, demo)
     return bundle
 
@@ -82,6 +89,7 @@ def _bundle_for(fx, tmp):
 class _FixtureBundle:
     """Each shared fixture's bundle: manifest values from the fixture's configs, checksums,
     scripted modules equal to the eager ones."""
+
     FIXTURE = None
 
     @classmethod
@@ -101,14 +109,28 @@ class _FixtureBundle:
         m = self.manifest
         self.assertEqual(m["format"], "ovseg-bundle")
         self.assertEqual(m["format_version"], 1)
-        for key in ("name", "created_by", "created_at", "source", "architecture", "preprocess",
-                    "inference", "text", "non_object_embedding", "modules", "files"):
+        for key in (
+            "name",
+            "created_by",
+            "created_at",
+            "source",
+            "architecture",
+            "preprocess",
+            "inference",
+            "text",
+            "non_object_embedding",
+            "modules",
+            "files",
+        ):
             self.assertIn(key, m)
         self.assertEqual(m["source"]["sha256"], sha256(self.FIXTURE.checkpoint))
-        self.assertEqual(m["modules"], {"proposals": "proposals.pt", "clip_visual": "clip_visual.pt",
-                                        "clip_text": "clip_text.pt"})
-        self.assertEqual(sorted(m["files"]), sorted(["proposals.pt", "clip_visual.pt", "clip_text.pt",
-                                                     "bpe_simple_vocab_16e6.txt.gz"]))
+        self.assertEqual(
+            m["modules"], {"proposals": "proposals.pt", "clip_visual": "clip_visual.pt", "clip_text": "clip_text.pt"}
+        )
+        self.assertEqual(
+            sorted(m["files"]),
+            sorted(["proposals.pt", "clip_visual.pt", "clip_text.pt", "bpe_simple_vocab_16e6.txt.gz"]),
+        )
         for fname, info in m["files"].items():
             p = os.path.join(self.bundle, fname)
             self.assertEqual(sha256(p), info["sha256"], fname)
@@ -152,8 +174,10 @@ class _FixtureBundle:
                 self.assertEqual(arch["backbone_config"][k], cfg["MODEL"]["RESNETS"][k], k)
         pre = m["preprocess"]
         lo, hi = fx.test_sizes("eval")
-        self.assertEqual((pre["min_size_test"], pre["max_size_test"], pre["size_divisibility"]),
-                         (lo, hi, int(cfg["MODEL"]["MASK_FORMER"]["SIZE_DIVISIBILITY"])))
+        self.assertEqual(
+            (pre["min_size_test"], pre["max_size_test"], pre["size_divisibility"]),
+            (lo, hi, int(cfg["MODEL"]["MASK_FORMER"]["SIZE_DIVISIBILITY"])),
+        )
         self.assertEqual(pre["pixel_mean"], [float(v) for v in cfg["MODEL"]["PIXEL_MEAN"]])
         self.assertEqual(pre["pixel_std"], [float(v) for v in cfg["MODEL"]["PIXEL_STD"]])
         # docs/reference-behaviour.md §6.4: fill and normalisation mean differ by one float32 ulp in R and G.
@@ -168,8 +192,10 @@ class _FixtureBundle:
         # The exporter gives the demo path the released defaults; the test bundles take the
         # demo config's values where the fixture has one.
         demo_cfg = os.path.join(fx.dir, "config_demo.yaml")
-        self.assertEqual(inf["demo"], fx.settings("demo") if os.path.isfile(demo_cfg)
-                         else fixture_util.released_settings(kind, "demo"))
+        self.assertEqual(
+            inf["demo"],
+            fx.settings("demo") if os.path.isfile(demo_cfg) else fixture_util.released_settings(kind, "demo"),
+        )
         with open(os.path.join(SHARED, "text_templates.json"), "r", encoding="utf-8") as f:
             self.assertEqual(m["text"]["templates"], json.load(f)["vild"])
         self.assertEqual(m["text"]["tokenizer"]["context_length"], clip["context_length"])
@@ -204,8 +230,9 @@ class _FixtureBundle:
                 self.assertEqual(tuple(s_emb.shape), (1, q, arch["embed_dim"]))
                 self.assertEqual(tuple(s_masks.shape), (1, q, hw[0] // 4, hw[1] // 4))
                 self.assertLessEqual((e_emb - s_emb).abs().max().item(), 1e-5 * max(1.0, e_emb.abs().max().item()))
-                self.assertLessEqual((e_masks - s_masks).abs().max().item(),
-                                     1e-5 * max(1.0, e_masks.abs().max().item()))
+                self.assertLessEqual(
+                    (e_masks - s_masks).abs().max().item(), 1e-5 * max(1.0, e_masks.abs().max().item())
+                )
             images = torch.randn(3, 3, r, r)
             masks = (torch.rand(3, 1, r, r) > 0.7).float()
             ev = eager["clip_visual"](images, masks)
@@ -218,8 +245,9 @@ class _FixtureBundle:
             et = eager["clip_text"](tokens)
             st = scripted["clip_text"](tokens)
             self.assertLessEqual((et - st).abs().max().item(), 1e-6 * max(1.0, et.abs().max().item()))
-            self.assertTrue(torch.equal(scripted["clip_text"].non_object_embedding,
-                                        eager["clip_text"].non_object_embedding))
+            self.assertTrue(
+                torch.equal(scripted["clip_text"].non_object_embedding, eager["clip_text"].non_object_embedding)
+            )
         sd = torch.load(fx.checkpoint, map_location="cpu")
         sd = sd.get("model", sd)
         key = next(k for k in sd if k.endswith("clip_adapter.non_object_embedding"))
@@ -238,9 +266,12 @@ class PresetSchemaTest(unittest.TestCase):
     def test_presets_match_checkpoint_schemas(self):
         from ovseg_export.export import checkpoint_key_map, random_modules
         from ovseg_export.load import is_ignored_key
+
         found = 0
-        for preset, schema in (("R101c_vitB16", "checkpoint_schema_R101c_vitB16.json"),
-                               ("swinB_vitL14", "checkpoint_schema_swinB_vitL14.json")):
+        for preset, schema in (
+            ("R101c_vitB16", "checkpoint_schema_R101c_vitB16.json"),
+            ("swinB_vitL14", "checkpoint_schema_swinB_vitL14.json"),
+        ):
             path = os.path.join(SHARED, schema)
             if not os.path.isfile(path):
                 continue
@@ -252,8 +283,11 @@ class PresetSchemaTest(unittest.TestCase):
             expected = {k: states[m][local] for k, (m, local) in checkpoint_key_map(modules).items()}
             del modules, states
             self.assertEqual(sorted(k for k in expected if k not in sd), [], f"{preset}: model keys not in checkpoint")
-            self.assertEqual(sorted(k for k in sd if k not in expected and not is_ignored_key(k)), [],
-                             f"{preset}: checkpoint keys the model does not use")
+            self.assertEqual(
+                sorted(k for k in sd if k not in expected and not is_ignored_key(k)),
+                [],
+                f"{preset}: checkpoint keys the model does not use",
+            )
             for k, t in expected.items():
                 self.assertEqual(list(t.shape), sd[k]["shape"], f"{preset}: {k}")
                 self.assertEqual(str(t.dtype).replace("torch.", ""), sd[k]["dtype"], f"{preset}: {k}")
@@ -287,8 +321,7 @@ class LoaderErrorTest(unittest.TestCase):
         self.assertFalse(os.path.exists(out))
 
     def test_not_a_checkpoint(self):
-        for name, payload in (("notes.pth", b"this is not a checkpoint\n"),
-                              ("image.pth", None)):
+        for name, payload in (("notes.pth", b"this is not a checkpoint\n"), ("image.pth", None)):
             bad = os.path.join(self.tmp, name)
             if payload is None:
                 shutil.copyfile(os.path.join(FIXTURE, "image.png"), bad)
@@ -343,6 +376,7 @@ class LoaderErrorTest(unittest.TestCase):
         # "module." prefix, no "model" wrapper, fp16 tensors, version-1 pixel decoder names and an
         # unused extra key all load like the official checkpoint.
         from ovseg_export.load import read_checkpoint
+
         ref = read_checkpoint(CKPT)
         sd = torch.load(CKPT, map_location="cpu")["model"]
         odd = {}
@@ -359,7 +393,11 @@ class LoaderErrorTest(unittest.TestCase):
         for k, v in ref.items():
             self.assertIn(k, got)
             self.assertEqual(got[k].dtype, v.dtype if k != "clip_adapter.clip_model.visual.proj" else torch.float32)
-        self.assertTrue(torch.equal(got["clip_adapter.clip_model.visual.proj"], ref["clip_adapter.clip_model.visual.proj"].half().float()))
+        self.assertTrue(
+            torch.equal(
+                got["clip_adapter.clip_model.visual.proj"], ref["clip_adapter.clip_model.visual.proj"].half().float()
+            )
+        )
         r, out = self._export(p, "-v")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("some_training_thing", r.stderr)  # listed as unused
@@ -399,8 +437,18 @@ class CliTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"^ovseg-export \d+\.\d+\.\d+")
         r = run_exporter("--help")
         self.assertEqual(r.returncode, 0)
-        for opt in ("--checkpoint", "--config", "--preset", "--bpe-vocab", "--out", "--random-init",
-                    "--seed", "--allow-partial", "--name", "--template-set"):
+        for opt in (
+            "--checkpoint",
+            "--config",
+            "--preset",
+            "--bpe-vocab",
+            "--out",
+            "--random-init",
+            "--seed",
+            "--allow-partial",
+            "--name",
+            "--template-set",
+        ):
             self.assertIn(opt, r.stdout)
 
     def test_usage_errors(self):
@@ -418,8 +466,17 @@ class CliTest(unittest.TestCase):
         r = run_exporter("--random-init", "--preset", "R101c_vitB16", "--bpe-vocab", bad_vocab, "--out", out)
         self.assertEqual(r.returncode, 2)
         self.assertIn(bad_vocab, r.stderr)
-        r = run_exporter("--random-init", "--preset", "R101c_vitB16", "--bpe-vocab", VOCAB, "--out", out,
-                         "--template-set", "imagenet")
+        r = run_exporter(
+            "--random-init",
+            "--preset",
+            "R101c_vitB16",
+            "--bpe-vocab",
+            VOCAB,
+            "--out",
+            out,
+            "--template-set",
+            "imagenet",
+        )
         self.assertEqual(r.returncode, 2)
         self.assertIn("--templates-file", r.stderr)
         self.assertFalse(os.path.exists(out))
@@ -443,16 +500,22 @@ class CliTest(unittest.TestCase):
         self.assertFalse(r101["MODEL"]["RESNETS"]["STRIDE_IN_1X1"])
         self.assertEqual(r101["MODEL"]["RESNETS"]["RES5_MULTI_GRID"], [1, 2, 4])
         schema_dir = SHARED
-        for preset, schema in (("swinB_vitL14", "checkpoint_schema_swinB_vitL14.json"),
-                               ("R101c_vitB16", "checkpoint_schema_R101c_vitB16.json")):
+        for preset, schema in (
+            ("swinB_vitL14", "checkpoint_schema_swinB_vitL14.json"),
+            ("R101c_vitB16", "checkpoint_schema_R101c_vitB16.json"),
+        ):
             path = os.path.join(schema_dir, schema)
             if not os.path.isfile(path):
                 continue
             with open(path, "r", encoding="utf-8") as f:
                 hp = json.load(f)["hyperparameters"]
             cfg = config_mod.config_for(preset=preset)
-            for section in ("SWIN" if preset.startswith("swin") else "RESNETS", "SEM_SEG_HEAD",
-                            "MASK_FORMER", "CLIP_ADAPTER"):
+            for section in (
+                "SWIN" if preset.startswith("swin") else "RESNETS",
+                "SEM_SEG_HEAD",
+                "MASK_FORMER",
+                "CLIP_ADAPTER",
+            ):
                 for k, v in hp["MODEL"][section].items():
                     self.assertEqual(cfg["MODEL"][section][k], v, f"{preset} MODEL.{section}.{k}")
             for k, v in hp["INPUT"].items():
@@ -468,8 +531,21 @@ class CliTest(unittest.TestCase):
         outs = []
         for seed in (3, 3, 4):
             out = os.path.join(self.tmp, f"rand{len(outs)}")
-            r = run_exporter("--random-init", "--seed", str(seed), "--config", cfg, "--clip-arch", arch,
-                             "--bpe-vocab", VOCAB, "--out", out, "--name", "tiny-random")
+            r = run_exporter(
+                "--random-init",
+                "--seed",
+                str(seed),
+                "--config",
+                cfg,
+                "--clip-arch",
+                arch,
+                "--bpe-vocab",
+                VOCAB,
+                "--out",
+                out,
+                "--name",
+                "tiny-random",
+            )
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("MB", r.stdout)
             outs.append(out)
@@ -485,6 +561,7 @@ class CliTest(unittest.TestCase):
         def weights(path):
             m = torch.jit.load(os.path.join(path, "proposals.pt"))
             return dict(m.state_dict())
+
         a, b, c = (weights(o) for o in outs)
         self.assertTrue(all(torch.equal(a[k], b[k]) for k in a))
         self.assertFalse(all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point()))
@@ -504,13 +581,22 @@ class SyntheticResNetExportTest(unittest.TestCase):
 
     def test_variants_export_and_run(self):
         import synthetic_fixtures
+
         image = PRIMARY.image if PRIMARY else None
         for variant in synthetic_fixtures.VARIANTS:
             with self.subTest(variant=variant):
                 paths = synthetic_fixtures.write_fixture(os.path.join(self.tmp, variant), variant)
                 out = os.path.join(self.tmp, variant + "-bundle")
-                r = run_exporter("--checkpoint", paths["checkpoint"], "--config", paths["config_eval"],
-                                 "--bpe-vocab", VOCAB, "--out", out)
+                r = run_exporter(
+                    "--checkpoint",
+                    paths["checkpoint"],
+                    "--config",
+                    paths["config_eval"],
+                    "--bpe-vocab",
+                    VOCAB,
+                    "--out",
+                    out,
+                )
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertRegex(r.stderr, r"\d+ loaded, 0 missing, 0 shape-mismatched, 0 unused, 4 ignored")
                 with open(os.path.join(out, "manifest.json"), "r", encoding="utf-8") as f:
@@ -518,15 +604,28 @@ class SyntheticResNetExportTest(unittest.TestCase):
                 cfg = config_mod.load_config(paths["config_eval"])
                 rn = cfg["MODEL"]["RESNETS"]
                 self.assertEqual(m["architecture"]["backbone"], "resnet")
-                for k in ("DEPTH", "STEM_TYPE", "STEM_OUT_CHANNELS", "RES2_OUT_CHANNELS", "WIDTH_PER_GROUP",
-                          "STRIDE_IN_1X1", "RES5_DILATION", "RES5_MULTI_GRID"):
+                for k in (
+                    "DEPTH",
+                    "STEM_TYPE",
+                    "STEM_OUT_CHANNELS",
+                    "RES2_OUT_CHANNELS",
+                    "WIDTH_PER_GROUP",
+                    "STRIDE_IN_1X1",
+                    "RES5_DILATION",
+                    "RES5_MULTI_GRID",
+                ):
                     self.assertEqual(m["architecture"]["backbone_config"][k], rn[k], k)
                 depth = int(rn["DEPTH"])
-                self.assertEqual(m["name"], f"ovseg-R{depth}" + ("c" if rn["STEM_TYPE"] == "deeplab" else "")
-                                 + "-vitB16")
-                self.assertEqual(m["inference"]["eval"],
-                                 {"mask_threshold": float(cfg["MODEL"]["CLIP_ADAPTER"]["MASK_THR"]),
-                                  "ensemble_weight": float(cfg["MODEL"]["CLIP_ADAPTER"]["CLIP_ENSEMBLE_WEIGHT"])})
+                self.assertEqual(
+                    m["name"], f"ovseg-R{depth}" + ("c" if rn["STEM_TYPE"] == "deeplab" else "") + "-vitB16"
+                )
+                self.assertEqual(
+                    m["inference"]["eval"],
+                    {
+                        "mask_threshold": float(cfg["MODEL"]["CLIP_ADAPTER"]["MASK_THR"]),
+                        "ensemble_weight": float(cfg["MODEL"]["CLIP_ADAPTER"]["CLIP_ENSEMBLE_WEIGHT"]),
+                    },
+                )
                 eager, _, _, _ = load_eager(paths["checkpoint"], cfg, quiet=True)
                 scripted = torch.jit.load(os.path.join(out, "proposals.pt"))
                 x = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(2))
@@ -535,7 +634,9 @@ class SyntheticResNetExportTest(unittest.TestCase):
                     s_emb, s_masks = scripted(x)
                 self.assertEqual(tuple(s_masks.shape[-2:]), (24, 40))
                 self.assertLessEqual((e_emb - s_emb).abs().max().item(), 1e-5 * max(1.0, e_emb.abs().max().item()))
-                self.assertLessEqual((e_masks - s_masks).abs().max().item(), 1e-5 * max(1.0, e_masks.abs().max().item()))
+                self.assertLessEqual(
+                    (e_masks - s_masks).abs().max().item(), 1e-5 * max(1.0, e_masks.abs().max().item())
+                )
                 if image:
                     res = pipeline.run(pipeline.load_bundle(out), image, synthetic_fixtures.CLASSES, "eval")
                     self.assertTrue(bool(torch.isfinite(res["sem_seg"]).all()))

@@ -30,24 +30,30 @@ CONFIGS = os.path.join(SHARED, "official_configs")
 VOCAB = fixture_util.VOCAB
 EXPORTER = os.path.join(REPO, "tools", "ovseg-export")
 PYTHON = sys.executable or "/usr/bin/python3"
-EVAL_CONFIGS = {"ovseg_swinB_vitL_bs32_120k.yaml": "swinB_vitL14",
-                "ovseg_R101c_vitB_bs32_120k.yaml": "R101c_vitB16"}
+EVAL_CONFIGS = {"ovseg_swinB_vitL_bs32_120k.yaml": "swinB_vitL14", "ovseg_R101c_vitB_bs32_120k.yaml": "R101c_vitB16"}
 DEMO_CONFIG = "ovseg_swinB_vitL_demo.yaml"
 HAVE_CONFIGS = all(os.path.isfile(os.path.join(CONFIGS, n)) for n in list(EVAL_CONFIGS) + [DEMO_CONFIG])
 SKIP_MSG = f"official configs not found under {CONFIGS} (set OVSEG_SHARED_DIR)"
 
 
 def small_clip(embed_dim):
-    return {"embed_dim": embed_dim, "image_resolution": 224, "vision_layers": 3, "vision_width": 64,
-            "vision_patch_size": 32, "context_length": 77, "vocab_size": 49408,
-            "transformer_width": 64, "transformer_layers": 1}
+    return {
+        "embed_dim": embed_dim,
+        "image_resolution": 224,
+        "vision_layers": 3,
+        "vision_width": 64,
+        "vision_patch_size": 32,
+        "context_length": 77,
+        "vocab_size": 49408,
+        "transformer_width": 64,
+        "transformer_layers": 1,
+    }
 
 
 def run_exporter(*args):
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run([PYTHON, EXPORTER, *args], capture_output=True, text=True, env=env, timeout=900)
 
 
 def write(path, text):
@@ -79,11 +85,13 @@ class YamlTest(unittest.TestCase):
 
     def test_python_tags_are_never_evaluated(self):
         marker = os.path.join(self.tmp, "evaluated")
-        cfg = write(os.path.join(self.tmp, "c.yaml"),
-                    "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.45\n"
-                    "SOLVER:\n  X: !!python/object/apply:os.system [\"touch " + marker + "\"]\n"
-                    "  Y: !!python/object/apply:eval [\"open('" + marker + "', 'w')\"]\n"
-                    "  Z: !!python/name:os.system\n  T: !!python/tuple [1, 2]\n")
+        cfg = write(
+            os.path.join(self.tmp, "c.yaml"),
+            "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.45\n"
+            'SOLVER:\n  X: !!python/object/apply:os.system ["touch ' + marker + '"]\n'
+            "  Y: !!python/object/apply:eval [\"open('" + marker + "', 'w')\"]\n"
+            "  Z: !!python/name:os.system\n  T: !!python/tuple [1, 2]\n",
+        )
         c = config_mod.load_config(cfg)
         self.assertFalse(os.path.exists(marker))
         self.assertEqual(c["MODEL"]["CLIP_ADAPTER"]["MASK_THR"], 0.45)
@@ -91,10 +99,12 @@ class YamlTest(unittest.TestCase):
             self.assertIsInstance(c["SOLVER"][k], config_mod.OpaqueValue)
 
     def test_python_tag_on_a_used_key_is_an_error_naming_it(self):
-        cases = {"INPUT.MIN_SIZE_TEST": "INPUT:\n  MIN_SIZE_TEST: !!python/object/apply:eval [\"640\"]\n",
-                 "MODEL.SWIN.DEPTHS": "MODEL:\n  SWIN:\n    DEPTHS: [2, 2, !!python/object/apply:eval [\"18\"], 2]\n",
-                 "MODEL.PIXEL_MEAN": "MODEL:\n  PIXEL_MEAN: !!python/tuple [1, 2, 3]\n",
-                 "MODEL.CLIP_ADAPTER": "MODEL:\n  CLIP_ADAPTER: !!python/object/apply:dict []\n"}
+        cases = {
+            "INPUT.MIN_SIZE_TEST": 'INPUT:\n  MIN_SIZE_TEST: !!python/object/apply:eval ["640"]\n',
+            "MODEL.SWIN.DEPTHS": 'MODEL:\n  SWIN:\n    DEPTHS: [2, 2, !!python/object/apply:eval ["18"], 2]\n',
+            "MODEL.PIXEL_MEAN": "MODEL:\n  PIXEL_MEAN: !!python/tuple [1, 2, 3]\n",
+            "MODEL.CLIP_ADAPTER": "MODEL:\n  CLIP_ADAPTER: !!python/object/apply:dict []\n",
+        }
         for key, text in cases.items():
             with self.subTest(key=key):
                 path = write(os.path.join(self.tmp, "bad.yaml"), text)
@@ -107,24 +117,29 @@ class YamlTest(unittest.TestCase):
 
     def test_base_inheritance(self):
         os.makedirs(os.path.join(self.tmp, "base", "deeper"))
-        write(os.path.join(self.tmp, "base", "deeper", "root.yaml"),
-              "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.3\n    CLIP_ENSEMBLE_WEIGHT: 0.6\n"
-              "  SWIN:\n    EMBED_DIM: 48\nINPUT:\n  MIN_SIZE_TEST: 320\n")
+        write(
+            os.path.join(self.tmp, "base", "deeper", "root.yaml"),
+            "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.3\n    CLIP_ENSEMBLE_WEIGHT: 0.6\n"
+            "  SWIN:\n    EMBED_DIM: 48\nINPUT:\n  MIN_SIZE_TEST: 320\n",
+        )
         # a relative _BASE_ is taken from the including file's directory, at every level
-        write(os.path.join(self.tmp, "base", "mid.yaml"),
-              "_BASE_: deeper/root.yaml\nMODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.35\n")
-        child = write(os.path.join(self.tmp, "child.yaml"),
-                      "_BASE_: base/mid.yaml\nMODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE_WEIGHT: 0.5\n")
+        write(
+            os.path.join(self.tmp, "base", "mid.yaml"),
+            "_BASE_: deeper/root.yaml\nMODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 0.35\n",
+        )
+        child = write(
+            os.path.join(self.tmp, "child.yaml"),
+            "_BASE_: base/mid.yaml\nMODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE_WEIGHT: 0.5\n",
+        )
         c = config_mod.load_config(child)
-        self.assertEqual(c["MODEL"]["CLIP_ADAPTER"]["MASK_THR"], 0.35)             # mid over root
+        self.assertEqual(c["MODEL"]["CLIP_ADAPTER"]["MASK_THR"], 0.35)  # mid over root
         self.assertEqual(c["MODEL"]["CLIP_ADAPTER"]["CLIP_ENSEMBLE_WEIGHT"], 0.5)  # child over all
-        self.assertEqual(c["MODEL"]["SWIN"]["EMBED_DIM"], 48)                     # root kept
+        self.assertEqual(c["MODEL"]["SWIN"]["EMBED_DIM"], 48)  # root kept
         self.assertEqual(c["INPUT"]["MIN_SIZE_TEST"], 320)
-        self.assertEqual(c["MODEL"]["SWIN"]["WINDOW_SIZE"], 7)                    # default
+        self.assertEqual(c["MODEL"]["SWIN"]["WINDOW_SIZE"], 7)  # default
         self.assertNotIn("_BASE_", c)
         # an absolute _BASE_
-        absolute = write(os.path.join(self.tmp, "abs.yaml"),
-                         f"_BASE_: {os.path.join(self.tmp, 'base', 'mid.yaml')}\n")
+        absolute = write(os.path.join(self.tmp, "abs.yaml"), f"_BASE_: {os.path.join(self.tmp, 'base', 'mid.yaml')}\n")
         self.assertEqual(config_mod.load_config(absolute)["MODEL"]["CLIP_ADAPTER"]["MASK_THR"], 0.35)
         # "~" is the home directory
         home = os.path.join(self.tmp, "home")
@@ -144,8 +159,10 @@ class YamlTest(unittest.TestCase):
     @unittest.skipUnless(HAVE_CONFIGS, SKIP_MSG)
     def test_base_over_an_official_config(self):
         official = os.path.join(CONFIGS, "ovseg_swinB_vitL_bs32_120k.yaml")
-        child = write(os.path.join(self.tmp, "ablation.yaml"),
-                      f"_BASE_: {official}\nMODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE_WEIGHT: 0.6\n")
+        child = write(
+            os.path.join(self.tmp, "ablation.yaml"),
+            f"_BASE_: {official}\nMODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE_WEIGHT: 0.6\n",
+        )
         c = config_mod.load_config(child)
         self.assertEqual(c["MODEL"]["CLIP_ADAPTER"]["CLIP_ENSEMBLE_WEIGHT"], 0.6)
         self.assertEqual(c["MODEL"]["SWIN"]["DEPTHS"], [2, 2, 18, 2])
@@ -165,8 +182,7 @@ class YamlTest(unittest.TestCase):
             config_mod.load_config(url)
         self.assertIn("URL", str(cm.exception))
         write(os.path.join(self.tmp, "plain.yaml"), "MODEL:\n  SWIN: 3\n")
-        over = write(os.path.join(self.tmp, "over.yaml"),
-                     "_BASE_: plain.yaml\nMODEL:\n  SWIN:\n    EMBED_DIM: 64\n")
+        over = write(os.path.join(self.tmp, "over.yaml"), "_BASE_: plain.yaml\nMODEL:\n  SWIN:\n    EMBED_DIM: 64\n")
         with self.assertRaises(config_mod.ConfigError) as cm:
             config_mod.load_config(over)
         self.assertIn("MODEL.SWIN", str(cm.exception))
@@ -183,8 +199,19 @@ class OfficialExportTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def export(self, out, source_args, embed_dim):
-        r = run_exporter("--random-init", "--seed", "5", *source_args, "--bpe-vocab", VOCAB,
-                         "--out", out, "--clip-arch", json.dumps(small_clip(embed_dim)), "-q")
+        r = run_exporter(
+            "--random-init",
+            "--seed",
+            "5",
+            *source_args,
+            "--bpe-vocab",
+            VOCAB,
+            "--out",
+            out,
+            "--clip-arch",
+            json.dumps(small_clip(embed_dim)),
+            "-q",
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(out, "manifest.json"), "r", encoding="utf-8") as f:
             return json.load(f)
@@ -237,9 +264,12 @@ class OfficialExportTest(unittest.TestCase):
         self.assertEqual((m["preprocess"]["min_size_test"], m["preprocess"]["max_size_test"]), (640, 2560))
         # what wrote the modules (the C++ side refuses a file format its libtorch cannot read)
         from ovseg_export.export import torchscript_file_format_version
+
         self.assertEqual(m["torch"]["version"], str(torch.__version__))
-        fmt = [torchscript_file_format_version(os.path.join(out, f))
-               for f in ("proposals.pt", "clip_visual.pt", "clip_text.pt")]
+        fmt = [
+            torchscript_file_format_version(os.path.join(out, f))
+            for f in ("proposals.pt", "clip_visual.pt", "clip_text.pt")
+        ]
         self.assertGreater(min(fmt), 0)
         self.assertEqual(m["torch"]["torchscript_file_format_version"], max(fmt))
 

@@ -105,6 +105,7 @@ def _load_schema(name: str) -> dict:
 
 class _FixtureParity:
     """Each shared fixture against what the reference implementation computed."""
+
     FIXTURE = None
 
     @classmethod
@@ -132,28 +133,35 @@ class _FixtureParity:
             cls.emb, cls.masks = cls.model(cls.x)
 
     def test_state_dict_keys_equal_checkpoint(self):
-        self.assertEqual(sorted(set(self.model.state_dict().keys()) - set(self.state.keys())), [],
-                         "model tensors the checkpoint lacks")
-        self.assertEqual(sorted(set(self.state.keys()) - set(self.model.state_dict().keys())), [],
-                         "checkpoint tensors the model lacks")
+        self.assertEqual(
+            sorted(set(self.model.state_dict().keys()) - set(self.state.keys())),
+            [],
+            "model tensors the checkpoint lacks",
+        )
+        self.assertEqual(
+            sorted(set(self.state.keys()) - set(self.model.state_dict().keys())),
+            [],
+            "checkpoint tensors the model lacks",
+        )
         sd = self.model.state_dict()
         for k, v in self.state.items():
             self.assertEqual(tuple(sd[k].shape), tuple(v.shape), k)
 
     def test_preprocessing_size_matches_reference(self):
         self.assertEqual(list(self.hw), self.meta["resized_size_hw"])
-        self.assertEqual(tuple(self.x.shape[2:]),
-                         (self.ref_masks.shape[1] * 4, self.ref_masks.shape[2] * 4))
+        self.assertEqual(tuple(self.x.shape[2:]), (self.ref_masks.shape[1] * 4, self.ref_masks.shape[2] * 4))
 
     def test_eager_matches_reference(self):
         self.assertEqual(tuple(self.emb.shape), (1,) + tuple(self.ref_emb.shape))
         self.assertEqual(tuple(self.masks.shape), (1,) + tuple(self.ref_masks.shape))
         d_emb = _max_abs(self.emb[0], self.ref_emb)
         d_mask = _max_abs(self.masks[0], self.ref_masks)
-        _report(f"{self.FIXTURE.name}: eager vs reference: max|d| embeddings {d_emb:.3g} "
-                f"(|ref| max {float(self.ref_emb.abs().max()):.3g}), mask logits {d_mask:.3g} "
-                f"(|ref| max {float(self.ref_masks.abs().max()):.3g}, "
-                f"bound {_mask_tolerance(self.ref_masks):.3g})")
+        _report(
+            f"{self.FIXTURE.name}: eager vs reference: max|d| embeddings {d_emb:.3g} "
+            f"(|ref| max {float(self.ref_emb.abs().max()):.3g}), mask logits {d_mask:.3g} "
+            f"(|ref| max {float(self.ref_masks.abs().max()):.3g}, "
+            f"bound {_mask_tolerance(self.ref_masks):.3g})"
+        )
         self.assertLessEqual(d_emb, 1e-4)
         self.assertLessEqual(d_mask, _mask_tolerance(self.ref_masks))
 
@@ -164,8 +172,10 @@ class _FixtureParity:
         d_emb = _max_abs(emb[0], self.ref_emb)
         d_mask = _max_abs(masks[0], self.ref_masks)
         d_eager = max(_max_abs(emb, self.emb), _max_abs(masks, self.masks))
-        _report(f"{self.FIXTURE.name}: scripted vs reference: embeddings {d_emb:.3g}, mask logits "
-                f"{d_mask:.3g}; scripted vs eager {d_eager:.3g}")
+        _report(
+            f"{self.FIXTURE.name}: scripted vs reference: embeddings {d_emb:.3g}, mask logits "
+            f"{d_mask:.3g}; scripted vs eager {d_eager:.3g}"
+        )
         self.assertLessEqual(d_emb, 1e-4)
         self.assertLessEqual(d_mask, _mask_tolerance(self.ref_masks))
         self.assertLessEqual(d_eager, 1e-5 * max(1.0, float(self.masks.abs().max())))
@@ -183,8 +193,7 @@ class _FixtureParity:
             self.assertEqual(tuple(e_masks.shape), (shape[0], q, shape[2] // 4, shape[3] // 4))
             self.assertEqual(tuple(e_emb.shape), (shape[0], q, self.ref_emb.shape[1]))
             self.assertLessEqual(_max_abs(e_emb, s_emb), 1e-5 * max(1.0, float(e_emb.abs().max())))
-            self.assertLessEqual(_max_abs(e_masks, s_masks),
-                                 1e-5 * max(1.0, float(e_masks.abs().max())))
+            self.assertLessEqual(_max_abs(e_masks, s_masks), 1e-5 * max(1.0, float(e_masks.abs().max())))
         # Batch entries are independent: image 0 alone gives the same as inside the batch.
         x = torch.randn((2, 3, 96, 160), generator=gen)
         with torch.no_grad():
@@ -256,8 +265,9 @@ class R101cArchitectureTest(unittest.TestCase):
         x = torch.zeros(1, 3, 64, 96)
         with torch.no_grad():
             feats = bb(x)
-        self.assertEqual([tuple(f.shape) for f in feats],
-                         [(1, 256, 16, 24), (1, 512, 8, 12), (1, 1024, 4, 6), (1, 2048, 2, 3)])
+        self.assertEqual(
+            [tuple(f.shape) for f in feats], [(1, 256, 16, 24), (1, 512, 8, 12), (1, 1024, 4, 6), (1, 2048, 2, 3)]
+        )
 
     def test_scripted_matches_eager(self):
         x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -271,43 +281,88 @@ class R101cArchitectureTest(unittest.TestCase):
         d_emb = _max_abs(e_emb, s_emb)
         d_mask = _max_abs(e_masks, s_masks)
         scale = max(float(e_emb.abs().max()), float(e_masks.abs().max()), 1.0)
-        _report(f"R101c 64x64 scripted vs eager: embeddings {d_emb:.3g}, mask logits {d_mask:.3g} "
-                f"(output scale {scale:.3g})")
+        _report(
+            f"R101c 64x64 scripted vs eager: embeddings {d_emb:.3g}, mask logits {d_mask:.3g} "
+            f"(output scale {scale:.3g})"
+        )
         self.assertLessEqual(max(d_emb, d_mask), 1e-5 * scale)
 
 
 # ---- ResNet variants (detectron2 v0.6 builders) ---------------------------------------------
 
-_TINY_HEAD = {"SEM_SEG_HEAD": {"CONVS_DIM": 32, "MASK_DIM": 32, "EMBEDDING_DIM": 16,
-                               "EMBED_HIDDEN_DIM": 32},
-              "MASK_FORMER": {"HIDDEN_DIM": 32, "NHEADS": 2, "DIM_FEEDFORWARD": 32, "DEC_LAYERS": 1,
-                              "NUM_OBJECT_QUERIES": 5}}
+_TINY_HEAD = {
+    "SEM_SEG_HEAD": {"CONVS_DIM": 32, "MASK_DIM": 32, "EMBEDDING_DIM": 16, "EMBED_HIDDEN_DIM": 32},
+    "MASK_FORMER": {"HIDDEN_DIM": 32, "NHEADS": 2, "DIM_FEEDFORWARD": 32, "DEC_LAYERS": 1, "NUM_OBJECT_QUERIES": 5},
+}
 _R = "build_resnet_deeplab_backbone"
 _P = "build_resnet_backbone"
 # name -> (backbone NAME, RESNETS overrides)
 _RESNET_VARIANTS = {
-    "deeplab_r50": (_R, {"DEPTH": 50, "STEM_TYPE": "deeplab", "STEM_OUT_CHANNELS": 16,
-                         "RES2_OUT_CHANNELS": 32, "WIDTH_PER_GROUP": 8, "STRIDE_IN_1X1": False,
-                         "RES5_MULTI_GRID": [1, 2, 4]}),
-    "deeplab_r50_grouped_os8": (_R, {"DEPTH": 50, "STEM_TYPE": "deeplab", "STEM_OUT_CHANNELS": 16,
-                                     "RES2_OUT_CHANNELS": 32, "NUM_GROUPS": 2, "WIDTH_PER_GROUP": 4,
-                                     "STRIDE_IN_1X1": True, "RES4_DILATION": 2, "RES5_DILATION": 4,
-                                     "RES5_MULTI_GRID": [1, 2, 1]}),
-    "deeplab_r34_basic_stem": (_R, {"DEPTH": 34, "STEM_TYPE": "basic", "STEM_OUT_CHANNELS": 16,
-                                    "RES2_OUT_CHANNELS": 16, "RES5_DILATION": 2,
-                                    "RES5_MULTI_GRID": [1, 2, 4]}),
-    "plain_r18": (_P, {"DEPTH": 18, "STEM_TYPE": "deeplab", "STEM_OUT_CHANNELS": 16,
-                       "RES2_OUT_CHANNELS": 16, "RES5_DILATION": 1}),
-    "plain_r50_dilated": (_P, {"DEPTH": 50, "STEM_OUT_CHANNELS": 16, "RES2_OUT_CHANNELS": 32,
-                               "WIDTH_PER_GROUP": 8, "STRIDE_IN_1X1": True, "RES5_DILATION": 2,
-                               "RES4_DILATION": 2, "RES5_MULTI_GRID": [1, 2, 4]}),
+    "deeplab_r50": (
+        _R,
+        {
+            "DEPTH": 50,
+            "STEM_TYPE": "deeplab",
+            "STEM_OUT_CHANNELS": 16,
+            "RES2_OUT_CHANNELS": 32,
+            "WIDTH_PER_GROUP": 8,
+            "STRIDE_IN_1X1": False,
+            "RES5_MULTI_GRID": [1, 2, 4],
+        },
+    ),
+    "deeplab_r50_grouped_os8": (
+        _R,
+        {
+            "DEPTH": 50,
+            "STEM_TYPE": "deeplab",
+            "STEM_OUT_CHANNELS": 16,
+            "RES2_OUT_CHANNELS": 32,
+            "NUM_GROUPS": 2,
+            "WIDTH_PER_GROUP": 4,
+            "STRIDE_IN_1X1": True,
+            "RES4_DILATION": 2,
+            "RES5_DILATION": 4,
+            "RES5_MULTI_GRID": [1, 2, 1],
+        },
+    ),
+    "deeplab_r34_basic_stem": (
+        _R,
+        {
+            "DEPTH": 34,
+            "STEM_TYPE": "basic",
+            "STEM_OUT_CHANNELS": 16,
+            "RES2_OUT_CHANNELS": 16,
+            "RES5_DILATION": 2,
+            "RES5_MULTI_GRID": [1, 2, 4],
+        },
+    ),
+    "plain_r18": (
+        _P,
+        {"DEPTH": 18, "STEM_TYPE": "deeplab", "STEM_OUT_CHANNELS": 16, "RES2_OUT_CHANNELS": 16, "RES5_DILATION": 1},
+    ),
+    "plain_r50_dilated": (
+        _P,
+        {
+            "DEPTH": 50,
+            "STEM_OUT_CHANNELS": 16,
+            "RES2_OUT_CHANNELS": 32,
+            "WIDTH_PER_GROUP": 8,
+            "STRIDE_IN_1X1": True,
+            "RES5_DILATION": 2,
+            "RES4_DILATION": 2,
+            "RES5_MULTI_GRID": [1, 2, 4],
+        },
+    ),
 }
 
 
 def _variant_config(name: str) -> dict:
     builder, resnets = _RESNET_VARIANTS[name]
-    raw = {"MODEL": dict(_TINY_HEAD, BACKBONE={"NAME": builder},
-                         RESNETS=dict(resnets, OUT_FEATURES=["res2", "res3", "res4", "res5"]))}
+    raw = {
+        "MODEL": dict(
+            _TINY_HEAD, BACKBONE={"NAME": builder}, RESNETS=dict(resnets, OUT_FEATURES=["res2", "res3", "res4", "res5"])
+        )
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "config.yaml")
         with open(path, "w") as f:
@@ -337,8 +392,16 @@ def _functional_resnet(sd: dict, builder: str, rn: dict, x: torch.Tensor):
         k = w.shape[-1]
         groups = t.shape[1] // w.shape[1]
         t = F.conv2d(t, w, None, stride, dilation * (k // 2), dilation, groups)
-        return F.batch_norm(t, sd[p + ".norm.running_mean"], sd[p + ".norm.running_var"],
-                            sd[p + ".norm.weight"], sd[p + ".norm.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            t,
+            sd[p + ".norm.running_mean"],
+            sd[p + ".norm.running_var"],
+            sd[p + ".norm.weight"],
+            sd[p + ".norm.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     t = F.relu(conv_bn(x, "stem.conv1", stride=2))
     if "stem.conv3.weight" in sd:  # DeepLab stem
@@ -384,8 +447,9 @@ class ResNetVariantsTest(unittest.TestCase):
         self.assertEqual(list(sd["stem.conv2.weight"].shape), [8, 8, 3, 3])
         self.assertEqual(list(sd["stem.conv3.weight"].shape), [16, 8, 3, 3])
         # (bottleneck, out) = (8, 32), (16, 64), (32, 128), (64, 256); stage inputs 16, 32, 64, 128.
-        for s, (b, out, cin, n) in zip((2, 3, 4, 5), ((8, 32, 16, 3), (16, 64, 32, 4), (32, 128, 64, 6),
-                                                        (64, 256, 128, 3))):
+        for s, (b, out, cin, n) in zip(
+            (2, 3, 4, 5), ((8, 32, 16, 3), (16, 64, 32, 4), (32, 128, 64, 6), (64, 256, 128, 3))
+        ):
             self.assertEqual(list(sd[f"res{s}.0.shortcut.weight"].shape), [out, cin, 1, 1])
             self.assertEqual(list(sd[f"res{s}.0.conv1.weight"].shape), [b, cin, 1, 1])
             self.assertEqual(list(sd[f"res{s}.0.conv2.weight"].shape), [b, b, 3, 3])
@@ -393,8 +457,10 @@ class ResNetVariantsTest(unittest.TestCase):
             self.assertNotIn(f"res{s}.1.shortcut.weight", sd)
             self.assertIn(f"res{s}.{n - 1}.conv3.weight", sd)
             self.assertNotIn(f"res{s}.{n}.conv1.weight", sd)
-        self.assertEqual(sorted({k.rsplit(".", 1)[1] for k in sd if k.startswith("res2.0.conv1.norm")}),
-                         ["bias", "running_mean", "running_var", "weight"])
+        self.assertEqual(
+            sorted({k.rsplit(".", 1)[1] for k in sd if k.startswith("res2.0.conv1.norm")}),
+            ["bias", "running_mean", "running_var", "weight"],
+        )
 
     def test_grouped_bottleneck(self):
         sd = build_proposal_generator(_variant_config("deeplab_r50_grouped_os8")).backbone.state_dict()
@@ -415,18 +481,22 @@ class ResNetVariantsTest(unittest.TestCase):
         self.assertFalse(any(".conv3." in k for k in sd))
         self.assertEqual(len({k.split(".")[1] for k in sd if k.startswith("res4.")}), 2)
         sd34 = build_proposal_generator(_variant_config("deeplab_r34_basic_stem")).backbone.state_dict()
-        self.assertEqual([len({k.split(".")[1] for k in sd34 if k.startswith(f"res{s}.")}) for s in (2, 3, 4, 5)],
-                         [3, 4, 6, 3])
-        self.assertIn("res2.0.shortcut.weight", build_proposal_generator(
-            _variant_config("deeplab_r50")).backbone.state_dict())
+        self.assertEqual(
+            [len({k.split(".")[1] for k in sd34 if k.startswith(f"res{s}.")}) for s in (2, 3, 4, 5)], [3, 4, 6, 3]
+        )
+        self.assertIn(
+            "res2.0.shortcut.weight", build_proposal_generator(_variant_config("deeplab_r50")).backbone.state_dict()
+        )
 
     def test_output_strides(self):
         x = torch.zeros(1, 3, 64, 96)
-        expect = {"deeplab_r50": [(16, 24), (8, 12), (4, 6), (2, 3)],
-                  "deeplab_r50_grouped_os8": [(16, 24), (8, 12), (8, 12), (8, 12)],
-                  "deeplab_r34_basic_stem": [(16, 24), (8, 12), (4, 6), (4, 6)],
-                  "plain_r18": [(16, 24), (8, 12), (4, 6), (2, 3)],
-                  "plain_r50_dilated": [(16, 24), (8, 12), (4, 6), (4, 6)]}
+        expect = {
+            "deeplab_r50": [(16, 24), (8, 12), (4, 6), (2, 3)],
+            "deeplab_r50_grouped_os8": [(16, 24), (8, 12), (8, 12), (8, 12)],
+            "deeplab_r34_basic_stem": [(16, 24), (8, 12), (4, 6), (4, 6)],
+            "plain_r18": [(16, 24), (8, 12), (4, 6), (2, 3)],
+            "plain_r50_dilated": [(16, 24), (8, 12), (4, 6), (4, 6)],
+        }
         for name, sizes in expect.items():
             with self.subTest(variant=name):
                 model = build_proposal_generator(_variant_config(name))

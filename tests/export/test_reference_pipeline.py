@@ -24,8 +24,7 @@ torch.set_num_threads(1)
 VOCAB = fixture_util.VOCAB
 PYTHON = sys.executable or "/usr/bin/python3"
 TOL = 1e-4
-NAMES = ("pred_embeddings", "pred_masks_lowres", "text_features", "valid_flag", "clip_logits",
-         "sem_seg", "label")
+NAMES = ("pred_embeddings", "pred_masks_lowres", "text_features", "valid_flag", "clip_logits", "sem_seg", "label")
 
 
 def _max_diff(a, b):
@@ -42,6 +41,7 @@ def _require(fx):
 
 class _ReferencePipeline:
     """The eager pipeline on each fixture, per mode with the fixture's own settings."""
+
     FIXTURE = None
 
     @classmethod
@@ -78,8 +78,10 @@ class _ReferencePipeline:
     def _check_stage_outputs(self, out, ref, mode, what):
         self.assertEqual(list(out["sem_seg"].shape), list(ref["sem_seg"].shape))
         self.assertTrue(np.array_equal(out["valid_flag"].numpy(), ref["valid_flag"]))
-        diffs = {n: _max_diff(out[n].numpy(), ref[n]) if ref[n].size else 0.0 for n in
-                 ("text_features", "clip_logits", "sem_seg")}
+        diffs = {
+            n: _max_diff(out[n].numpy(), ref[n]) if ref[n].size else 0.0
+            for n in ("text_features", "clip_logits", "sem_seg")
+        }
         print(f"\n{self.FIXTURE.name} {mode} ({what}): max abs diffs {diffs}")
         self.assertLessEqual(diffs["text_features"], TOL)
         self.assertLessEqual(diffs["clip_logits"], TOL)
@@ -117,8 +119,10 @@ class _ReferencePipeline:
         emb = _max_diff(out["pred_embeddings"].numpy(), ref["pred_embeddings"])
         logits = _max_diff(out["pred_masks_lowres"].numpy(), ref["pred_masks_lowres"])
         scale = float(np.abs(ref["pred_masks_lowres"]).max())
-        print(f"\n{self.FIXTURE.name} {mode} (full): pred_embeddings {emb:.3g}, pred_masks_lowres "
-              f"{logits:.3g} (max |logit| {scale:.1f})")
+        print(
+            f"\n{self.FIXTURE.name} {mode} (full): pred_embeddings {emb:.3g}, pred_masks_lowres "
+            f"{logits:.3g} (max |logit| {scale:.1f})"
+        )
         self.assertLessEqual(emb, TOL)
         self.assertLessEqual(logits, max(TOL, 1e-5 * scale))
         # Masks are binarised at the threshold; float32 noise in the proposal logits can flip
@@ -132,16 +136,19 @@ class _ReferencePipeline:
             self._check_stage_outputs(out, ref, mode, "full pipeline")
             return
         near = (ref_m[flips] - thr).abs().max().item()
-        print(f"  {int(flips.sum())} mask pixel(s) flip at the threshold (|sigmoid - thr| <= {near:.2g});"
-              " comparing the unaffected regions only")
+        print(
+            f"  {int(flips.sum())} mask pixel(s) flip at the threshold (|sigmoid - thr| <= {near:.2g});"
+            " comparing the unaffected regions only"
+        )
         self.assertLessEqual(near, 1e-3)
         affected = flips.flatten(1).any(dim=1)
         valid = out["valid_flag"]
         self.assertTrue(np.array_equal(valid.numpy(), ref["valid_flag"]))
         keep = ~affected[valid]
         if ref["clip_logits"].size:
-            self.assertLessEqual(_max_diff(out["clip_logits"].numpy()[keep.numpy()],
-                                           ref["clip_logits"][keep.numpy()]), TOL)
+            self.assertLessEqual(
+                _max_diff(out["clip_logits"].numpy()[keep.numpy()], ref["clip_logits"][keep.numpy()]), TOL
+            )
         agree = float((out["label"].numpy() == ref["label"]).mean())
         print(f"  label agreement {agree:.5f}")
         self.assertGreaterEqual(agree, 0.99)
@@ -158,9 +165,14 @@ class _ReferencePipeline:
     def test_no_valid_region(self):
         # Threshold above every sigmoid: eval falls back to p_mf^(1-w), demo gives zeros
         # (docs/reference-behaviour.md §7.1).
-        backend = pipeline.Backend(self.backend.proposals, self.backend.clip_visual, self.backend.clip_text,
-                                   self.backend.non_object_embedding,
-                                   json.loads(json.dumps(self.backend.manifest)), self.backend.tokenizer)
+        backend = pipeline.Backend(
+            self.backend.proposals,
+            self.backend.clip_visual,
+            self.backend.clip_text,
+            self.backend.non_object_embedding,
+            json.loads(json.dumps(self.backend.manifest)),
+            self.backend.tokenizer,
+        )
         backend.manifest["inference"]["eval"] = {"mask_threshold": 1.0, "ensemble_weight": 0.7}
         backend.manifest["inference"]["demo"]["mask_threshold"] = 1.0
         img = self.FIXTURE.image
@@ -179,6 +191,7 @@ fixture_classes(_ReferencePipeline, globals(), require=_require)
 
 class _ReferenceCli:
     """tools/ovseg-reference on each fixture's bundle (ctest's, else exported here)."""
+
     FIXTURE = None
 
     def test_reference_cli_on_bundle(self):
@@ -190,19 +203,51 @@ class _ReferenceCli:
             bundle = fx.bundle()
             if bundle is None:
                 bundle = os.path.join(tmp, "bundle")
-                r = subprocess.run([PYTHON, os.path.join(REPO, "tools", "ovseg-export"), "--checkpoint",
-                                    fx.checkpoint, "--config", fx.config_eval,
-                                    "--bpe-vocab", VOCAB, "--out", bundle, "-q"],
-                                   capture_output=True, text=True, timeout=900)
+                r = subprocess.run(
+                    [
+                        PYTHON,
+                        os.path.join(REPO, "tools", "ovseg-export"),
+                        "--checkpoint",
+                        fx.checkpoint,
+                        "--config",
+                        fx.config_eval,
+                        "--bpe-vocab",
+                        VOCAB,
+                        "--out",
+                        bundle,
+                        "-q",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
                 self.assertEqual(r.returncode, 0, r.stderr)
             classes = os.path.join(tmp, "classes.txt")
             with open(classes, "w", encoding="utf-8") as f:
                 f.write("\n".join(fx.input_classes("eval")) + "\n")
             npy = os.path.join(tmp, "npy")
-            r = subprocess.run([PYTHON, os.path.join(REPO, "tools", "ovseg-reference"), "--model", bundle,
-                                "--image", fx.image, "--classes", classes, "--mode", "eval",
-                                "--save-npy", npy, "--threads", "1", "--timings"],
-                               capture_output=True, text=True, timeout=900)
+            r = subprocess.run(
+                [
+                    PYTHON,
+                    os.path.join(REPO, "tools", "ovseg-reference"),
+                    "--model",
+                    bundle,
+                    "--image",
+                    fx.image,
+                    "--classes",
+                    classes,
+                    "--mode",
+                    "eval",
+                    "--save-npy",
+                    npy,
+                    "--threads",
+                    "1",
+                    "--timings",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
             self.assertEqual(r.returncode, 0, r.stderr)
             timings = json.loads(r.stdout)
             for stage in ("decode_resize", "proposals", "text", "regions", "clip", "post", "total"):
@@ -215,13 +260,26 @@ class _ReferenceCli:
             # The bundle carries config_eval.yaml's settings; a threshold flip (see
             # test_full_pipeline) is the only allowed reason for a larger difference.
             if d > TOL:
-                agree = float((np.load(os.path.join(npy, "label.npy")) ==
-                               fx.reference("eval", ("label",))["label"]).mean())
+                agree = float(
+                    (np.load(os.path.join(npy, "label.npy")) == fx.reference("eval", ("label",))["label"]).mean()
+                )
                 print(f"  label agreement {agree:.5f}")
                 self.assertGreaterEqual(agree, 0.99)
-            r = subprocess.run([PYTHON, os.path.join(REPO, "tools", "ovseg-reference"),
-                                "--model", os.path.join(tmp, "nope"), "--image", "x.png", "--classes", "a"],
-                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run(
+                [
+                    PYTHON,
+                    os.path.join(REPO, "tools", "ovseg-reference"),
+                    "--model",
+                    os.path.join(tmp, "nope"),
+                    "--image",
+                    "x.png",
+                    "--classes",
+                    "a",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             self.assertEqual(r.returncode, 2)
             self.assertIn("nope", r.stderr)
         finally:

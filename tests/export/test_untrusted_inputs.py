@@ -48,27 +48,46 @@ HAVE_SAM = os.path.isfile(os.path.join(SAM_FIXTURE, "checkpoint.pth"))
 HAVE_PROC = os.path.isfile("/proc/self/statm")
 
 # A SAM small enough for a --random-init bundle in a second.
-TINY_SAM = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "img_size": 64,
-            "patch_size": 16, "window_size": 2, "out_chans": 32, "prompt_embed_dim": 32,
-            "mask_in_chans": 16, "decoder_mlp_dim": 64, "decoder_num_heads": 2,
-            "iou_head_hidden_dim": 32}
-TINY_CLIP = {"embed_dim": 64, "image_resolution": 32, "vision_layers": 1, "vision_width": 64,
-             "vision_patch_size": 16, "context_length": 77, "vocab_size": 49408,
-             "transformer_width": 64, "transformer_layers": 1}
+TINY_SAM = {
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "global_attn_indexes": [1],
+    "img_size": 64,
+    "patch_size": 16,
+    "window_size": 2,
+    "out_chans": 32,
+    "prompt_embed_dim": 32,
+    "mask_in_chans": 16,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+TINY_CLIP = {
+    "embed_dim": 64,
+    "image_resolution": 32,
+    "vision_layers": 1,
+    "vision_width": 64,
+    "vision_patch_size": 16,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 64,
+    "transformer_layers": 1,
+}
 
 
 def run(prog, *args, cwd=None, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("OVSEG_TRACEBACK", None)
-    return subprocess.run([PYTHON, prog, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run([PYTHON, prog, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def run_child(body, timeout=60, extra_address_space=None):
     """`body` in a fresh interpreter with the exporter importable, its address space limited to
     what it uses after the imports plus `extra_address_space` bytes. (returncode, stdout, stderr);
     returncode None when it ran past `timeout` (it is killed)."""
-    prelude = textwrap.dedent(f"""\
+    prelude = textwrap.dedent(
+        f"""\
         import os, resource, sys
         sys.path.insert(0, {TOOLS!r})
         import numpy, torch
@@ -77,10 +96,16 @@ def run_child(body, timeout=60, extra_address_space=None):
         if extra is not None:
             used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
             resource.setrlimit(resource.RLIMIT_AS, (used + extra, used + extra))
-        """)
+        """
+    )
     try:
-        r = subprocess.run([PYTHON, "-c", prelude + textwrap.dedent(body)], capture_output=True,
-                           text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        r = subprocess.run(
+            [PYTHON, "-c", prelude + textwrap.dedent(body)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
     except subprocess.TimeoutExpired as e:
         return None, e.stdout or "", e.stderr or ""
     return r.returncode, r.stdout, r.stderr
@@ -105,37 +130,95 @@ def structured_object_dtype_pkl():
     """A .pkl (under 300 bytes) whose numpy dtype state makes a structured dtype with an object
     field and flags 0, and an array whose raw bytes become that field's object pointers: numpy
     dereferences 0x4141414141414141 (a segfault with pickle.load / the old reader)."""
-    obj_dtype = (b"cnumpy\ndtype\n" + _u("O8") + b"\x89\x88\x87R"
-                 + b"(K\x03" + _u("|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x3ftb")
-    dtype = (b"cnumpy\ndtype\n" + _u("V8") + b"\x89\x88\x87R"
-             + b"(K\x03" + _u("|") + b"N" + _u("a") + b"\x85" + b"}" + _u("a") + obj_dtype
-             + b"K\x00\x86s" + b"K\x08K\x01K\x00tb")
-    array = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85"
-             + b"C\x01b" + b"\x87R" + b"(K\x01K\x01\x85" + dtype + b"\x89" + b"C\x08" + b"A" * 8
-             + b"tb")
-    return (b"\x80\x02}" + _u("model") + b"}" + _u("x") + array + b"ss" + _u("__author__")
-            + _u("x") + b"s.")
+    obj_dtype = (
+        b"cnumpy\ndtype\n"
+        + _u("O8")
+        + b"\x89\x88\x87R"
+        + b"(K\x03"
+        + _u("|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x3ftb"
+    )
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + _u("V8")
+        + b"\x89\x88\x87R"
+        + b"(K\x03"
+        + _u("|")
+        + b"N"
+        + _u("a")
+        + b"\x85"
+        + b"}"
+        + _u("a")
+        + obj_dtype
+        + b"K\x00\x86s"
+        + b"K\x08K\x01K\x00tb"
+    )
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + b"K\x00\x85"
+        + b"C\x01b"
+        + b"\x87R"
+        + b"(K\x01K\x01\x85"
+        + dtype
+        + b"\x89"
+        + b"C\x08"
+        + b"A" * 8
+        + b"tb"
+    )
+    return b"\x80\x02}" + _u("model") + b"}" + _u("x") + array + b"ss" + _u("__author__") + _u("x") + b"s."
 
 
 def bytearray_bomb_pkl(n=3_000_000_000):
     """{"model": {"x": bytearray(n)}} in under 100 bytes."""
     nb = n.to_bytes((n.bit_length() + 8) // 8, "little")
-    return (b"\x80\x02}" + _u("model") + b"}" + _u("x") + b"cbuiltins\nbytearray\n"
-            + b"\x8a" + bytes([len(nb)]) + nb + b"\x85R" + b"ss" + _u("__author__") + _u("x")
-            + b"s.")
+    return (
+        b"\x80\x02}"
+        + _u("model")
+        + b"}"
+        + _u("x")
+        + b"cbuiltins\nbytearray\n"
+        + b"\x8a"
+        + bytes([len(nb)])
+        + nb
+        + b"\x85R"
+        + b"ss"
+        + _u("__author__")
+        + _u("x")
+        + b"s."
+    )
 
 
 def reconstruct_bomb_pkl(n=1_700_000_000):
     """numpy's _reconstruct asked for an n-element array; the state brings 4 bytes."""
     nb = n.to_bytes((n.bit_length() + 8) // 8, "little")
-    dtype = b"cnumpy\ndtype\n" + _u("i1") + b"\x89\x88\x87R" + b"(K\x03" + _u("|") + \
-        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-    array = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n"
-             + b"\x8a" + bytes([len(nb)]) + nb + b"\x85" + b"C\x01b" + b"\x87R"
-             + b"(K\x01\x8a" + bytes([len(nb)]) + nb + b"\x85" + dtype + b"\x89" + b"C\x04AAAA"
-             + b"tb")
-    return (b"\x80\x02}" + _u("model") + b"}" + _u("x") + array + b"ss" + _u("__author__")
-            + _u("x") + b"s.")
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + _u("i1")
+        + b"\x89\x88\x87R"
+        + b"(K\x03"
+        + _u("|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + b"\x8a"
+        + bytes([len(nb)])
+        + nb
+        + b"\x85"
+        + b"C\x01b"
+        + b"\x87R"
+        + b"(K\x01\x8a"
+        + bytes([len(nb)])
+        + nb
+        + b"\x85"
+        + dtype
+        + b"\x89"
+        + b"C\x04AAAA"
+        + b"tb"
+    )
+    return b"\x80\x02}" + _u("model") + b"}" + _u("x") + array + b"ss" + _u("__author__") + _u("x") + b"s."
 
 
 class _Case(unittest.TestCase):
@@ -207,18 +290,19 @@ class CheckpointCodeTest(_Case):
     def test_ovseg_exporter_refuses_code_checkpoints(self):
         marker, paths = self.evil_files()
         for p in paths:
-            r = run(EXPORTER, "--checkpoint", p, "--preset", "R101c_vitB16", "--bpe-vocab", VOCAB,
-                    "--out", self.path("out"))
+            r = run(
+                EXPORTER, "--checkpoint", p, "--preset", "R101c_vitB16", "--bpe-vocab", VOCAB, "--out", self.path("out")
+            )
             self.assertFalse(os.path.exists(marker), "the checkpoint's os.system ran")
             self.assert_one_line_error(r, "ovseg-export", 2, p, "posix.system")
 
     def test_refused_types_are_named(self):
-        for name, value, needle in (("module.pth", nn.Linear(2, 2), "torch.nn.modules.linear"),
-                                    ("namespace.pth", {"model": {}, "args": argparse.Namespace(a=1)},
-                                     "argparse.Namespace"),
-                                    ("call.pth", {"model": {}, "d": collections.deque([1])},
-                                     "collections.deque"),
-                                    ("slice.pth", {"model": {"s": slice(1, 2)}}, "slice")):
+        for name, value, needle in (
+            ("module.pth", nn.Linear(2, 2), "torch.nn.modules.linear"),
+            ("namespace.pth", {"model": {}, "args": argparse.Namespace(a=1)}, "argparse.Namespace"),
+            ("call.pth", {"model": {}, "d": collections.deque([1])}, "collections.deque"),
+            ("slice.pth", {"model": {"s": slice(1, 2)}}, "slice"),
+        ):
             with self.subTest(name=name):
                 p = self.path(name)
                 torch.save(value, p)
@@ -231,26 +315,55 @@ class CheckpointCodeTest(_Case):
         both torch formats and several pickle protocols, with every tensor type."""
         g = torch.Generator().manual_seed(0)
         base = torch.randn(6, 4, generator=g)
-        sd = collections.OrderedDict([
-            ("backbone.w", base), ("backbone.view", base[1:4, 1:3]), ("backbone.t", base.t()),
-            ("head.half", torch.randn(3, generator=g).half()),
-            ("head.bf16", torch.randn(3, generator=g).bfloat16()),
-            ("head.index", torch.arange(7)), ("head.flag", torch.tensor([True, False])),
-            ("head.empty", torch.zeros(0, 3)), ("head.scalar", torch.tensor(2.5)),
-            ("head.num_batches_tracked", torch.tensor(9))])
+        sd = collections.OrderedDict(
+            [
+                ("backbone.w", base),
+                ("backbone.view", base[1:4, 1:3]),
+                ("backbone.t", base.t()),
+                ("head.half", torch.randn(3, generator=g).half()),
+                ("head.bf16", torch.randn(3, generator=g).bfloat16()),
+                ("head.index", torch.arange(7)),
+                ("head.flag", torch.tensor([True, False])),
+                ("head.empty", torch.zeros(0, 3)),
+                ("head.scalar", torch.tensor(2.5)),
+                ("head.num_batches_tracked", torch.tensor(9)),
+            ]
+        )
         sd._metadata = collections.OrderedDict([("", {"version": 2})])
-        ckpt = {"model": sd,
-                "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3), "step": 4}},
-                              "param_groups": [{"lr": 0.01, "betas": (0.9, 0.999), "params": [0, 1],
-                                                "weight_decay": 1e-4, "nesterov": False,
-                                                "foreach": None}]},
-                "scheduler": {"base_lrs": [0.01], "last_epoch": 7, "_step_count": 8,
-                              "milestones": collections.Counter({60000: 1, 80000: 1}),
-                              "warmup_method": "linear", "_last_lr": [0.001]},
-                "state": collections.defaultdict(dict, {0: {"step": 3}}),
-                "meta": {"device": torch.device("cuda", 0), "dtype": torch.float16,
-                         "size": torch.Size([2, 3]), "set": {1, 2}, "nan": float("nan")},
-                "iteration": 89999, "__author__": "detectron2"}
+        ckpt = {
+            "model": sd,
+            "optimizer": {
+                "state": {0: {"momentum_buffer": torch.ones(3), "step": 4}},
+                "param_groups": [
+                    {
+                        "lr": 0.01,
+                        "betas": (0.9, 0.999),
+                        "params": [0, 1],
+                        "weight_decay": 1e-4,
+                        "nesterov": False,
+                        "foreach": None,
+                    }
+                ],
+            },
+            "scheduler": {
+                "base_lrs": [0.01],
+                "last_epoch": 7,
+                "_step_count": 8,
+                "milestones": collections.Counter({60000: 1, 80000: 1}),
+                "warmup_method": "linear",
+                "_last_lr": [0.001],
+            },
+            "state": collections.defaultdict(dict, {0: {"step": 3}}),
+            "meta": {
+                "device": torch.device("cuda", 0),
+                "dtype": torch.float16,
+                "size": torch.Size([2, 3]),
+                "set": {1, 2},
+                "nan": float("nan"),
+            },
+            "iteration": 89999,
+            "__author__": "detectron2",
+        }
         for kw in ({}, {"pickle_protocol": 4}, {"_use_new_zipfile_serialization": False}):
             with self.subTest(**kw):
                 p = self.path("forms.pth")
@@ -274,6 +387,7 @@ class CheckpointCodeTest(_Case):
         p = self.path("ok.pth")
         torch.save({"model": {"w": torch.zeros(4)}}, p)
         import zipfile
+
         with zipfile.ZipFile(p) as z:
             names = z.namelist()
             records = {n: z.read(n) for n in names}
@@ -331,10 +445,13 @@ class ClipArchiveTest(_Case):
 
     def test_archive_code_never_runs(self):
         p, root = self.archive()
-        code, out, err = run_child(f"""
+        code, out, err = run_child(
+            f"""
             sd = load.read_clip_weights({p!r})
             print("KEYS", sorted(sd))
-            """, timeout=120)
+            """,
+            timeout=120,
+        )
         self.assertEqual(code, 0, err)
         self.assertNotIn("ARCHIVE-CODE-RAN", out + err)
         keys = json.loads(out.split("KEYS", 1)[1].strip().replace("'", '"'))
@@ -350,6 +467,7 @@ class ClipArchiveTest(_Case):
     def test_archive_with_refused_globals(self):
         p, _ = self.archive()
         import zipfile
+
         with zipfile.ZipFile(p) as z:
             names = z.namelist()
             records = {n: z.read(n) for n in names}
@@ -358,8 +476,9 @@ class ClipArchiveTest(_Case):
         bad = self.path("bad.pt")
         with zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as z:
             for n in names:
-                z.writestr(n, records[n].replace(b"collections\nOrderedDict\n", b"posix\nsystem\n")
-                           if n == pkl else records[n])
+                z.writestr(
+                    n, records[n].replace(b"collections\nOrderedDict\n", b"posix\nsystem\n") if n == pkl else records[n]
+                )
         with self.assertRaises(load.CheckpointReadError) as cm:
             load.read_clip_weights(bad)
         self.assertIn("posix.system", str(cm.exception))
@@ -379,17 +498,22 @@ class PklTest(_Case):
 
     @unittest.skipUnless(HAVE_PROC, "needs /proc/self/statm")
     def test_allocation_bombs_are_refused_before_allocating(self):
-        for name, data, needle in (("bytearray.pkl", bytearray_bomb_pkl(), "bytearray(3000000000)"),
-                                   ("reconstruct.pkl", reconstruct_bomb_pkl(), "needs 1700000000 bytes")):
+        for name, data, needle in (
+            ("bytearray.pkl", bytearray_bomb_pkl(), "bytearray(3000000000)"),
+            ("reconstruct.pkl", reconstruct_bomb_pkl(), "needs 1700000000 bytes"),
+        ):
             with self.subTest(name=name):
                 p = self.write(name, data)
                 self.assertLess(len(data), 200)
-                code, out, err = run_child(f"""
+                code, out, err = run_child(
+                    f"""
                     try:
                         load.read_checkpoint({p!r})
                     except load.CheckpointReadError as e:
                         print("ERROR", e)
-                    """, extra_address_space=512 << 20)
+                    """,
+                    extra_address_space=512 << 20,
+                )
                 self.assertEqual(code, 0, err)
                 self.assertIn("ERROR", out)
                 self.assertIn(needle, out)
@@ -397,30 +521,35 @@ class PklTest(_Case):
                 self.assertNotIn("allocate", out.replace("would allocate", ""))
 
     def test_unsupported_array_dtypes_are_clear_errors(self):
-        for name, arr, needle in (("u16.pkl", np.zeros(3, np.uint16), "uint16"),
-                                  ("str.pkl", np.array(["ab", "c"]), "U2"),
-                                  ("obj.pkl", np.array([1, "a"], dtype=object), "O8"),
-                                  ("rec.pkl", np.zeros(2, dtype=[("a", "f4"), ("b", "i4")]), "V8")):
+        for name, arr, needle in (
+            ("u16.pkl", np.zeros(3, np.uint16), "uint16"),
+            ("str.pkl", np.array(["ab", "c"]), "U2"),
+            ("obj.pkl", np.array([1, "a"], dtype=object), "O8"),
+            ("rec.pkl", np.zeros(2, dtype=[("a", "f4"), ("b", "i4")]), "V8"),
+        ):
             with self.subTest(name=name):
                 p = self.path(name)
                 with open(p, "wb") as f:
-                    pickle.dump({"model": {"x": arr, "y": np.ones(2, np.float32)}, "__author__": "t"},
-                                f, protocol=2)
+                    pickle.dump({"model": {"x": arr, "y": np.ones(2, np.float32)}, "__author__": "t"}, f, protocol=2)
                 r = self.sam("--checkpoint", p, "--out", self.path("out"), timeout=120)
                 self.assert_one_line_error(r, "ovseg-export-sam", 2, p, needle)
 
     def test_numeric_arrays_still_read(self):
-        arrays = collections.OrderedDict([
-            ("a", np.arange(6, dtype=np.float32).reshape(2, 3)),
-            ("f", np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))),
-            ("be", np.arange(4, dtype=">i4")), ("b", np.array([True, False])),
-            ("s", np.array(3.5, np.float32)), ("e", np.zeros((0, 2), np.int64))])
+        arrays = collections.OrderedDict(
+            [
+                ("a", np.arange(6, dtype=np.float32).reshape(2, 3)),
+                ("f", np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))),
+                ("be", np.arange(4, dtype=">i4")),
+                ("b", np.array([True, False])),
+                ("s", np.array(3.5, np.float32)),
+                ("e", np.zeros((0, 2), np.int64)),
+            ]
+        )
         for proto in (2, 4, 5):
             with self.subTest(protocol=proto):
                 p = self.path("ok.pkl")
                 with open(p, "wb") as f:
-                    pickle.dump({"model": arrays, "__author__": "t", "step": np.int64(3)}, f,
-                                protocol=proto)
+                    pickle.dump({"model": arrays, "__author__": "t", "step": np.int64(3)}, f, protocol=proto)
                 got = load.read_checkpoint(p)
                 for k, v in arrays.items():
                     want = torch.from_numpy(np.array(v, order="C").astype(v.dtype.newbyteorder("=")))
@@ -452,7 +581,8 @@ class ConfigTest(_Case):
             lines.append(f"  L{i}: &l{i} {{{refs}}}")
         text = "\n".join(lines) + "\n"
         self.assertLess(len(text), 1200)
-        code, out, err = run_child(f"""
+        code, out, err = run_child(
+            f"""
             import time
             t = time.time()
             try:
@@ -461,7 +591,9 @@ class ConfigTest(_Case):
             except config.ConfigError as e:
                 print("ERROR", e)
             print("SECONDS", time.time() - t)
-            """, timeout=60)
+            """,
+            timeout=60,
+        )
         self.assertIsNotNone(code, "loading the alias bomb ran past 60 s")
         self.assertEqual(code, 0, err)
         self.assertIn("ERROR", out)
@@ -481,29 +613,32 @@ class ConfigTest(_Case):
         self.expect_error("MODEL:\n  PIXEL_MEAN: [1, 2]\n", "MODEL.PIXEL_MEAN:")
         self.expect_error("MODEL:\n  PIXEL_STD: [1, x, 2]\n", "MODEL.PIXEL_STD:")
         self.expect_error("INPUT:\n  MIN_SIZE_TEST: big\n", "INPUT.MIN_SIZE_TEST:")
-        self.expect_error("MODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE: 1\n",
-                          "MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE:")
-        self.expect_error("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIES: {a: 1}\n",
-                          "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES:")
+        self.expect_error("MODEL:\n  CLIP_ADAPTER:\n    CLIP_ENSEMBLE: 1\n", "MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE:")
+        self.expect_error(
+            "MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIES: {a: 1}\n", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES:"
+        )
         self.expect_error("MODEL:\n  SWIN:\n    DEPTHS: [2, 2, x, 2]\n", "MODEL.SWIN.DEPTHS:")
 
     def test_non_finite_and_negative_values(self):
-        for key, section, value in (("MASK_THR", "CLIP_ADAPTER", ".nan"),
-                                    ("MASK_THR", "CLIP_ADAPTER", ".inf"),
-                                    ("CLIP_ENSEMBLE_WEIGHT", "CLIP_ADAPTER", "-0.5"),
-                                    ("CLIP_ENSEMBLE_WEIGHT", "CLIP_ADAPTER", "1e9"),
-                                    ("NUM_OBJECT_QUERIES", "MASK_FORMER", "-3"),
-                                    ("SIZE_DIVISIBILITY", "MASK_FORMER", "0")):
+        for key, section, value in (
+            ("MASK_THR", "CLIP_ADAPTER", ".nan"),
+            ("MASK_THR", "CLIP_ADAPTER", ".inf"),
+            ("CLIP_ENSEMBLE_WEIGHT", "CLIP_ADAPTER", "-0.5"),
+            ("CLIP_ENSEMBLE_WEIGHT", "CLIP_ADAPTER", "1e9"),
+            ("NUM_OBJECT_QUERIES", "MASK_FORMER", "-3"),
+            ("SIZE_DIVISIBILITY", "MASK_FORMER", "0"),
+        ):
             with self.subTest(key=key, value=value):
-                self.expect_error(f"MODEL:\n  {section}:\n    {key}: {value}\n",
-                                  f"MODEL.{section}.{key}:")
+                self.expect_error(f"MODEL:\n  {section}:\n    {key}: {value}\n", f"MODEL.{section}.{key}:")
         self.expect_error("MODEL:\n  PIXEL_STD: [1.0, 0.0, 1.0]\n", "MODEL.PIXEL_STD:")
         self.expect_error("MODEL:\n  PIXEL_MEAN: [.nan, 1, 1]\n", "MODEL.PIXEL_MEAN:", "finite")
         self.expect_error("INPUT:\n  MIN_SIZE_TEST: -1\n", "INPUT.MIN_SIZE_TEST:")
 
     def test_valid_values_still_load(self):
-        p = self.write("ok.yaml", "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 1e-1\n"
-                                  "    CLIP_ENSEMBLE_WEIGHT: 0\n  PIXEL_STD: [1, 2, 3]\n")
+        p = self.write(
+            "ok.yaml",
+            "MODEL:\n  CLIP_ADAPTER:\n    MASK_THR: 1e-1\n" "    CLIP_ENSEMBLE_WEIGHT: 0\n  PIXEL_STD: [1, 2, 3]\n",
+        )
         cfg = config_mod.load_config(p)
         self.assertEqual(cfg["MODEL"]["CLIP_ADAPTER"]["MASK_THR"], 0.1)
         self.assertEqual(cfg["MODEL"]["CLIP_ADAPTER"]["CLIP_ENSEMBLE_WEIGHT"], 0.0)
@@ -511,11 +646,23 @@ class ConfigTest(_Case):
 
     @unittest.skipUnless(HAVE_VOCAB, f"shared vocabulary not found at {VOCAB}")
     def test_nan_never_reaches_the_manifest(self):
-        p = self.write("nan.yaml", "MODEL:\n  BACKBONE:\n    NAME: build_resnet_deeplab_backbone\n"
-                                   "  CLIP_ADAPTER:\n    MASK_THR: .nan\n")
+        p = self.write(
+            "nan.yaml",
+            "MODEL:\n  BACKBONE:\n    NAME: build_resnet_deeplab_backbone\n" "  CLIP_ADAPTER:\n    MASK_THR: .nan\n",
+        )
         out = self.path("out")
-        r = run(EXPORTER, "--random-init", "--config", p, "--bpe-vocab", VOCAB, "--out", out,
-                "--clip-arch", json.dumps(TINY_CLIP))
+        r = run(
+            EXPORTER,
+            "--random-init",
+            "--config",
+            p,
+            "--bpe-vocab",
+            VOCAB,
+            "--out",
+            out,
+            "--clip-arch",
+            json.dumps(TINY_CLIP),
+        )
         self.assert_one_line_error(r, "ovseg-export", 2, f"{p}: MODEL.CLIP_ADAPTER.MASK_THR:")
         self.assertFalse(os.path.exists(out))
 
@@ -535,7 +682,8 @@ class InputFileTest(_Case):
         child = self.write("child.yaml", "_BASE_: base.yaml\n")
         vocab = self.fifo("vocab.txt.gz")
         tmpl = self.fifo("templates.json")
-        code, out, err = run_child(f"""
+        code, out, err = run_child(
+            f"""
             for what, f, errors in (
                     ("base", lambda: config.load_config({child!r}), config.ConfigError),
                     ("config", lambda: config.load_config({base!r}), config.ConfigError),
@@ -547,11 +695,12 @@ class InputFileTest(_Case):
                     print(what, "ACCEPTED")
                 except errors as e:
                     print(what, "REFUSED", e)
-            """, timeout=30)
+            """,
+            timeout=30,
+        )
         self.assertIsNotNone(code, "opening a FIFO blocked")
         self.assertEqual(code, 0, err)
-        for what, p in (("base", base), ("config", base), ("vocab", vocab), ("templates", tmpl),
-                        ("arch", tmpl)):
+        for what, p in (("base", base), ("config", base), ("vocab", vocab), ("templates", tmpl), ("arch", tmpl)):
             line = [l for l in out.splitlines() if l.startswith(what + " ")]
             self.assertEqual(len(line), 1, out)
             self.assertIn("REFUSED", line[0])
@@ -561,7 +710,8 @@ class InputFileTest(_Case):
     @unittest.skipUnless(HAVE_PROC, "needs /proc/self/statm")
     def test_devices_and_directories_are_refused(self):
         paths = [p for p in ("/dev/zero", self.tmp) if os.path.exists(p)]
-        code, out, err = run_child(f"""
+        code, out, err = run_child(
+            f"""
             for p in {paths!r}:
                 for what, f, errors in (("config", config.load_config, config.ConfigError),
                                         ("checkpoint", load.read_checkpoint, load.CheckpointReadError)):
@@ -570,7 +720,10 @@ class InputFileTest(_Case):
                         print(what, p, "ACCEPTED")
                     except errors as e:
                         print(what, p, "REFUSED", e)
-            """, timeout=30, extra_address_space=512 << 20)
+            """,
+            timeout=30,
+            extra_address_space=512 << 20,
+        )
         self.assertIsNotNone(code, "reading a device did not end")
         self.assertEqual(code, 0, err)
         lines = out.splitlines()
@@ -589,13 +742,17 @@ class InputFileTest(_Case):
                 f.write(comp.compress(chunk))
             f.write(comp.flush())
         self.assertLess(os.path.getsize(p), 400_000)
-        code, out, err = run_child(f"""
+        code, out, err = run_child(
+            f"""
             try:
                 export._check_vocab({p!r})
                 print("ACCEPTED")
             except load.CheckpointReadError as e:
                 print("REFUSED", e)
-            """, timeout=120, extra_address_space=1200 << 20)
+            """,
+            timeout=120,
+            extra_address_space=1200 << 20,
+        )
         self.assertEqual(code, 0, err)
         self.assertIn("REFUSED", out)
         self.assertIn(p, out)
@@ -608,15 +765,13 @@ class InputFileTest(_Case):
 
 class OutDirTest(_Case):
     def sam_export(self, out, cwd=None, *extra):
-        return self.sam("--random-init", "--arch", json.dumps(TINY_SAM), "--out", out, "-q",
-                        *extra, cwd=cwd)
+        return self.sam("--random-init", "--arch", json.dumps(TINY_SAM), "--out", out, "-q", *extra, cwd=cwd)
 
     def test_working_directory_and_parents_are_refused(self):
         work = self.path("work")
         os.makedirs(os.path.join(work, "sub"))
         keep = self.write("work/keep.txt", "mine")
-        for out, cwd in ((".", work), ("..", os.path.join(work, "sub")), (work, work),
-                         (self.tmp, work)):
+        for out, cwd in ((".", work), ("..", os.path.join(work, "sub")), (work, work), (self.tmp, work)):
             with self.subTest(out=out, cwd=cwd):
                 r = self.sam_export(out, cwd)
                 self.assert_one_line_error(r, "ovseg-export-sam", 2, f"--out {out}")
@@ -674,6 +829,7 @@ class OutDirTest(_Case):
 
     def test_check_out_dir(self):
         from ovseg_export import safe_io
+
         home = os.path.expanduser("~")
         for out in ("/", "~", "~/x", home, os.path.dirname(home) or "/", ".", ".."):
             with self.subTest(out=out):
@@ -686,8 +842,16 @@ class OutDirTest(_Case):
         work = self.path("work")
         os.makedirs(work)
         keep = self.write("work/keep.txt", "mine")
-        base = ("--random-init", "--preset", "R101c_vitB16", "--bpe-vocab", VOCAB,
-                "--clip-arch", json.dumps(TINY_CLIP), "-q")
+        base = (
+            "--random-init",
+            "--preset",
+            "R101c_vitB16",
+            "--bpe-vocab",
+            VOCAB,
+            "--clip-arch",
+            json.dumps(TINY_CLIP),
+            "-q",
+        )
         r = run(EXPORTER, *base, "--out", ".", cwd=work)
         self.assert_one_line_error(r, "ovseg-export", 2, "--out .")
         self.assertTrue(os.path.isfile(keep))
@@ -710,16 +874,27 @@ class SamArchTest(_Case):
     def export(self, overrides, *extra):
         arch = dict(TINY_SAM)
         arch.update(overrides)
-        return self.sam("--random-init", "--arch", json.dumps(arch), "--out", self.path("out"),
-                        "-q", *extra)
+        return self.sam("--random-init", "--arch", json.dumps(arch), "--out", self.path("out"), "-q", *extra)
 
     def test_bad_values_are_usage_errors(self):
-        for key, value in (("num_heads", 0), ("embed_dim", "x"), ("img_size", 1e6),
-                           ("img_size", 10 ** 6), ("decoder_num_heads", 0), ("depth", -1),
-                           ("global_attn_indexes", [99]), ("global_attn_indexes", [1, 1]),
-                           ("mlp_ratio", float("nan")), ("pixel_std", [1, 0, 1]),
-                           ("pixel_mean", 3), ("window_size", True), ("num_heads", 3),
-                           ("decoder_num_heads", 5), ("img_size", 72), ("no_such_key", 1)):
+        for key, value in (
+            ("num_heads", 0),
+            ("embed_dim", "x"),
+            ("img_size", 1e6),
+            ("img_size", 10**6),
+            ("decoder_num_heads", 0),
+            ("depth", -1),
+            ("global_attn_indexes", [99]),
+            ("global_attn_indexes", [1, 1]),
+            ("mlp_ratio", float("nan")),
+            ("pixel_std", [1, 0, 1]),
+            ("pixel_mean", 3),
+            ("window_size", True),
+            ("num_heads", 3),
+            ("decoder_num_heads", 5),
+            ("img_size", 72),
+            ("no_such_key", 1),
+        ):
             with self.subTest(key=key, value=value):
                 r = self.export({key: value})
                 self.assert_one_line_error(r, "ovseg-export-sam", 2, "--arch", key)
@@ -743,11 +918,9 @@ class SamArchTest(_Case):
     @unittest.skipUnless(HAVE_SAM, f"no SAM fixture at {SAM_FIXTURE}")
     def test_checkpoint_overrides_are_checked(self):
         ckpt = os.path.join(SAM_FIXTURE, "checkpoint.pth")
-        for overrides in ({"decoder_num_heads": 0}, {"decoder_num_heads": 3},
-                          {"pixel_std": [0, 1, 1]}):
+        for overrides in ({"decoder_num_heads": 0}, {"decoder_num_heads": 3}, {"pixel_std": [0, 1, 1]}):
             with self.subTest(overrides=overrides):
-                r = self.sam("--checkpoint", ckpt, "--arch", json.dumps(overrides),
-                             "--out", self.path("out"))
+                r = self.sam("--checkpoint", ckpt, "--arch", json.dumps(overrides), "--out", self.path("out"))
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertNotIn("Traceback", r.stderr)
                 self.assertIn("--arch", r.stderr.strip().splitlines()[-1])

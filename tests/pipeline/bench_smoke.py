@@ -18,8 +18,18 @@ import sys
 import tempfile
 
 FIXTURE = "tiny_swin_vit"
-STAGES = ("decode", "preprocess", "proposals", "text_cold", "text_warm", "text_in_segment", "regions",
-          "clip_regions", "post", "total")
+STAGES = (
+    "decode",
+    "preprocess",
+    "proposals",
+    "text_cold",
+    "text_warm",
+    "text_in_segment",
+    "regions",
+    "clip_regions",
+    "post",
+    "total",
+)
 
 
 def fail(msg: str) -> int:
@@ -72,13 +82,27 @@ def main() -> int:
             print(f"bench_smoke: skipped: {p} not found")
             return 77
     from PIL import Image
+
     with Image.open(image) as im:
         size = (im.width, im.height)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
 
     if args.what == "bench":
-        cmd = [args.ovseg, "bench", "--quick", "--model", bundle, "--image", image, "--classes-file", classes,
-               "--threads", "2", "--json", "-q"]
+        cmd = [
+            args.ovseg,
+            "bench",
+            "--quick",
+            "--model",
+            bundle,
+            "--image",
+            image,
+            "--classes-file",
+            classes,
+            "--threads",
+            "2",
+            "--json",
+            "-q",
+        ]
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         if res.returncode != 0:
             return fail(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stderr}")
@@ -98,8 +122,26 @@ def main() -> int:
         return fail("--compare is required for 'compare'")
     with tempfile.TemporaryDirectory() as tmp:
         report_path = os.path.join(tmp, "report.json")
-        cmd = [sys.executable, args.compare, "--model", bundle, "--image", image, "--classes", classes,
-               "--threads", "2", "--repeat", "1", "--warmup", "0", "--ovseg", args.ovseg, "--json", report_path]
+        cmd = [
+            sys.executable,
+            args.compare,
+            "--model",
+            bundle,
+            "--image",
+            image,
+            "--classes",
+            classes,
+            "--threads",
+            "2",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--ovseg",
+            args.ovseg,
+            "--json",
+            report_path,
+        ]
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         if res.returncode != 0:
             return fail(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
@@ -119,8 +161,10 @@ def main() -> int:
                 return fail(f"{side}[{r!r}]: {v!r}")
     # Both sides ran the same bundle on the same image in float32: the same valid regions.
     if report.get("reference_valid_regions") != report["ovseg"]["valid_regions"]:
-        return fail(f"valid regions: reference {report.get('reference_valid_regions')}, "
-                    f"ovseg {report['ovseg']['valid_regions']}")
+        return fail(
+            f"valid regions: reference {report.get('reference_valid_regions')}, "
+            f"ovseg {report['ovseg']['valid_regions']}"
+        )
     if not (number(report.get("reference_peak_rss_mib")) and report["reference_peak_rss_mib"] > 0):
         return fail("reference peak RSS missing")
     print("bench_smoke: ovseg-bench-compare:\n" + res.stdout)

@@ -19,11 +19,16 @@ with open(os.path.join(DEMO, "examples", "classes.txt"), encoding="utf-8") as _f
 
 
 def same(a, b):
-    return (np.array_equal(a.labels, b.labels) and a.classes == b.classes
-            and [(s.query, s.class_index, s.score, s.area, s.box) for s in a.segments]
-            == [(s.query, s.class_index, s.score, s.area, s.box) for s in b.segments]
-            and a.mode == b.mode and a.mask_threshold == b.mask_threshold and a.ensemble_weight == b.ensemble_weight
-            and ((a.scores is None and b.scores is None) or np.array_equal(a.scores, b.scores)))
+    return (
+        np.array_equal(a.labels, b.labels)
+        and a.classes == b.classes
+        and [(s.query, s.class_index, s.score, s.area, s.box) for s in a.segments]
+        == [(s.query, s.class_index, s.score, s.area, s.box) for s in b.segments]
+        and a.mode == b.mode
+        and a.mask_threshold == b.mask_threshold
+        and a.ensemble_weight == b.ensemble_weight
+        and ((a.scores is None and b.scores is None) or np.array_equal(a.scores, b.scores))
+    )
 
 
 class AnalyzeClassify(unittest.TestCase):
@@ -85,8 +90,12 @@ class AnalyzeClassify(unittest.TestCase):
         with self.assertRaises(ovseg.InvalidArgumentError) as cm:
             self.model.classify(only, CLASSES)
         self.assertIn("clip_ensemble", str(cm.exception))
-        self.assertTrue(same(self.model.classify(only, CLASSES, clip_ensemble=False),
-                             self.model.classify(self.analysis, CLASSES, clip_ensemble=False)))
+        self.assertTrue(
+            same(
+                self.model.classify(only, CLASSES, clip_ensemble=False),
+                self.model.classify(self.analysis, CLASSES, clip_ensemble=False),
+            )
+        )
         with self.assertRaises(ovseg.InvalidArgumentError):
             self.model.classify(self.analysis, [])
         with self.assertRaises(TypeError):

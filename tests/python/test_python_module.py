@@ -47,8 +47,10 @@ def setUpModule():
     # However the module is started (ctest, unittest, pytest): without the reference, every test skips.
     missing = _missing_reference()
     if missing:
-        raise unittest.SkipTest(f"not found: {', '.join(missing)} (the shared fixture, or its bundle "
-                                "from ctest's export_fixture_bundles)")
+        raise unittest.SkipTest(
+            f"not found: {', '.join(missing)} (the shared fixture, or its bundle "
+            "from ctest's export_fixture_bundles)"
+        )
     TMP = tempfile.mkdtemp(prefix="ovseg_py_")
     CACHE = os.path.join(TMP, "cache")
     SMALL = os.path.join(TMP, "small_bundle")
@@ -74,8 +76,7 @@ def tearDownModule():
 
 def model(which="small"):
     if which not in _models:
-        _models[which] = ovseg.Model.load(SMALL if which == "small" else BUNDLE, threads=THREADS,
-                                          cache_dir=CACHE)
+        _models[which] = ovseg.Model.load(SMALL if which == "small" else BUNDLE, threads=THREADS, cache_dir=CACHE)
     return _models[which]
 
 
@@ -104,9 +105,30 @@ class CliParityTest(unittest.TestCase):
 
     def run_cli(self, mode, out):
         env = dict(os.environ, OVSEG_CACHE_DIR=CACHE)
-        p = subprocess.run([BIN, "segment", "--model", BUNDLE, "--classes-file", self.classes_file, "--mode", mode,
-                            "--save-scores", "--json", "--threads", str(THREADS), "-q", "--output", out, IMAGE],
-                           capture_output=True, text=True, env=env, timeout=900)
+        p = subprocess.run(
+            [
+                BIN,
+                "segment",
+                "--model",
+                BUNDLE,
+                "--classes-file",
+                self.classes_file,
+                "--mode",
+                mode,
+                "--save-scores",
+                "--json",
+                "--threads",
+                str(THREADS),
+                "-q",
+                "--output",
+                out,
+                IMAGE,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         labels = np.asarray(Image.open(os.path.join(out, "image.png")))
         scores = np.load(os.path.join(out, "image.scores.npy"))
@@ -135,8 +157,10 @@ class CliParityTest(unittest.TestCase):
         self.assertAlmostEqual(r.ensemble_weight, report["ensemble_weight"], places=6)
         self.assertEqual(len(r.segments), len(report["segments"]))
         for s, js in zip(r.segments, report["segments"]):
-            self.assertEqual((s.query, s.class_index, s.class_name, s.area, list(s.box)),
-                             (js["query"], js["class_index"], js["class"], js["area"], js["box"]))
+            self.assertEqual(
+                (s.query, s.class_index, s.class_name, s.area, list(s.box)),
+                (js["query"], js["class_index"], js["class"], js["area"], js["box"]),
+            )
             self.assertAlmostEqual(s.score, js["score"], places=5)
         self.assertEqual(r.unlabeled_pixels, report["unlabeled"]["pixels"])
         self.assertEqual(r.resized_size, (report["resized"]["width"], report["resized"]["height"]))
@@ -177,16 +201,19 @@ class ResultTest(unittest.TestCase):
         self.assertTrue(np.array_equal(labels, expected))
         self.assertEqual(scores.shape[0], 3)
         del junk
-        self.assertEqual(set(m.segment(IMAGE, classes).timings),
-                         {"preprocess", "proposals", "text", "regions", "clip", "post", "total"})
+        self.assertEqual(
+            set(m.segment(IMAGE, classes).timings),
+            {"preprocess", "proposals", "text", "regions", "clip", "post", "total"},
+        )
 
     def test_effective_settings(self):
         m = model()
         info = m.info
         r = m.segment(IMAGE, ["sky", "tree"])
         self.assertIsNone(r.scores)
-        self.assertEqual((r.mode, r.mask_threshold, r.ensemble_weight),
-                         ("eval", info.eval_mask_threshold, info.eval_ensemble_weight))
+        self.assertEqual(
+            (r.mode, r.mask_threshold, r.ensemble_weight), ("eval", info.eval_mask_threshold, info.eval_ensemble_weight)
+        )
         r = m.segment(IMAGE, ["sky", "tree"], mode="demo", mask_threshold=0.25, ensemble_weight=0.5)
         self.assertEqual((r.mode, r.mask_threshold, r.ensemble_weight), ("demo", 0.25, 0.5))
         r = m.segment(IMAGE, ["sky"], mode="demo", keep_scores=True)
@@ -210,13 +237,18 @@ class ResultTest(unittest.TestCase):
         self.assertEqual(ids.shape, (2, 77))
         self.assertEqual(ids.dtype, np.int32)
         if BIN:
-            p = subprocess.run([BIN, "tokenize", "--model", BUNDLE], input="\n".join(texts) + "\n",
-                               capture_output=True, text=True, timeout=120)
+            p = subprocess.run(
+                [BIN, "tokenize", "--model", BUNDLE],
+                input="\n".join(texts) + "\n",
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             self.assertEqual(p.returncode, 0, p.stderr)
             for row, line in zip(ids, p.stdout.splitlines()):
                 cli = json.loads(line)
-                self.assertEqual(list(row[:len(cli)]), cli)
-                self.assertTrue((row[len(cli):] == 0).all())
+                self.assertEqual(list(row[: len(cli)]), cli)
+                self.assertTrue((row[len(cli) :] == 0).all())
         tok = ovseg.Tokenizer(VOCAB)
         self.assertEqual(tok.kind, "clip_bpe")
         self.assertEqual(tok.decode(tok.encode("a photo of a dog.")).strip(), "a photo of a dog .")
@@ -253,18 +285,18 @@ class ImageArgumentTest(unittest.TestCase):
     def test_layouts_that_are_read_or_converted(self):
         rgb = self.rgb
         self.same(rgb[:, :, ::-1].copy(), channel_order="bgr")
-        self.same(rgb[:, :, ::-1], channel_order="BGR")          # negative channel stride: copied
-        self.same(np.asfortranarray(rgb))                       # column-major: copied
+        self.same(rgb[:, :, ::-1], channel_order="BGR")  # negative channel stride: copied
+        self.same(np.asfortranarray(rgb))  # column-major: copied
         padded = np.zeros((rgb.shape[0], rgb.shape[1] + 7, 3), np.uint8)
-        padded[:, :rgb.shape[1]] = rgb
-        view = padded[:, :rgb.shape[1]]                         # rows with padding: read in place
+        padded[:, : rgb.shape[1]] = rgb
+        view = padded[:, : rgb.shape[1]]  # rows with padding: read in place
         self.assertFalse(view.flags["C_CONTIGUOUS"])
         self.same(view)
         big = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
-        self.same(big[::2, ::2])                                # strided view: copied
+        self.same(big[::2, ::2])  # strided view: copied
         rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 17, np.uint8)], axis=2)
-        self.same(rgba)                                         # alpha ignored
-        self.same(Image.fromarray(rgb))                         # anything numpy.asarray takes
+        self.same(rgba)  # alpha ignored
+        self.same(Image.fromarray(rgb))  # anything numpy.asarray takes
         self.same(rgb.tolist() and np.array(rgb.tolist(), dtype=np.uint8))
         grey = rgb[:, :, 1].copy()
         rg = model().segment(grey, self.CLASSES)
@@ -279,14 +311,28 @@ class ImageArgumentTest(unittest.TestCase):
 
     def test_errors(self):
         m = model()
-        for bad in (self.rgb.astype(np.float32), self.rgb.astype(np.int64), self.rgb.astype(np.uint16),
-                    self.rgb > 0, np.array([[["a"]]]), 3.5, None, object()):
+        for bad in (
+            self.rgb.astype(np.float32),
+            self.rgb.astype(np.int64),
+            self.rgb.astype(np.uint16),
+            self.rgb > 0,
+            np.array([[["a"]]]),
+            3.5,
+            None,
+            object(),
+        ):
             with self.assertRaises(TypeError, msg=repr(type(bad))) as cm:
                 m.segment(bad, self.CLASSES)
-            self.assertIn("uint8" if isinstance(bad, np.ndarray) and bad.dtype.kind != "U" else "image",
-                          str(cm.exception))
-        for bad in (self.rgb[:, :, :2], np.zeros((4, 5, 3, 1), np.uint8), np.zeros((0, 5, 3), np.uint8),
-                    np.zeros((5,), np.uint8), np.zeros((3, 4, 5), np.uint8)):
+            self.assertIn(
+                "uint8" if isinstance(bad, np.ndarray) and bad.dtype.kind != "U" else "image", str(cm.exception)
+            )
+        for bad in (
+            self.rgb[:, :, :2],
+            np.zeros((4, 5, 3, 1), np.uint8),
+            np.zeros((0, 5, 3), np.uint8),
+            np.zeros((5,), np.uint8),
+            np.zeros((3, 4, 5), np.uint8),
+        ):
             with self.assertRaises(ValueError, msg=str(bad.shape)) as cm:
                 m.segment(bad, self.CLASSES)
             self.assertIsInstance(cm.exception, ovseg.InvalidArgumentError)
@@ -460,8 +506,16 @@ class LeakTest(unittest.TestCase):
         def one_round():
             image = base.copy()
             r = m.segment(image, classes, keep_scores=True, progress=cb)
-            _ = (r.labels.sum(), r.scores.sum(), r.class_pixels.sum(), r.segments, r.timings, r.classes,
-                 r.score_classes, repr(r))
+            _ = (
+                r.labels.sum(),
+                r.scores.sum(),
+                r.class_pixels.sum(),
+                r.segments,
+                r.timings,
+                r.classes,
+                r.score_classes,
+                repr(r),
+            )
             with self.assertRaises(ovseg.InvalidArgumentError):
                 m.segment(image, classes, mask_threshold=2.0)
             with self.assertRaises(KeyError):
@@ -476,8 +530,9 @@ class LeakTest(unittest.TestCase):
             one_round()
         gc.collect()
         grown = rss_mib() - before
-        self.assertEqual(refs, (sys.getrefcount(classes), sys.getrefcount(base), sys.getrefcount(cb),
-                                sys.getrefcount(m)))
+        self.assertEqual(
+            refs, (sys.getrefcount(classes), sys.getrefcount(base), sys.getrefcount(cb), sys.getrefcount(m))
+        )
         self.assertLess(grown, 16.0, f"RSS grew by {grown:.1f} MiB over 200 calls")
 
 
@@ -485,13 +540,15 @@ class ImportOrderTest(unittest.TestCase):
     """torch (Debian's python3-torch) and ovseg in one process, in either order."""
 
     def run_order(self, first, second):
-        code = (f"import {first}\nimport {second}\nimport numpy as np\n"
-                "ovseg.set_log_level('warn')\n"
-                f"m = ovseg.Model.load({SMALL!r}, threads=1, text_cache=False)\n"
-                f"r = m.segment({IMAGE!r}, ['sky', 'tree'])\n"
-                "t = torch.from_numpy(r.labels.astype(np.int64))\n"
-                "assert int(torch.bincount(t.flatten()).sum()) == r.width * r.height\n"
-                "print('ok', torch.__version__)\n")
+        code = (
+            f"import {first}\nimport {second}\nimport numpy as np\n"
+            "ovseg.set_log_level('warn')\n"
+            f"m = ovseg.Model.load({SMALL!r}, threads=1, text_cache=False)\n"
+            f"r = m.segment({IMAGE!r}, ['sky', 'tree'])\n"
+            "t = torch.from_numpy(r.labels.astype(np.int64))\n"
+            "assert int(torch.bincount(t.flatten()).sum()) == r.width * r.height\n"
+            "print('ok', torch.__version__)\n"
+        )
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("ok", p.stdout)
@@ -511,6 +568,7 @@ class DocumentationTest(unittest.TestCase):
         self.assertIn("ovseg.Error", ovseg.__doc__)
         # The stub declares every public name, and parses.
         import ast
+
         stub = os.path.join(os.path.dirname(ovseg.__file__), "__init__.pyi")
         with open(stub, encoding="utf-8") as f:
             tree = ast.parse(f.read())
@@ -533,7 +591,9 @@ class DocumentationTest(unittest.TestCase):
 if __name__ == "__main__":
     missing = _missing_reference()
     if missing:
-        print(f"test_python_module: skipped: not found: {', '.join(missing)} "
-              "(the shared fixture, or its bundle from ctest's export_fixture_bundles)")
+        print(
+            f"test_python_module: skipped: not found: {', '.join(missing)} "
+            "(the shared fixture, or its bundle from ctest's export_fixture_bundles)"
+        )
         sys.exit(77)
     unittest.main(verbosity=2)

@@ -29,8 +29,9 @@ def main() -> int:
         if os.path.exists(arch):
             with open(arch, "r", encoding="utf-8") as f:
                 overrides = json.load(f)
-        res = export_sam(os.path.join(args.out, os.path.basename(d)), os.path.join(d, "checkpoint.pth"),
-                         overrides, quiet=True)
+        res = export_sam(
+            os.path.join(args.out, os.path.basename(d)), os.path.join(d, "checkpoint.pth"), overrides, quiet=True
+        )
         print("exported", res["path"])
     return 0
 

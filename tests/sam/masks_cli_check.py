@@ -35,8 +35,11 @@ def setUpModule():
 
 def run_masks(d, meta, out, extra=()):
     image = sf.amg_input(d, meta)
-    cmd = [BIN, "-q", "masks", "--sam-model", os.path.join(BUNDLES, os.path.basename(d)),
-           "-o", out] + sf.generator_flags(meta, extra) + [image]
+    cmd = (
+        [BIN, "-q", "masks", "--sam-model", os.path.join(BUNDLES, os.path.basename(d)), "-o", out]
+        + sf.generator_flags(meta, extra)
+        + [image]
+    )
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr}")
@@ -61,10 +64,27 @@ class MasksCli(unittest.TestCase):
                 n = meta["num_masks"]
                 self.assertEqual(len(rows), n, "mask count")
                 self.assertEqual(len(ref), n)
-                self.assertEqual(list(rows[0].keys()) if rows else [], [
-                    "id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "point_input_x",
-                    "point_input_y", "predicted_iou", "stability_score", "crop_box_x0",
-                    "crop_box_y0", "crop_box_w", "crop_box_h"] if n else [])
+                self.assertEqual(
+                    list(rows[0].keys()) if rows else [],
+                    [
+                        "id",
+                        "area",
+                        "bbox_x0",
+                        "bbox_y0",
+                        "bbox_w",
+                        "bbox_h",
+                        "point_input_x",
+                        "point_input_y",
+                        "predicted_iou",
+                        "stability_score",
+                        "crop_box_x0",
+                        "crop_box_y0",
+                        "crop_box_w",
+                        "crop_box_h",
+                    ]
+                    if n
+                    else [],
+                )
                 area = sf.load_array(d, meta, "area")
                 bbox = sf.load_array(d, meta, "bbox")
                 iou = sf.load_array(d, meta, "predicted_iou")
@@ -83,8 +103,9 @@ class MasksCli(unittest.TestCase):
                     self.assertLess(abs(float(r["predicted_iou"]) - float(iou[i])), 1e-4, f"iou {i}")
                     self.assertLess(abs(float(r["stability_score"]) - float(stab[i])), 1e-4, f"stab {i}")
                     self.assertEqual([float(r["point_input_x"]), float(r["point_input_y"])], list(pts[i]))
-                    self.assertEqual([int(r[k]) for k in ("crop_box_x0", "crop_box_y0", "crop_box_w",
-                                                          "crop_box_h")], list(crop[i]))
+                    self.assertEqual(
+                        [int(r[k]) for k in ("crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h")], list(crop[i])
+                    )
 
     def test_points_per_batch_changes_nothing_and_rle(self):
         d, meta = FIXTURES[0]
@@ -105,8 +126,10 @@ class MasksCli(unittest.TestCase):
                 recs = json.load(f)
             self.assertEqual(len(recs), len(rows))
             for i, rec in enumerate(recs):
-                self.assertEqual(list(rec.keys()), ["segmentation", "area", "bbox", "predicted_iou",
-                                                    "point_coords", "stability_score", "crop_box"])
+                self.assertEqual(
+                    list(rec.keys()),
+                    ["segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"],
+                )
                 np.testing.assert_array_equal(coco_rle.decode(rec["segmentation"]) > 0, masks[i] > 0)
                 self.assertEqual(rec["area"], int(rows[i]["area"]))
                 self.assertEqual(rec["predicted_iou"], float(rows[i]["predicted_iou"]))

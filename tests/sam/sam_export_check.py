@@ -40,15 +40,25 @@ class SamExportTest(unittest.TestCase):
                 if os.path.exists(arch):
                     with open(arch) as f:
                         overrides = json.load(f)
-                res = export_sam(os.path.join(tmp, "b"), os.path.join(d, "checkpoint.pth"),
-                                 overrides, quiet=True)
+                res = export_sam(os.path.join(tmp, "b"), os.path.join(d, "checkpoint.pth"), overrides, quiet=True)
                 b = res["path"]
                 with open(os.path.join(b, "manifest.json")) as f:
                     man = json.load(f)
                 self.assertEqual(man["format"], "ovseg-sam-bundle")
-                for k in ("embed_dim", "depth", "num_heads", "global_attn_indexes", "window_size",
-                          "prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_mlp_dim",
-                          "iou_head_depth", "iou_head_hidden_dim", "num_multimask_outputs"):
+                for k in (
+                    "embed_dim",
+                    "depth",
+                    "num_heads",
+                    "global_attn_indexes",
+                    "window_size",
+                    "prompt_embed_dim",
+                    "mask_in_chans",
+                    "decoder_depth",
+                    "decoder_mlp_dim",
+                    "iou_head_depth",
+                    "iou_head_hidden_dim",
+                    "num_multimask_outputs",
+                ):
                     self.assertEqual(man["architecture"][k], meta["arch"][k], k)
                 enc = torch.jit.load(os.path.join(b, "sam_image_encoder.pt"))
                 pe = torch.jit.load(os.path.join(b, "sam_prompt_encoder.pt"))
@@ -81,6 +91,7 @@ class SamExportTest(unittest.TestCase):
             ck = os.path.join(tmp, "c.pth")
             torch.save(sd, ck)
             import io
+
             with self.assertRaises(IncompatibleCheckpoint):
                 export_sam(os.path.join(tmp, "b"), ck, {}, stream=io.StringIO())
             self.assertFalse(os.path.exists(os.path.join(tmp, "b")))

@@ -16,9 +16,19 @@ REPO = os.environ.get("OVSEG_SOURCE_DIR") or os.path.dirname(os.path.dirname(HER
 SHARED = os.environ.get("OVSEG_SHARED_DIR") or os.path.join(REPO, "..", "shared", "ovseg")
 
 # meta.json amg_params key -> ovseg flag
-FLAG_NAMES = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-              "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
-              "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+FLAG_NAMES = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
 
 
 def sam_fixtures() -> List[Tuple[str, Dict[str, Any]]]:

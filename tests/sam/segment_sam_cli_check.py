@@ -39,10 +39,28 @@ def ov_bundle(meta):
 
 def segment(d, meta, out, classes, granularity, extra=()):
     image = os.path.join(d, "image.png")
-    cmd = [BIN, "segment", "--proposals", "sam", "--sam-model",
-           os.path.join(SAM_BUNDLES, os.path.basename(d)), "-m", ov_bundle(meta),
-           "--classes", ",".join(classes), "--granularity", repr(granularity), "--json",
-           "--no-text-cache", "-o", out] + sf.generator_flags(meta, extra) + [image]
+    cmd = (
+        [
+            BIN,
+            "segment",
+            "--proposals",
+            "sam",
+            "--sam-model",
+            os.path.join(SAM_BUNDLES, os.path.basename(d)),
+            "-m",
+            ov_bundle(meta),
+            "--classes",
+            ",".join(classes),
+            "--granularity",
+            repr(granularity),
+            "--json",
+            "--no-text-cache",
+            "-o",
+            out,
+        ]
+        + sf.generator_flags(meta, extra)
+        + [image]
+    )
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr}")
@@ -110,8 +128,7 @@ class SegmentSamCli(unittest.TestCase):
         classes = list(meta["classify"]["runs"].values())[0]["classes"]
         with tempfile.TemporaryDirectory() as tmp:
             # Nothing survives a predicted-IoU threshold of 1: all unlabelled, said on stderr.
-            rep, label, err = segment(d, meta, os.path.join(tmp, "none"), classes, 1.0,
-                                      ["--pred-iou-thresh", "1.0"])
+            rep, label, err = segment(d, meta, os.path.join(tmp, "none"), classes, 1.0, ["--pred-iou-thresh", "1.0"])
             self.assertTrue((label == 255).all())
             self.assertEqual(rep["sam_regions"], [])
             self.assertEqual(rep["segments"], [])
@@ -126,15 +143,17 @@ class SegmentSamCli(unittest.TestCase):
             self.assertEqual(rep_s["score_classes"], [classes[0], "others"])
             self.assertTrue(set(np.unique(label_s)) <= {0, 255})
             # The ov-seg way: same masks, other probabilities; report how much the maps differ.
-            rep_o, label_o, _ = segment(d, meta, os.path.join(tmp, "ov"), classes, 1.0,
-                                        ["--sam-classifier", "ovseg"])
+            rep_o, label_o, _ = segment(d, meta, os.path.join(tmp, "ov"), classes, 1.0, ["--sam-classifier", "ovseg"])
             self.assertEqual(len(rep_o["sam_regions"]), len(rep1["sam_regions"]))
             a = np.array([r["probs"] for r in rep1["sam_regions"]])
             b = np.array([r["probs"] for r in rep_o["sam_regions"]])
             self.assertGreater(np.abs(a - b).max(), 1e-4)
-            print(f"\n[measure] demo vs ovseg classifier on {os.path.basename(d)}: max |dprob| "
-                  f"{np.abs(a - b).max():.4f}, region argmax agree {np.mean(a.argmax(1) == b.argmax(1)):.3f}, "
-                  f"labels agree {np.mean(label1 == label_o):.4f}", file=sys.stderr)
+            print(
+                f"\n[measure] demo vs ovseg classifier on {os.path.basename(d)}: max |dprob| "
+                f"{np.abs(a - b).max():.4f}, region argmax agree {np.mean(a.argmax(1) == b.argmax(1)):.3f}, "
+                f"labels agree {np.mean(label1 == label_o):.4f}",
+                file=sys.stderr,
+            )
 
 
 if __name__ == "__main__":

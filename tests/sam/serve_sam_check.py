@@ -37,10 +37,31 @@ def ov_bundle(meta):
 class ServeSam(unittest.TestCase):
     def cli_png(self, d, meta, classes, granularity, tmp):
         out = os.path.join(tmp, "g%s_%d" % (granularity, len(classes)))
-        p = subprocess.run([BIN, "-q", "segment", "--proposals", "sam", "--sam-model",
-                            os.path.join(SAM_BUNDLES, os.path.basename(d)), "-m", ov_bundle(meta), "-c", classes,
-                            "--granularity", str(granularity), "--no-text-cache", "-o", out,
-                            *sf.generator_flags(meta), os.path.join(d, "image.png")], capture_output=True, text=True, timeout=900)
+        p = subprocess.run(
+            [
+                BIN,
+                "-q",
+                "segment",
+                "--proposals",
+                "sam",
+                "--sam-model",
+                os.path.join(SAM_BUNDLES, os.path.basename(d)),
+                "-m",
+                ov_bundle(meta),
+                "-c",
+                classes,
+                "--granularity",
+                str(granularity),
+                "--no-text-cache",
+                "-o",
+                out,
+                *sf.generator_flags(meta),
+                os.path.join(d, "image.png"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         with open(os.path.join(out, "image.png"), "rb") as f:
             return f.read()
@@ -51,8 +72,13 @@ class ServeSam(unittest.TestCase):
             classes = ",".join(run["classes"])
             other = ",".join(list(reversed(run["classes"]))[:2] or ["sky"])
             with self.subTest(fixture=os.path.basename(d)), tempfile.TemporaryDirectory() as tmp:
-                with Server("--sam-model", os.path.join(SAM_BUNDLES, os.path.basename(d)), "--no-text-cache",
-                            *sf.generator_flags(meta), model=ov_bundle(meta)) as s:
+                with Server(
+                    "--sam-model",
+                    os.path.join(SAM_BUNDLES, os.path.basename(d)),
+                    "--no-text-cache",
+                    *sf.generator_flags(meta),
+                    model=ov_bundle(meta),
+                ) as s:
                     status, _, body = request(s.url + "/v1/model")
                     self.assertEqual(json_of(body)["proposals"], ["maskformer", "sam"])
                     image = os.path.join(d, "image.png")
@@ -78,18 +104,24 @@ class ServeSam(unittest.TestCase):
                     self.assertEqual(status, 200, body)
                     self.assertFalse(json_of(body)["cached"])
 
-
     def cancel_while_running(self, s, d, classes):
         from PIL import Image
+
         big = os.path.join(tempfile.mkdtemp(prefix="ovseg_sam_cancel_"), "big.png")
         Image.open(os.path.join(d, "image.png")).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(big)
         with open(big, "rb") as f:
-            body, ctype = multipart({"image": ("big.png", f.read()), "classes": classes, "proposals": "sam",
-                                     "request_id": "cancelme"})
+            body, ctype = multipart(
+                {"image": ("big.png", f.read()), "classes": classes, "proposals": "sam", "request_id": "cancelme"}
+            )
         posts_before = metric(s, 'ovseg_stage_seconds_count{stage="post"}')
         sock = socket.create_connection(("127.0.0.1", s.port))
-        sock.sendall(("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-                      % (ctype, len(body))).encode() + body)
+        sock.sendall(
+            (
+                "POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                % (ctype, len(body))
+            ).encode()
+            + body
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             status, _, job = request(s.url + "/v1/jobs/cancelme")

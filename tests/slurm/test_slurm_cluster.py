@@ -111,10 +111,18 @@ class Cluster:
         with open(os.open(self.key, os.O_WRONLY | os.O_CREAT, 0o400), "wb") as f:
             f.write(os.urandom(1024))
         self.socket = os.path.join(b, "munge", "munge.socket")
-        self._spawn("munged", ["munged", "--foreground", "--socket=" + self.socket, "--key-file=" + self.key,
-                               "--pid-file=" + os.path.join(b, "munge", "munged.pid"),
-                               "--seed-file=" + os.path.join(b, "munge", "munged.seed"),
-                               "--log-file=" + os.path.join(b, "log", "munged.log")])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--socket=" + self.socket,
+                "--key-file=" + self.key,
+                "--pid-file=" + os.path.join(b, "munge", "munged.pid"),
+                "--seed-file=" + os.path.join(b, "munge", "munged.seed"),
+                "--log-file=" + os.path.join(b, "log", "munged.log"),
+            ],
+        )
         self._wait_for(lambda: os.path.exists(self.socket), "munged", 15)
 
         host = socket.gethostname().split(".")[0]
@@ -123,7 +131,8 @@ class Cluster:
         with open("/proc/meminfo") as f:
             mem_mb = int(f.readline().split()[1]) // 1024
         with open(self.conf, "w") as f:
-            f.write(f"""# written by tests/slurm/test_slurm_cluster.py for one test run
+            f.write(
+                f"""# written by tests/slurm/test_slurm_cluster.py for one test run
 ClusterName=ovsegtest
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
@@ -156,21 +165,29 @@ InactiveLimit=0
 MinJobAge=600
 NodeName=ovsegnode NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={int(mem_mb * 0.9)} State=UNKNOWN
 PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
-""")
+"""
+            )
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", self.conf])
         self._spawn("slurmd", ["slurmd", "-D", "-f", self.conf, "-N", "ovsegnode"])
 
         def idle():
             r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=self.env, timeout=30)
             return r.returncode == 0 and r.stdout.strip() in ("idle", "mixed", "allocated")
+
         self._wait_for(idle, "the node", 60)
         log(f"cluster up: {host}, ports {ctld_port}/{d_port}, {cpus} CPUs, in {b}")
 
     def _spawn(self, name, cmd):
         out = open(os.path.join(self.base, "log", name + ".out"), "w")
         try:
-            self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                                start_new_session=True, preexec_fn=die_with_parent)
+            self.procs[name] = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         finally:
             out.close()
 
@@ -179,8 +196,10 @@ PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
         while time.monotonic() < deadline:
             for name, p in self.procs.items():
                 if p.poll() is not None:
-                    raise Skip(f"{name} exited with {p.returncode} at start-up:\n" +
-                               tail(os.path.join(self.base, "log", name + ".out")))
+                    raise Skip(
+                        f"{name} exited with {p.returncode} at start-up:\n"
+                        + tail(os.path.join(self.base, "log", name + ".out"))
+                    )
             if ready():
                 return
             time.sleep(0.2)
@@ -194,16 +213,22 @@ PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
         return r.stdout
 
     def sbatch(self, *args, env=None):
-        r = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True,
-                           env=dict(self.env, **(env or {})), timeout=60)
+        r = subprocess.run(
+            ["sbatch", "--parsable", *args],
+            capture_output=True,
+            text=True,
+            env=dict(self.env, **(env or {})),
+            timeout=60,
+        )
         if r.returncode != 0:
             raise Failure(f"sbatch {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout.strip().split(";")[0]
 
     def job_states(self, job):
         """{task id or job id: (state, exit code)} for a job or every task of an array."""
-        r = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, env=self.env,
-                           timeout=30)
+        r = subprocess.run(
+            ["scontrol", "-o", "show", "job", job], capture_output=True, text=True, env=self.env, timeout=30
+        )
         states = {}
         for line in r.stdout.splitlines():
             f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -220,11 +245,27 @@ PartitionName=test Nodes=ovsegnode Default=YES MaxTime=INFINITE State=UP
             for task, st in states.items():
                 if release and st[0] == "PENDING" and st[3] == "BeginTime":
                     name = f"{job}_{task}" if task != job else job
-                    subprocess.run(["scontrol", "update", f"JobId={name}", "StartTime=now"], capture_output=True,
-                                   env=self.env, timeout=30)
-            if states and not any(s[0] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED",
-                                           "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED")
-                                  for s in states.values()):
+                    subprocess.run(
+                        ["scontrol", "update", f"JobId={name}", "StartTime=now"],
+                        capture_output=True,
+                        env=self.env,
+                        timeout=30,
+                    )
+            if states and not any(
+                s[0]
+                in (
+                    "PENDING",
+                    "RUNNING",
+                    "CONFIGURING",
+                    "COMPLETING",
+                    "REQUEUED",
+                    "REQUEUE_HOLD",
+                    "REQUEUE_FED",
+                    "RESIZING",
+                    "SUSPENDED",
+                )
+                for s in states.values()
+            ):
                 return states
             if time.monotonic() > deadline:
                 raise Failure(f"{what} (job {job}) not done after {seconds} s: {states}")
@@ -283,6 +324,7 @@ def make_dataset(root):
     (8 pairs: shards of 3, 3 and 2)."""
     import numpy as np
     from PIL import Image
+
     image_dir = os.path.join(root, "ADEChallengeData2016", "images", "validation")
     label_dir = os.path.join(root, "ADEChallengeData2016", "annotations_detectron2", "validation")
     os.makedirs(image_dir)
@@ -311,6 +353,7 @@ def make_dataset(root):
 def make_photo_tree(folder):
     """Images in nested folders (two with the same file name in different folders)."""
     from PIL import Image
+
     src = Image.open(FIXTURE_IMAGE).convert("RGB")
     rel = ["a/x.jpg", "a/y.png", "b/x.jpg", "b/deep/z.jpg", "top.jpg", "c/w.png"]
     for i, r in enumerate(rel):
@@ -324,8 +367,12 @@ def numbers(out_dir):
     with open(os.path.join(out_dir, "metrics.json")) as f:
         m = json.load(f)
     per_class = [(c["IoU"], c["ACC"], c["gt_pixels"], c["pred_pixels"], c["tp"]) for c in m["per_class"]]
-    return ({k: m[k] for k in HEADLINE_KEYS}, per_class, m["counts"]["images_evaluated"],
-            m["counts"]["pixels_evaluated"])
+    return (
+        {k: m[k] for k in HEADLINE_KEYS},
+        per_class,
+        m["counts"]["images_evaluated"],
+        m["counts"]["pixels_evaluated"],
+    )
 
 
 def confusion(out_dir):
@@ -347,8 +394,13 @@ def checkpoint_progress(path):
 # The test
 # ----------------------------------------------------------------------------------------------
 def run_tests(cluster, tmp):
-    env = dict(cluster.env, OVSEG=BIN, OVSEG_PRESETS=PRESETS, OVSEG_CACHE_DIR=os.path.join(tmp, "cache"),
-               OMP_WAIT_POLICY="PASSIVE")
+    env = dict(
+        cluster.env,
+        OVSEG=BIN,
+        OVSEG_PRESETS=PRESETS,
+        OVSEG_CACHE_DIR=os.path.join(tmp, "cache"),
+        OMP_WAIT_POLICY="PASSIVE",
+    )
     root = os.path.join(tmp, "datasets")
     pairs = make_dataset(root)
     logs = os.path.join(tmp, "logs")
@@ -362,8 +414,13 @@ def run_tests(cluster, tmp):
     # Reference: one process, same threads as each task (results do not depend on sharding).
     single = os.path.join(tmp, "single")
     t0 = time.monotonic()
-    r = subprocess.run([BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", root, "--output", single,
-                        "--threads", "1"], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [BIN, "eval", "--model", BUNDLE, "--dataset", "ade150", "--root", root, "--output", single, "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     single_s = time.monotonic() - t0
     check(r.returncode == 1, f"single run: exit {r.returncode} (expected 1: one corrupt image)\n{r.stderr}")
     check(numbers(single)[2] == pairs - 1, "single run: wrong number of evaluated images")
@@ -371,20 +428,33 @@ def run_tests(cluster, tmp):
     # 1. Array + dependent merge, as in the README.
     out1 = os.path.join(tmp, "eval-array")
     t0 = time.monotonic()
-    jid = cluster.sbatch(f"--array=0-{TASKS - 1}", *small, f"--output={logs}/eval-%A_%a.log", eval_script,
-                         *eval_args, out1, env=env)
-    mid = cluster.sbatch(f"--dependency=afterok:{jid}", "--kill-on-invalid-dep=yes", "--mem=100M", f"--chdir={tmp}",
-                         f"--output={logs}/merge-%j.log", merge_script, out1, env=env)
+    jid = cluster.sbatch(
+        f"--array=0-{TASKS - 1}", *small, f"--output={logs}/eval-%A_%a.log", eval_script, *eval_args, out1, env=env
+    )
+    mid = cluster.sbatch(
+        f"--dependency=afterok:{jid}",
+        "--kill-on-invalid-dep=yes",
+        "--mem=100M",
+        f"--chdir={tmp}",
+        f"--output={logs}/merge-%j.log",
+        merge_script,
+        out1,
+        env=env,
+    )
     states = cluster.wait_done(jid, 600, "eval array")
     array_s = time.monotonic() - t0
-    check(len(states) == TASKS and all(s[0] == "COMPLETED" for s in states.values()),
-          f"eval array tasks: {states}\n" + "".join(tail(os.path.join(logs, f"eval-{jid}_{i}.log"))
-                                                   for i in range(TASKS)))
+    check(
+        len(states) == TASKS and all(s[0] == "COMPLETED" for s in states.values()),
+        f"eval array tasks: {states}\n"
+        + "".join(tail(os.path.join(logs, f"eval-{jid}_{i}.log")) for i in range(TASKS)),
+    )
     mstate = cluster.wait_done(mid, 300, "merge job")
     merge_after_s = time.monotonic() - t0 - array_s
-    check(list(mstate.values())[0][0] == "FAILED" and list(mstate.values())[0][1] == "1:0",
-          f"merge job: {mstate} (expected exit 1: the corrupt image is reported)\n" +
-          tail(os.path.join(logs, f"merge-{mid}.log")))
+    check(
+        list(mstate.values())[0][0] == "FAILED" and list(mstate.values())[0][1] == "1:0",
+        f"merge job: {mstate} (expected exit 1: the corrupt image is reported)\n"
+        + tail(os.path.join(logs, f"merge-{mid}.log")),
+    )
     merged1 = os.path.join(out1, "merged")
     check(numbers(merged1) == numbers(single), "array + merge: metrics differ from the single run")
     check(confusion(merged1) == confusion(single), "array + merge: confusion matrix differs from the single run")
@@ -395,21 +465,42 @@ def run_tests(cluster, tmp):
         shard_of[i] = (c["shard"]["index"], c["shard"]["count"])
     check(shard_of == {i: (i, TASKS) for i in range(TASKS)}, f"--shard auto gave {shard_of}")
     t0 = time.monotonic()
-    r = subprocess.run([BIN, "eval-merge", "--output", os.path.join(tmp, "merge-timing"),
-                        *[os.path.join(out1, f"task-{i}") for i in range(TASKS)]],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            BIN,
+            "eval-merge",
+            "--output",
+            os.path.join(tmp, "merge-timing"),
+            *[os.path.join(out1, f"task-{i}") for i in range(TASKS)],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     merge_cmd_s = time.monotonic() - t0
     check(r.returncode == 1, f"eval-merge: exit {r.returncode}\n{r.stderr}")
-    log(f"eval of {pairs} pairs: one process {single_s:.1f} s; {TASKS}-task array (1 CPU each, {os.cpu_count()} "
+    log(
+        f"eval of {pairs} pairs: one process {single_s:.1f} s; {TASKS}-task array (1 CPU each, {os.cpu_count()} "
         f"CPUs) {array_s:.1f} s from sbatch to the last task's end; dependent merge job done {merge_after_s:.1f} s "
-        f"later (eval-merge itself {merge_cmd_s * 1000:.0f} ms); merged metrics == single run")
+        f"later (eval-merge itself {merge_cmd_s * 1000:.0f} ms); merged metrics == single run"
+    )
 
     # 2. Task 1 is cancelled part-way through (scancel on its index) and requeued by hand; task 0
     # gets the time-limit warning of --signal=B:USR1@300 part-way through and requeues itself.
     # Both resume from their checkpoints, and the merged metrics are again identical.
     out2 = os.path.join(tmp, "eval-requeue")
-    jid = cluster.sbatch(f"--array=0-{TASKS - 1}", *small, f"--output={logs}/eval-%A_%a.log", eval_script,
-                         *eval_args, out2, "--checkpoint-every", "1", env=env)
+    jid = cluster.sbatch(
+        f"--array=0-{TASKS - 1}",
+        *small,
+        f"--output={logs}/eval-%A_%a.log",
+        eval_script,
+        *eval_args,
+        out2,
+        "--checkpoint-every",
+        "1",
+        env=env,
+    )
     how = {1: "scancel", 0: "time limit", 2: "preemption"}
     stopped_at = {}
     deadline = time.monotonic() + 600
@@ -439,13 +530,18 @@ def run_tests(cluster, tmp):
     deadline = time.monotonic() + 120
     for task in (0, 2):
         while cluster.job_states(f"{jid}_{task}").get(str(task), ("?", "", "0", ""))[2] != "1":
-            check(time.monotonic() < deadline, f"task {task} was not requeued: {cluster.job_states(jid)}\n" +
-                  tail(os.path.join(logs, f"eval-{jid}_{task}.log")))
+            check(
+                time.monotonic() < deadline,
+                f"task {task} was not requeued: {cluster.job_states(jid)}\n"
+                + tail(os.path.join(logs, f"eval-{jid}_{task}.log")),
+            )
             time.sleep(0.2)
     for task in how:
         stopped_at[task], total = checkpoint_progress(os.path.join(out2, f"task-{task}", "checkpoint.json"))
-        log(f"task {task} ({how[task]}) stopped after {stopped_at[task]} of {total} images" +
-            ("" if stopped_at[task] < total else " (it had just finished: the requeue checks a finished resume)"))
+        log(
+            f"task {task} ({how[task]}) stopped after {stopped_at[task]} of {total} images"
+            + ("" if stopped_at[task] < total else " (it had just finished: the requeue checks a finished resume)")
+        )
     states = cluster.wait_done(jid, 600, "requeued array", release=True)
     check(all(st[0] == "COMPLETED" for st in states.values()), f"after the requeues: {states}")
     for task, kind in how.items():
@@ -453,18 +549,31 @@ def run_tests(cluster, tmp):
             text = f.read()
         check("restart 1" in text, f"task {task} did not run again:\n{text}")
         if stopped_at[task] > 0:
-            check(f"resuming: {stopped_at[task]} images done" in text,
-                  f"task {task} did not resume from its checkpoint:\n{text}")
+            check(
+                f"resuming: {stopped_at[task]} images done" in text,
+                f"task {task} did not resume from its checkpoint:\n{text}",
+            )
         if kind == "time limit":
             check("time limit near: requeueing" in text, f"task {task} did not requeue itself:\n{text}")
-        check(confusion(os.path.join(out2, f"task-{task}")) == confusion(os.path.join(out1, f"task-{task}")),
-              f"requeued shard {task} differs from the same shard run without interruption")
+        check(
+            confusion(os.path.join(out2, f"task-{task}")) == confusion(os.path.join(out1, f"task-{task}")),
+            f"requeued shard {task} differs from the same shard run without interruption",
+        )
     # A cancelled task no longer satisfies afterok on the whole array: the merge goes after the tasks.
-    mid = cluster.sbatch("--dependency=afterok:" + ":".join(f"{jid}_{i}" for i in range(TASKS)), "--mem=100M",
-                         f"--chdir={tmp}", f"--output={logs}/merge-%j.log", merge_script, out2, env=env)
+    mid = cluster.sbatch(
+        "--dependency=afterok:" + ":".join(f"{jid}_{i}" for i in range(TASKS)),
+        "--mem=100M",
+        f"--chdir={tmp}",
+        f"--output={logs}/merge-%j.log",
+        merge_script,
+        out2,
+        env=env,
+    )
     mstate = cluster.wait_done(mid, 300, "merge after requeue")
-    check(list(mstate.values())[0][1] == "1:0", f"merge after requeue: {mstate}\n" +
-          tail(os.path.join(logs, f"merge-{mid}.log")))
+    check(
+        list(mstate.values())[0][1] == "1:0",
+        f"merge after requeue: {mstate}\n" + tail(os.path.join(logs, f"merge-{mid}.log")),
+    )
     merged2 = os.path.join(out2, "merged")
     check(numbers(merged2) == numbers(single), "cancel + requeue: metrics differ from the single run")
     check(confusion(merged2) == confusion(single), "cancel + requeue: confusion matrix differs")
@@ -474,9 +583,18 @@ def run_tests(cluster, tmp):
     photos = os.path.join(tmp, "photos")
     expected = make_photo_tree(photos)
     seg_out = os.path.join(tmp, "segmented")
-    jid = cluster.sbatch("--array=1-3", *small, f"--output={logs}/segment-%A_%a.log",
-                         os.path.join(SLURM_TOOLS, "ovseg-segment.sbatch"), BUNDLE, photos, seg_out,
-                         "-f", os.path.join(SHARED, "fixtures", "tiny_swin_vit", "classes.txt"), env=env)
+    jid = cluster.sbatch(
+        "--array=1-3",
+        *small,
+        f"--output={logs}/segment-%A_%a.log",
+        os.path.join(SLURM_TOOLS, "ovseg-segment.sbatch"),
+        BUNDLE,
+        photos,
+        seg_out,
+        "-f",
+        os.path.join(SHARED, "fixtures", "tiny_swin_vit", "classes.txt"),
+        env=env,
+    )
     states = cluster.wait_done(jid, 600, "segment array")
     check(all(s[0] == "COMPLETED" for s in states.values()) and len(states) == 3, f"segment array: {states}")
     written = sorted(os.path.relpath(os.path.join(d, f), seg_out) for d, _, fs in os.walk(seg_out) for f in fs)
@@ -488,8 +606,10 @@ def run_tests(cluster, tmp):
         line = [ln for ln in text.splitlines() if ln.startswith("segment: ")]
         check(line, f"task {t}: no summary line\n{text}")
         per_task.append(int(line[-1].split()[1]))
-    check(sum(per_task) == len(expected) and all(n > 0 for n in per_task),
-          f"images per task {per_task}: each of the {len(expected)} images must be segmented exactly once")
+    check(
+        sum(per_task) == len(expected) and all(n > 0 for n in per_task),
+        f"images per task {per_task}: each of the {len(expected)} images must be segmented exactly once",
+    )
     log(f"segment array: {len(expected)} images, {per_task} per task, every output exactly once")
 
 
@@ -501,13 +621,19 @@ def main():
     if os.geteuid() != 0:
         print("SKIPPED: the test cluster's slurmd must run as root")
         return SKIP
-    for what, path in (("the built ovseg (OVSEG_BIN)", BIN), ("the tiny bundle", os.path.join(BUNDLE, "manifest.json")),
-                       ("../shared fixture", FIXTURE_IMAGE), ("../shared class lists", PRESETS)):
+    for what, path in (
+        ("the built ovseg (OVSEG_BIN)", BIN),
+        ("the tiny bundle", os.path.join(BUNDLE, "manifest.json")),
+        ("../shared fixture", FIXTURE_IMAGE),
+        ("../shared class lists", PRESETS),
+    ):
         if not path or not os.path.isfile(path):
             print(f"SKIPPED: missing {what}: {path or '(unset)'}")
             return SKIP
+
     def terminated(signum, frame):
         raise Failure(f"the test got signal {signum}")
+
     signal.signal(signal.SIGTERM, terminated)
     tmp = tempfile.mkdtemp(prefix="ovseg-slurm-")
     cluster = Cluster(tmp)

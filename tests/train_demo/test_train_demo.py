@@ -12,8 +12,7 @@ import unittest
 import numpy as np
 from PIL import Image
 
-SRC = os.environ.get("OVSEG_SOURCE_DIR",
-                     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+SRC = os.environ.get("OVSEG_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 TOOLS = os.path.join(SRC, "tools", "train_demo")
 DEMO = os.path.join(SRC, "models", "demo")
 VOCAB = os.path.join(DEMO, "bpe_simple_vocab_16e6.txt.gz")
@@ -28,8 +27,7 @@ import scenes  # noqa: E402
 
 def run(cmd, **kw):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          **kw)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
 def digest(path):
@@ -39,8 +37,23 @@ def digest(path):
 
 class RenderTest(unittest.TestCase):
     def render(self, out, split, seed=3, count=3):
-        r = run([sys.executable, os.path.join(TOOLS, "render"), "--seed", str(seed), "--count",
-                 str(count), "--split", split, "--out", out, "--size", "64", "96"])
+        r = run(
+            [
+                sys.executable,
+                os.path.join(TOOLS, "render"),
+                "--seed",
+                str(seed),
+                "--count",
+                str(count),
+                "--split",
+                split,
+                "--out",
+                out,
+                "--size",
+                "64",
+                "96",
+            ]
+        )
         self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_layout_splits_and_determinism(self):
@@ -65,10 +78,8 @@ class RenderTest(unittest.TestCase):
                 self.assertTrue(64 <= lab.shape[0] <= 96 and 64 <= lab.shape[1] <= 96)
                 self.assertLess(int(lab.max()), len(classes))
                 self.assertFalse(set(np.unique(lab).tolist()) & held_ids, n)
-                self.assertEqual(digest(os.path.join(seen, "labels", n)),
-                                 digest(os.path.join(again, "labels", n)))
-                self.assertEqual(digest(os.path.join(seen, "images", n)),
-                                 digest(os.path.join(again, "images", n)))
+                self.assertEqual(digest(os.path.join(seen, "labels", n)), digest(os.path.join(again, "labels", n)))
+                self.assertEqual(digest(os.path.join(seen, "images", n)), digest(os.path.join(again, "images", n)))
             for n in sorted(os.listdir(os.path.join(held, "labels"))):
                 lab = np.asarray(Image.open(os.path.join(held, "labels", n)))
                 self.assertTrue(set(np.unique(lab).tolist()) & held_ids, n)
@@ -86,8 +97,7 @@ class TrainStepTest(unittest.TestCase):
         if not os.path.isfile(VOCAB):
             self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
         with tempfile.TemporaryDirectory() as d:
-            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
-                     "--out", d, "--smoke"])
+            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB, "--out", d, "--smoke"])
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             for stage in ("clip step 0/1", "maskformer step 0/1", "mpt step 0/1"):
                 self.assertIn(stage, r.stdout)
@@ -96,9 +106,9 @@ class TrainStepTest(unittest.TestCase):
             self.assertTrue(all(np.isfinite(v) for v in losses.values()), losses)
             from ovseg_export import config as config_mod
             from ovseg_export.export import load_eager
+
             cfg = config_mod.load_config(os.path.join(d, "config.yaml"))
-            modules, arch, report, _ = load_eager(os.path.join(d, "checkpoint.pth"), cfg,
-                                                  quiet=True)
+            modules, arch, report, _ = load_eager(os.path.join(d, "checkpoint.pth"), cfg, quiet=True)
             self.assertTrue(report.complete)
             self.assertEqual(report.unexpected, [])
             self.assertEqual(arch["vocab_size"], 49408)
@@ -108,12 +118,26 @@ class TrainStepTest(unittest.TestCase):
         if not os.path.isfile(VOCAB):
             self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
         import torch
+
         with tempfile.TemporaryDirectory() as d:
             first, second = os.path.join(d, "a"), os.path.join(d, "b")
-            for out, extra in ((first, []), (second, ["--prompts-only",
-                                                      os.path.join(first, "checkpoint.pth")])):
-                r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
-                         "--out", out, "--smoke", "--workers", "1", "--seed", "4"] + extra)
+            for out, extra in ((first, []), (second, ["--prompts-only", os.path.join(first, "checkpoint.pth")])):
+                r = run(
+                    [
+                        sys.executable,
+                        os.path.join(TOOLS, "train.py"),
+                        "--bpe-vocab",
+                        VOCAB,
+                        "--out",
+                        out,
+                        "--smoke",
+                        "--workers",
+                        "1",
+                        "--seed",
+                        "4",
+                    ]
+                    + extra
+                )
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertNotIn("clip step", r.stdout)
             self.assertNotIn("maskformer step", r.stdout)
@@ -133,14 +157,35 @@ class TrainStepTest(unittest.TestCase):
         if not os.path.isfile(VOCAB):
             self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
         with tempfile.TemporaryDirectory() as d:
-            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
-                     "--out", d, "--smoke", "--workers", "1"])
+            r = run(
+                [
+                    sys.executable,
+                    os.path.join(TOOLS, "train.py"),
+                    "--bpe-vocab",
+                    VOCAB,
+                    "--out",
+                    d,
+                    "--smoke",
+                    "--workers",
+                    "1",
+                ]
+            )
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             ckpt = os.path.join(d, "checkpoint.pth")
             out = {}
             for what in ("proposals", "crops"):
-                r = run([sys.executable, os.path.join(TOOLS, "diagnose.py"), what, ckpt,
-                         "--count", "3", "--bpe-vocab", VOCAB])
+                r = run(
+                    [
+                        sys.executable,
+                        os.path.join(TOOLS, "diagnose.py"),
+                        what,
+                        ckpt,
+                        "--count",
+                        "3",
+                        "--bpe-vocab",
+                        VOCAB,
+                    ]
+                )
                 self.assertEqual(r.returncode, 0, r.stderr)
                 out[what] = json.loads(r.stdout)
             self.assertGreater(out["proposals"]["objects"], 0)
@@ -150,15 +195,25 @@ class TrainStepTest(unittest.TestCase):
             for k in ("prompts_off", "prompts_on"):
                 for v in out["crops"][k].values():
                     self.assertTrue(0.0 <= v <= 1.0, out["crops"])
-            r = run([sys.executable, os.path.join(TOOLS, "diagnose.py"), "crops",
-                     os.path.join(d, "missing.pth")])
+            r = run([sys.executable, os.path.join(TOOLS, "diagnose.py"), "crops", os.path.join(d, "missing.pth")])
             self.assertEqual(r.returncode, 2)
             self.assertIn("missing.pth", r.stderr)
 
     def smoke_maskformer_loss(self, workers):
         with tempfile.TemporaryDirectory() as d:
-            r = run([sys.executable, os.path.join(TOOLS, "train.py"), "--bpe-vocab", VOCAB,
-                     "--out", d, "--smoke", "--workers", str(workers)])
+            r = run(
+                [
+                    sys.executable,
+                    os.path.join(TOOLS, "train.py"),
+                    "--bpe-vocab",
+                    VOCAB,
+                    "--out",
+                    d,
+                    "--smoke",
+                    "--workers",
+                    str(workers),
+                ]
+            )
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             line = [ln for ln in r.stdout.splitlines() if "maskformer step 0/1" in ln]
             self.assertEqual(len(line), 1, r.stdout)
@@ -170,8 +225,7 @@ class TrainStepTest(unittest.TestCase):
         of the two smoke samples)."""
         if not os.path.isfile(VOCAB):
             self.fail(f"{VOCAB}: the demo bundle's vocabulary is missing")
-        self.assertAlmostEqual(self.smoke_maskformer_loss(2), self.smoke_maskformer_loss(1),
-                               places=2)
+        self.assertAlmostEqual(self.smoke_maskformer_loss(2), self.smoke_maskformer_loss(1), places=2)
 
     def test_batch_shares_add_up_to_the_batch_gradient(self):
         """What data parallelism relies on: the summed losses of the ranks' shares of a batch
@@ -179,13 +233,15 @@ class TrainStepTest(unittest.TestCase):
         import torch
         import train
         from ovseg_export import config as config_mod
+
         torch.manual_seed(0)
         cfg = config_mod.load_config(train.CONFIG)
         prop, _, _, non_object = train.build_models(cfg)
         prop.train()
         t_feat = torch.nn.functional.normalize(torch.randn(len(scenes.SEEN_CLASSES), 64), dim=-1)
         criterion = train.MaskFormerLoss(
-            cfg, {scenes.CLASS_INDEX[n]: i for i, n in enumerate(scenes.SEEN_CLASSES)}, t_feat)
+            cfg, {scenes.CLASS_INDEX[n]: i for i, n in enumerate(scenes.SEEN_CLASSES)}, t_feat
+        )
         pool = train.render_pool(4, 5, 64, 128)
         img, lab = train.batch_scenes(pool, range(4), torch.Generator().manual_seed(1), 64)
         params = list(prop.parameters()) + [non_object]
@@ -202,8 +258,7 @@ class TrainStepTest(unittest.TestCase):
         split = grads([slice(0, None, 2), slice(1, None, 2)])
         total = torch.cat([g.flatten() for g in whole])
         self.assertGreater(float(total.norm()), 0.0)
-        self.assertLess(float((total - torch.cat([g.flatten() for g in split])).norm()),
-                        1e-4 * float(total.norm()))
+        self.assertLess(float((total - torch.cat([g.flatten() for g in split])).norm()), 1e-4 * float(total.norm()))
 
 
 class DemoBundleTest(unittest.TestCase):
@@ -213,11 +268,32 @@ class DemoBundleTest(unittest.TestCase):
             self.skipTest("OVSEG_BIN not set (run through ctest)")
         ex = os.path.join(DEMO, "examples")
         with tempfile.TemporaryDirectory() as d:
-            r = run([binary, "segment", "--model", DEMO, "--classes-file",
-                     os.path.join(ex, "classes.txt"), "--output", d, os.path.join(ex, "images")])
+            r = run(
+                [
+                    binary,
+                    "segment",
+                    "--model",
+                    DEMO,
+                    "--classes-file",
+                    os.path.join(ex, "classes.txt"),
+                    "--output",
+                    d,
+                    os.path.join(ex, "images"),
+                ]
+            )
             self.assertEqual(r.returncode, 0, r.stderr)
-            r = run([sys.executable, os.path.join(TOOLS, "evaluate.py"), "--data", ex, "--pred", d,
-                     "--min-miou", str(MIN_EXAMPLE_MIOU)])
+            r = run(
+                [
+                    sys.executable,
+                    os.path.join(TOOLS, "evaluate.py"),
+                    "--data",
+                    ex,
+                    "--pred",
+                    d,
+                    "--min-miou",
+                    str(MIN_EXAMPLE_MIOU),
+                ]
+            )
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertGreaterEqual(json.loads(r.stdout)["miou"], MIN_EXAMPLE_MIOU)
 

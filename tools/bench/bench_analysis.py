@@ -43,8 +43,9 @@ def process_rows(a, ovseg):
             with open(listing, "w", encoding="utf-8") as f:
                 f.write("\n".join(classes) + "\n")
             t = time.perf_counter()
-            r = subprocess.run(common + ["-f", listing, "-o", os.path.join(tmp, out), a.image],
-                               env=env, capture_output=True, text=True)
+            r = subprocess.run(
+                common + ["-f", listing, "-o", os.path.join(tmp, out), a.image], env=env, capture_output=True, text=True
+            )
             if r.returncode != 0:
                 sys.exit(f"bench_analysis: ovseg failed: {r.stderr}")
             return time.perf_counter() - t
@@ -53,10 +54,14 @@ def process_rows(a, ovseg):
         second = run(ovseg.dataset_classes("ade847")[150:300], "o2")
         small = run(["sky", "tree", "red car", "road", "person"], "o3")
         print(f"  process, --analysis-cache cold (150 classes)     {cold * 1000:9.0f} ms")
-        print(f"  process, cached, 150 new classes (text tower)    {second * 1000:9.0f} ms  = "
-              f"{100 * second / cold:.1f} % of the cold run")
-        print(f"  process, cached, 5 new classes                   {small * 1000:9.0f} ms  = "
-              f"{100 * small / cold:.1f} % of the cold run")
+        print(
+            f"  process, cached, 150 new classes (text tower)    {second * 1000:9.0f} ms  = "
+            f"{100 * second / cold:.1f} % of the cold run"
+        )
+        print(
+            f"  process, cached, 5 new classes                   {small * 1000:9.0f} ms  = "
+            f"{100 * small / cold:.1f} % of the cold run"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
@@ -82,7 +87,7 @@ def main(argv=None):
     image = ovseg.load_image(a.image)
     first = ovseg.dataset_classes("ade150")
     a.repeat = max(1, min(a.repeat, 4))  # ade847 holds four fresh lists of 150 beyond the first 150
-    fresh = [ovseg.dataset_classes("ade847")[150 + 150 * i:300 + 150 * i] for i in range(a.repeat)]
+    fresh = [ovseg.dataset_classes("ade847")[150 + 150 * i : 300 + 150 * i] for i in range(a.repeat)]
     model.prepare_classes(first)
     seg_s = best(lambda: model.segment(image, first), a.repeat)
     t = time.perf_counter()
@@ -96,16 +101,24 @@ def main(argv=None):
         uncached.append(time.perf_counter() - t)
     cls_uncached_s = min(uncached)
     cls_cached_s = best(lambda: model.classify(analysis, first), a.repeat)
-    print(f"bundle {model.info.name} ({model.info.backbone} + {model.info.clip_model}), image "
-          f"{image.shape[1]}x{image.shape[0]}, {a.threads or 'all'} threads, best of {a.repeat}")
+    print(
+        f"bundle {model.info.name} ({model.info.backbone} + {model.info.clip_model}), image "
+        f"{image.shape[1]}x{image.shape[0]}, {a.threads or 'all'} threads, best of {a.repeat}"
+    )
     print(f"  model load                          {load_s * 1000:9.0f} ms")
     print(f"  segment (150 classes, text cached)  {seg_s * 1000:9.0f} ms")
-    print(f"  analyze                             {analyze_s * 1000:9.0f} ms  ({analysis.bytes / 1e6:.1f} MB, "
-          f"{analysis.num_regions} regions)")
-    print(f"  classify, new 150 names (uncached)  {cls_uncached_s * 1000:9.1f} ms  = "
-          f"{100 * cls_uncached_s / seg_s:.2f} % of segment")
-    print(f"  classify, 150 names (text cached)   {cls_cached_s * 1000:9.1f} ms  = "
-          f"{100 * cls_cached_s / seg_s:.2f} % of segment")
+    print(
+        f"  analyze                             {analyze_s * 1000:9.0f} ms  ({analysis.bytes / 1e6:.1f} MB, "
+        f"{analysis.num_regions} regions)"
+    )
+    print(
+        f"  classify, new 150 names (uncached)  {cls_uncached_s * 1000:9.1f} ms  = "
+        f"{100 * cls_uncached_s / seg_s:.2f} % of segment"
+    )
+    print(
+        f"  classify, 150 names (text cached)   {cls_cached_s * 1000:9.1f} ms  = "
+        f"{100 * cls_cached_s / seg_s:.2f} % of segment"
+    )
     if a.ovseg:
         process_rows(a, ovseg)
     return 0

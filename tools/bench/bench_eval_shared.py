@@ -37,8 +37,22 @@ def main(argv=None):
         root = os.path.join(tmp, "datasets")
         sources = sorted(os.listdir(EXAMPLES))
         rng = np.random.default_rng(0)
-        dirs = {"ade150": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/annotations_detectron2/validation", ".png", 150, 8),
-                "ade847": ("ADE20K_2021_17_01/images_detectron2/validation", "ADE20K_2021_17_01/annotations_detectron2/validation", ".tif", 847, 16)}
+        dirs = {
+            "ade150": (
+                "ADEChallengeData2016/images/validation",
+                "ADEChallengeData2016/annotations_detectron2/validation",
+                ".png",
+                150,
+                8,
+            ),
+            "ade847": (
+                "ADE20K_2021_17_01/images_detectron2/validation",
+                "ADE20K_2021_17_01/annotations_detectron2/validation",
+                ".tif",
+                847,
+                16,
+            ),
+        }
         for i in range(a.images):
             img = Image.open(os.path.join(EXAMPLES, sources[i % len(sources)])).convert("RGB")
             img = img.resize((640, 640 * img.height // img.width)).rotate(7 * i)
@@ -55,8 +69,9 @@ def main(argv=None):
 
         def run(datasets, out):
             t = time.perf_counter()
-            r = subprocess.run(base + ["--dataset", datasets, "-o", os.path.join(tmp, out)], env=env,
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                base + ["--dataset", datasets, "-o", os.path.join(tmp, out)], env=env, capture_output=True, text=True
+            )
             if r.returncode != 0:
                 sys.exit(f"bench_eval_shared: {r.stderr}")
             return time.perf_counter() - t
@@ -68,15 +83,18 @@ def main(argv=None):
         both = run("ade150,ade847", "both")
         same = True
         for name, alone in (("ade150", "a150"), ("ade847", "a847")):
-            with open(os.path.join(tmp, alone, "metrics.json")) as f1, \
-                    open(os.path.join(tmp, "both", name, "metrics.json")) as f2:
+            with open(os.path.join(tmp, alone, "metrics.json")) as f1, open(
+                os.path.join(tmp, "both", name, "metrics.json")
+            ) as f2:
                 m1, m2 = json.load(f1), json.load(f2)
             same = same and m1.get("metrics", m1).get("mIoU") == m2.get("metrics", m2).get("mIoU")
         print(f"{a.images} images, model {a.model}, {a.threads or 'all'} threads")
         print(f"  eval --dataset ade150          {t150:8.1f} s")
         print(f"  eval --dataset ade847          {t847:8.1f} s")
-        print(f"  eval --dataset ade150,ade847   {both:8.1f} s  = {both / (t150 + t847):.2f} x the two runs; "
-              f"metrics {'identical' if same else 'DIFFER'}")
+        print(
+            f"  eval --dataset ade150,ade847   {both:8.1f} s  = {both / (t150 + t847):.2f} x the two runs; "
+            f"metrics {'identical' if same else 'DIFFER'}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

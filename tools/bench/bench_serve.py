@@ -33,11 +33,17 @@ def multipart(fields):
     out = []
     for name, value in fields.items():
         if isinstance(value, tuple):
-            out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
-                        "Content-Type: application/octet-stream\r\n\r\n" % (boundary, name, value[0])).encode())
+            out.append(
+                (
+                    '--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n" % (boundary, name, value[0])
+                ).encode()
+            )
             out.append(value[1])
         else:
-            out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s" % (boundary, name, value)).encode())
+            out.append(
+                ('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s' % (boundary, name, value)).encode()
+            )
         out.append(b"\r\n")
     out.append(("--%s--\r\n" % boundary).encode())
     return b"".join(out), "multipart/form-data; boundary=" + boundary
@@ -54,8 +60,13 @@ def post(url, fields):
 
 class Server:
     def __init__(self, binary, model, *args, env=None):
-        self.proc = subprocess.Popen([binary, "-q", "serve", "-m", model, "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [binary, "-q", "serve", "-m", model, "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         m = re.search(r":(\d+)/", self.proc.stdout.readline())
         self.url = "http://127.0.0.1:%s" % m.group(1)
         t0 = time.perf_counter()
@@ -81,9 +92,29 @@ def hey(url, fields, n, c):
         f.write(body)
     try:
         t0 = time.perf_counter()
-        p = subprocess.run(["hey", "-n", str(n), "-c", str(c), "-m", "POST", "-T", ctype, "-D", f.name,
-                            "-t", "3600", "-o", "csv", url + "/v1/segment"], capture_output=True, text=True,
-                           timeout=7200)
+        p = subprocess.run(
+            [
+                "hey",
+                "-n",
+                str(n),
+                "-c",
+                str(c),
+                "-m",
+                "POST",
+                "-T",
+                ctype,
+                "-D",
+                f.name,
+                "-t",
+                "3600",
+                "-o",
+                "csv",
+                url + "/v1/segment",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=7200,
+        )
         wall = time.perf_counter() - t0
     finally:
         os.unlink(f.name)
@@ -107,10 +138,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "ovseg"))
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "demo"))
-    ap.add_argument("--image", default=os.path.join(ROOT, "models", "demo", "examples", "images",
-                                                    "heldout_2026_00001.png"))
-    ap.add_argument("--image2", default=os.path.join(ROOT, "models", "demo", "examples", "images",
-                                                     "seen_2026_00001.png"))
+    ap.add_argument(
+        "--image", default=os.path.join(ROOT, "models", "demo", "examples", "images", "heldout_2026_00001.png")
+    )
+    ap.add_argument(
+        "--image2", default=os.path.join(ROOT, "models", "demo", "examples", "images", "seen_2026_00001.png")
+    )
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("-c", type=int, default=8)
     ap.add_argument("--threads", default="0")
@@ -149,19 +182,25 @@ def main():
     finally:
         s.stop()
     shutil.rmtree(tmp, ignore_errors=True)
-    cpu = subprocess.run(["bash", "-c", "lscpu | sed -n 's/^Model name:\\s*//p' | head -1"], capture_output=True,
-                         text=True).stdout.strip()
-    print("ovseg serve, model %s, %s, %d CPUs\n" % (os.path.basename(os.path.normpath(args.model)), cpu,
-                                                      os.cpu_count()))
+    cpu = subprocess.run(
+        ["bash", "-c", "lscpu | sed -n 's/^Model name:\\s*//p' | head -1"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        "ovseg serve, model %s, %s, %d CPUs\n" % (os.path.basename(os.path.normpath(args.model)), cpu, os.cpu_count())
+    )
     print("| | seconds | |\n|---|---:|---|")
     for name, t, note in rows:
         print("| %s | %.3f | %s |" % (name, t, note))
     rps, p50, p99, codes, errors = load
-    print("\nhey -n %d -c %d (cached image, one class list): %.1f requests/s, p50 %.3f s, p99 %.3f s, statuses %s%s"
-          % (args.n, args.c, rps, p50, p99, codes, (", errors: " + errors) if errors else ", no failed requests"))
+    print(
+        "\nhey -n %d -c %d (cached image, one class list): %.1f requests/s, p50 %.3f s, p99 %.3f s, statuses %s%s"
+        % (args.n, args.c, rps, p50, p99, codes, (", errors: " + errors) if errors else ", no failed requests")
+    )
     rps, p50, p99, codes, errors = full
-    print("hey -n %d -c %d with --queue 1: %.1f requests/s, p50 %.3f s, p99 %.3f s, statuses %s%s"
-          % (args.n, args.c * 2, rps, p50, p99, codes, (", errors: " + errors) if errors else ""))
+    print(
+        "hey -n %d -c %d with --queue 1: %.1f requests/s, p50 %.3f s, p99 %.3f s, statuses %s%s"
+        % (args.n, args.c * 2, rps, p50, p99, codes, (", errors: " + errors) if errors else "")
+    )
 
 
 if __name__ == "__main__":

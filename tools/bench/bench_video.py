@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def make_video(path, frames, width, height, images):
     import cv2
+
     base = [cv2.resize(cv2.imread(p), (width, height), interpolation=cv2.INTER_AREA) for p in images]
     vw = cv2.VideoWriter(path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (width, height))
     if not vw.isOpened():
@@ -68,18 +69,39 @@ def main():
             video = os.path.join(tmp, f"v{n}.avi")
             make_video(video, n, width, height, images)
             out = os.path.join(tmp, f"out{n}")
-            cmd = [a.ovseg, "-q", "segment", "-m", a.model, "-f", classes, "-j", str(a.threads), "--json",
-                   "--every", str(a.every), "-o", out, video]
+            cmd = [
+                a.ovseg,
+                "-q",
+                "segment",
+                "-m",
+                a.model,
+                "-f",
+                classes,
+                "-j",
+                str(a.threads),
+                "--json",
+                "--every",
+                str(a.every),
+                "-o",
+                out,
+                video,
+            ]
             if not a.no_overlay:
                 cmd.insert(-1, "--overlay")
             wall, rss = run(cmd, env)
             with open(os.path.join(out, f"v{n}.json")) as f:
                 report = json.load(f)
-            rows.append({"frames": n, "segmented": report["frames_segmented"], "wall_s": round(wall, 2),
-                         "frames_per_s": round(n / wall, 2),
-                         "video_frames_per_s": report["timings"]["frames_per_s"],
-                         "segment_ms_per_frame": round(report["timings"]["segment_ms_per_frame"], 1),
-                         "peak_rss_mib": round(rss, 1)})
+            rows.append(
+                {
+                    "frames": n,
+                    "segmented": report["frames_segmented"],
+                    "wall_s": round(wall, 2),
+                    "frames_per_s": round(n / wall, 2),
+                    "video_frames_per_s": report["timings"]["frames_per_s"],
+                    "segment_ms_per_frame": round(report["timings"]["segment_ms_per_frame"], 1),
+                    "peak_rss_mib": round(rss, 1),
+                }
+            )
             shutil.rmtree(out)
             os.remove(video)
     finally:
@@ -89,16 +111,25 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     cpu = ""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                   if line.startswith("Model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         pass
-    print(f"ovseg segment on video: {a.size}, --every {a.every}, -j {a.threads}, "
-          f"{'no overlay' if a.no_overlay else '--overlay'} --json; {cpu}")
-    print(f"{'frames':>7} {'segmented':>9} {'wall s':>8} {'frames/s':>9} {'in-video f/s':>12} {'ms/segment':>10} {'peak RSS MiB':>12}")
+    print(
+        f"ovseg segment on video: {a.size}, --every {a.every}, -j {a.threads}, "
+        f"{'no overlay' if a.no_overlay else '--overlay'} --json; {cpu}"
+    )
+    print(
+        f"{'frames':>7} {'segmented':>9} {'wall s':>8} {'frames/s':>9} {'in-video f/s':>12} {'ms/segment':>10} {'peak RSS MiB':>12}"
+    )
     for r in rows:
-        print(f"{r['frames']:>7} {r['segmented']:>9} {r['wall_s']:>8} {r['frames_per_s']:>9} {r['video_frames_per_s']:>12} "
-              f"{r['segment_ms_per_frame']:>10} {r['peak_rss_mib']:>12}")
+        print(
+            f"{r['frames']:>7} {r['segmented']:>9} {r['wall_s']:>8} {r['frames_per_s']:>9} {r['video_frames_per_s']:>12} "
+            f"{r['segment_ms_per_frame']:>10} {r['peak_rss_mib']:>12}"
+        )
     print(json.dumps(rows))
 
 

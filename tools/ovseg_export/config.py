@@ -47,16 +47,17 @@ def _merge_a_into_b(a: Dict[str, Any], b: Dict[str, Any], where: str, prefix: st
     for k, v in a.items():
         if isinstance(v, dict) and k in b:
             if not isinstance(b[k], dict):
-                raise ConfigError(f"{where}: cannot inherit key {prefix + str(k)!r} from _BASE_ "
-                                  "(a mapping over a plain value)")
+                raise ConfigError(
+                    f"{where}: cannot inherit key {prefix + str(k)!r} from _BASE_ " "(a mapping over a plain value)"
+                )
             _merge_a_into_b(v, b[k], where, prefix + str(k) + ".")
         else:
             b[k] = v
 
 
 # Bounds on a YAML config: the official ones are 4 KB, a few levels deep, without aliases.
-MAX_YAML_DEPTH = 32          # nesting of mappings / sequences, aliases included
-MAX_YAML_VALUES = 100_000    # nodes once every alias is expanded (a "billion laughs" has 10**9)
+MAX_YAML_DEPTH = 32  # nesting of mappings / sequences, aliases included
+MAX_YAML_VALUES = 100_000  # nodes once every alias is expanded (a "billion laughs" has 10**9)
 
 
 def _yaml_text(path: str) -> str:
@@ -88,8 +89,7 @@ def _check_node_graph(root: "yaml.Node", path: str) -> None:
         if key in memo:
             size, height = memo[key]
         elif key in active:
-            raise ConfigError(f"{path}: line {line}: a recursive alias (a value that contains "
-                              "itself)")
+            raise ConfigError(f"{path}: line {line}: a recursive alias (a value that contains " "itself)")
         else:
             if isinstance(node, yaml.SequenceNode):
                 children = list(node.value)
@@ -104,13 +104,16 @@ def _check_node_graph(root: "yaml.Node", path: str) -> None:
                 size += s
                 height = max(height, h + 1)
                 if size > MAX_YAML_VALUES:
-                    raise ConfigError(f"{path}: line {line}: aliases expand the config to more "
-                                      f"than {MAX_YAML_VALUES} values (an alias bomb?)")
+                    raise ConfigError(
+                        f"{path}: line {line}: aliases expand the config to more "
+                        f"than {MAX_YAML_VALUES} values (an alias bomb?)"
+                    )
             active.discard(key)
             memo[key] = (size, height)
         if depth + height > MAX_YAML_DEPTH:
-            raise ConfigError(f"{path}: line {line}: nested more than {MAX_YAML_DEPTH} levels "
-                              "deep (aliases included)")
+            raise ConfigError(
+                f"{path}: line {line}: nested more than {MAX_YAML_DEPTH} levels " "deep (aliases included)"
+            )
         return size, height
 
     visit(root, 0)
@@ -124,8 +127,9 @@ def _load_yaml_bounded(text: str, path: str) -> Any:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"{path}: line {event.start_mark.line + 1}: nested more than "
-                                  f"{MAX_YAML_DEPTH} levels deep")
+                raise ConfigError(
+                    f"{path}: line {event.start_mark.line + 1}: nested more than " f"{MAX_YAML_DEPTH} levels deep"
+                )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
     loader = _ConfigLoader(_named_stream(text, path))
@@ -141,8 +145,9 @@ def _load_yaml_bounded(text: str, path: str) -> Any:
         except Exception as e:  # noqa: BLE001 - PyYAML's constructors fail in many ways
             # (`!!timestamp 2001-13-45` is an AttributeError, a 5000-digit int a ValueError)
             msg = " ".join(str(e).split())[:200]
-            raise ConfigError(f"{path}: not valid YAML (a value cannot be read: "
-                              f"{type(e).__name__}: {msg})") from None
+            raise ConfigError(
+                f"{path}: not valid YAML (a value cannot be read: " f"{type(e).__name__}: {msg})"
+            ) from None
     finally:
         loader.dispose()
 
@@ -171,8 +176,7 @@ def _read_yaml(path: str, depth: int = 0) -> Dict[str, Any]:
         if base.startswith("~"):
             base = os.path.expanduser(base)
         if base.startswith(("http://", "https://")):
-            raise ConfigError(f"{path}: {BASE_KEY} {base!r} is a URL; download it and name the "
-                              "local file")
+            raise ConfigError(f"{path}: {BASE_KEY} {base!r} is a URL; download it and name the " "local file")
         if not base.startswith("/"):
             base = os.path.join(os.path.dirname(path), base)
         merged = _read_yaml(base, depth + 1)
@@ -198,9 +202,11 @@ def _check_opaque(node: Any, where: str, key: str = "") -> None:
     """A key the exporter reads must not hold (or contain) an unevaluated Python tag."""
     if isinstance(node, OpaqueValue):
         if key in _USED:
-            raise ConfigError(f"{where}: {key} is written with the Python tag {node.tag} "
-                              f"({node.file}, line {node.line}); the exporter reads this key and "
-                              "never evaluates Python in a config: write its value as plain YAML")
+            raise ConfigError(
+                f"{where}: {key} is written with the Python tag {node.tag} "
+                f"({node.file}, line {node.line}); the exporter reads this key and "
+                "never evaluates Python in a config: write its value as plain YAML"
+            )
     elif isinstance(node, dict):
         for k, v in node.items():
             _check_opaque(v, where, f"{key}.{k}" if key else str(k))
@@ -270,6 +276,7 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
         if not lo <= v <= hi:
             raise _Bad(f"{v} is out of range (expected {lo}..{hi})")
         return v
+
     return check
 
 
@@ -288,6 +295,7 @@ def _float(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], float
         if v < lo or v > hi or (lo_open and v == lo):
             raise _Bad(f"{v:g} is out of range (expected {'(' if lo_open else '['}{lo:g}, {hi:g}])")
         return v
+
     return check
 
 
@@ -306,11 +314,13 @@ def _str(v: Any) -> str:
 def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def check(v: Any) -> Any:
         return None if v is None else inner(v)
+
     return check
 
 
-def _list(inner: Callable[[Any], Any], length: int = None, min_len: int = 0,
-          max_len: int = 4096) -> Callable[[Any], list]:
+def _list(
+    inner: Callable[[Any], Any], length: int = None, min_len: int = 0, max_len: int = 4096
+) -> Callable[[Any], list]:
     def check(v: Any) -> list:
         if not isinstance(v, (list, tuple)):
             raise _Bad(f"{_describe(v)} is not a list")
@@ -325,6 +335,7 @@ def _list(inner: Callable[[Any], Any], length: int = None, min_len: int = 0,
             except _Bad as e:
                 raise _Bad(f"entry {i}: {e}") from None
         return out
+
     return check
 
 
@@ -425,17 +436,22 @@ def _coerce(cfg: Dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {dotted}: {e}") from None
     mf = cfg["MODEL"]["MASK_FORMER"]
     if mf["HIDDEN_DIM"] % mf["NHEADS"]:
-        raise ConfigError(f"{where}: MODEL.MASK_FORMER.HIDDEN_DIM: {mf['HIDDEN_DIM']} is not a "
-                          f"multiple of NHEADS {mf['NHEADS']}")
+        raise ConfigError(
+            f"{where}: MODEL.MASK_FORMER.HIDDEN_DIM: {mf['HIDDEN_DIM']} is not a " f"multiple of NHEADS {mf['NHEADS']}"
+        )
     if cfg["INPUT"]["MAX_SIZE_TEST"] < cfg["INPUT"]["MIN_SIZE_TEST"]:
-        raise ConfigError(f"{where}: INPUT.MAX_SIZE_TEST: {cfg['INPUT']['MAX_SIZE_TEST']} is "
-                          f"below MIN_SIZE_TEST {cfg['INPUT']['MIN_SIZE_TEST']}")
+        raise ConfigError(
+            f"{where}: INPUT.MAX_SIZE_TEST: {cfg['INPUT']['MAX_SIZE_TEST']} is "
+            f"below MIN_SIZE_TEST {cfg['INPUT']['MIN_SIZE_TEST']}"
+        )
     if swin:
         sw = cfg["MODEL"]["SWIN"]
         for i, heads in enumerate(sw["NUM_HEADS"]):
             if (sw["EMBED_DIM"] << i) % heads:
-                raise ConfigError(f"{where}: MODEL.SWIN.NUM_HEADS: stage {i} has "
-                                  f"{sw['EMBED_DIM'] << i} channels, not a multiple of {heads} heads")
+                raise ConfigError(
+                    f"{where}: MODEL.SWIN.NUM_HEADS: stage {i} has "
+                    f"{sw['EMBED_DIM'] << i} channels, not a multiple of {heads} heads"
+                )
 
 
 PLAIN_RESNET_BACKBONE = "build_resnet_backbone"
@@ -458,11 +474,13 @@ def _normalise_backbone(cfg: Dict[str, Any], where: str) -> None:
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: MODEL.RESNETS.DEPTH / RES5_DILATION must be integers") from None
     if depth not in _RES5_BLOCKS:
-        raise ConfigError(f"{where}: MODEL.RESNETS.DEPTH {depth} is not supported "
-                          f"({', '.join(str(d) for d in _RES5_BLOCKS)})")
+        raise ConfigError(
+            f"{where}: MODEL.RESNETS.DEPTH {depth} is not supported " f"({', '.join(str(d) for d in _RES5_BLOCKS)})"
+        )
     if res5_dilation not in (1, 2):
-        raise ConfigError(f"{where}: MODEL.RESNETS.RES5_DILATION {res5_dilation} must be 1 or 2 "
-                          f"for {PLAIN_RESNET_BACKBONE}")
+        raise ConfigError(
+            f"{where}: MODEL.RESNETS.RES5_DILATION {res5_dilation} must be 1 or 2 " f"for {PLAIN_RESNET_BACKBONE}"
+        )
     bb["NAME"] = DEEPLAB_RESNET_BACKBONE
     rn["STEM_TYPE"] = "basic"
     rn["RES4_DILATION"] = 1
@@ -519,9 +537,11 @@ def inference_settings(cfg: Dict[str, Any]) -> Dict[str, Any]:
         # OVSeg.semantic_inference without the CLIP branch: MaskFormer's own classification of
         # all queries (the Table 6 ablation), not the CLIP-only ensemble weight 0.
         if meta == "OVSegDEMO":
-            raise ConfigError("MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE False is not supported with "
-                              "OVSegDEMO: the official demo_inference needs the CLIP branch's "
-                              "valid regions (it fails with a NameError without them)")
+            raise ConfigError(
+                "MODEL.CLIP_ADAPTER.CLIP_ENSEMBLE False is not supported with "
+                "OVSegDEMO: the official demo_inference needs the CLIP branch's "
+                "valid regions (it fails with a NameError without them)"
+            )
         own["clip_ensemble"] = False
     if meta == "OVSegDEMO":
         eval_s, demo_s = dict(RELEASED_EVAL[kind]), own

@@ -13,6 +13,7 @@ from . import safe_io, safe_pickle
 
 class ExportError(Exception):
     """An error the CLI reports as one line; `exit_code` is the process status."""
+
     exit_code = 1
 
 
@@ -58,6 +59,7 @@ def report_unexpected(prog: str, e: BaseException, stream=sys.stderr) -> int:
     traceback only with OVSEG_TRACEBACK=1."""
     if os.environ.get("OVSEG_TRACEBACK"):
         import traceback
+
         traceback.print_exception(type(e), e, e.__traceback__, file=stream)
     if isinstance(e, MemoryError):
         msg = "out of memory"
@@ -80,8 +82,14 @@ class IncompatibleCheckpoint(ExportError):
 
 # Keys that exist in released checkpoints but are not needed at inference (training-only or
 # replaced by constants); dropped silently, listed with --verbose.
-IGNORED_KEYS = ("criterion.empty_weight", "clip_adapter.clip_model.logit_scale",
-                "clip_adapter.pixel_mean", "clip_adapter.pixel_std", "pixel_mean", "pixel_std")
+IGNORED_KEYS = (
+    "criterion.empty_weight",
+    "clip_adapter.clip_model.logit_scale",
+    "clip_adapter.pixel_mean",
+    "clip_adapter.pixel_std",
+    "pixel_mean",
+    "pixel_std",
+)
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
@@ -112,16 +120,16 @@ def _load_pkl(path: str, what: str = "checkpoint") -> Mapping:
     except OSError as e:
         raise CheckpointReadError(f"{path}: cannot read ({e.strerror or e})") from None
     if not isinstance(data, Mapping):
-        raise CheckpointReadError(f"{path}: not a {what} (top level is a "
-                                  f"{safe_pickle.typename(data)}, expected a dict)")
+        raise CheckpointReadError(
+            f"{path}: not a {what} (top level is a " f"{safe_pickle.typename(data)}, expected a dict)"
+        )
     if "model" in data and "__author__" in data:
         return data
     if "blobs" in data:
         data = data["blobs"]
         if not isinstance(data, Mapping):
-            raise CheckpointReadError(f"{path}: \"blobs\" is a {type(data).__name__}, expected a dict")
-    return {"model": {k: v for k, v in data.items()
-                      if not (isinstance(k, str) and k.endswith("_momentum"))}}
+            raise CheckpointReadError(f'{path}: "blobs" is a {type(data).__name__}, expected a dict')
+    return {"model": {k: v for k, v in data.items() if not (isinstance(k, str) and k.endswith("_momentum"))}}
 
 
 def _read_torch(path: str, what: str) -> Tuple[Any, bool]:
@@ -143,11 +151,13 @@ def read_state_file(path: str, what: str = "checkpoint") -> Mapping:
         return _load_pkl(path, what)
     obj, torchscript = _read_torch(path, what)
     if torchscript:
-        raise CheckpointReadError(f"{path}: a TorchScript archive, not a {what} (OpenAI's CLIP "
-                                  "file goes to --clip-weights)")
+        raise CheckpointReadError(
+            f"{path}: a TorchScript archive, not a {what} (OpenAI's CLIP " "file goes to --clip-weights)"
+        )
     if not isinstance(obj, Mapping):
-        raise CheckpointReadError(f"{path}: not a {what} (top level is a "
-                                  f"{safe_pickle.typename(obj)}, expected a dict)")
+        raise CheckpointReadError(
+            f"{path}: not a {what} (top level is a " f"{safe_pickle.typename(obj)}, expected a dict)"
+        )
     return obj
 
 
@@ -163,8 +173,10 @@ def tensors_of(sd: Mapping, path: str, what: str = "checkpoint") -> "collections
     for k, v in sd.items():
         if isinstance(v, np.ndarray) and isinstance(k, str):
             if v.dtype not in _TORCH_NUMPY:
-                raise CheckpointReadError(f"{path}: {k}: a numpy array of dtype {v.dtype}, which "
-                                          "is not a tensor type (bool, uint8, int8-64, float16-64)")
+                raise CheckpointReadError(
+                    f"{path}: {k}: a numpy array of dtype {v.dtype}, which "
+                    "is not a tensor type (bool, uint8, int8-64, float16-64)"
+                )
             t = converted.get(id(v))
             if t is None:
                 t = converted[id(v)] = torch.from_numpy(np.array(v, order="C"))  # keeps 0-d 0-d
@@ -174,7 +186,7 @@ def tensors_of(sd: Mapping, path: str, what: str = "checkpoint") -> "collections
     if not tensors:
         raise CheckpointReadError(f"{path}: not a {what} (no tensors found)")
     if all(k.startswith("module.") for k in tensors):
-        tensors = collections.OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+        tensors = collections.OrderedDict((k[len("module.") :], v) for k, v in tensors.items())
     return tensors
 
 
@@ -194,8 +206,7 @@ def read_checkpoint(path: str) -> "collections.OrderedDict[str, torch.Tensor]":
     obj = read_state_file(path)
     sd = obj["model"] if "model" in obj else obj
     if not isinstance(sd, Mapping):
-        raise CheckpointReadError(f"{path}: the \"model\" entry is a {type(sd).__name__}, "
-                                  "expected a state dict")
+        raise CheckpointReadError(f'{path}: the "model" entry is a {type(sd).__name__}, ' "expected a state dict")
     tensors = tensors_of(sd, path)
     floats = _as_float32(tensors)
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
@@ -221,16 +232,18 @@ def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]"
         obj, torchscript = _read_torch(path, what)
     if torchscript:
         if not isinstance(obj, safe_pickle.ScriptObject):
-            raise CheckpointReadError(f"{path}: a TorchScript archive whose data is a "
-                                      f"{safe_pickle.typename(obj)}, not a module")
+            raise CheckpointReadError(
+                f"{path}: a TorchScript archive whose data is a " f"{safe_pickle.typename(obj)}, not a module"
+            )
         try:
             sd: Mapping = safe_pickle.script_state_dict(obj)
         except safe_pickle.ReadError as e:
             raise CheckpointReadError(f"{path}: not a readable {what}: {e}") from None
     else:
         if not isinstance(obj, Mapping):
-            raise CheckpointReadError(f"{path}: not a {what} (top level is a "
-                                      f"{safe_pickle.typename(obj)}, expected a dict)")
+            raise CheckpointReadError(
+                f"{path}: not a {what} (top level is a " f"{safe_pickle.typename(obj)}, expected a dict)"
+            )
         for key in ("model", "state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
@@ -239,8 +252,7 @@ def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]"
     tensors = tensors_of(sd, path, "CLIP weights file (--clip-weights)")
     prefix = "clip_adapter.clip_model."
     if any(k.startswith(prefix) for k in tensors):
-        tensors = collections.OrderedDict((k[len(prefix):], v) for k, v in tensors.items()
-                                          if k.startswith(prefix))
+        tensors = collections.OrderedDict((k[len(prefix) :], v) for k, v in tensors.items() if k.startswith(prefix))
     floats = _as_float32(tensors)
     out: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     for k, v in tensors.items():
@@ -248,8 +260,9 @@ def read_clip_weights(path: str) -> "collections.OrderedDict[str, torch.Tensor]"
             continue
         out[k] = floats.get(id(v), v)
     if "visual.conv1.weight" not in out or "token_embedding.weight" not in out:
-        raise CheckpointReadError(f"{path}: not a CLIP ViT state dict (no visual.conv1.weight / "
-                                  "token_embedding.weight)")
+        raise CheckpointReadError(
+            f"{path}: not a CLIP ViT state dict (no visual.conv1.weight / " "token_embedding.weight)"
+        )
     return out
 
 
@@ -257,7 +270,7 @@ def _rename_v1(key: str) -> str:
     # Version-1 heads stored the pixel decoder directly under sem_seg_head.
     head = "sem_seg_head."
     if key.startswith(head):
-        rest = key[len(head):]
+        rest = key[len(head) :]
         if not rest.startswith(("predictor.", "pixel_decoder.")):
             return head + "pixel_decoder." + rest
     return key
@@ -292,15 +305,20 @@ class MatchReport:
             for k, s in self.ignored:
                 rows.append(("ignored", k, f"checkpoint {shape(s)} (not needed at inference)"))
         if not quiet or not self.complete:
-            print(f"checkpoint keys: {len(self.loaded)} loaded, {len(self.missing)} missing, "
-                  f"{len(self.mismatched)} shape-mismatched, {len(self.unexpected)} unused, "
-                  f"{len(self.ignored)} ignored", file=stream)
+            print(
+                f"checkpoint keys: {len(self.loaded)} loaded, {len(self.missing)} missing, "
+                f"{len(self.mismatched)} shape-mismatched, {len(self.unexpected)} unused, "
+                f"{len(self.ignored)} ignored",
+                file=stream,
+            )
             if self.filled:
                 by_source: Dict[str, int] = collections.Counter(self.filled.values())
                 for src, n in by_source.items():
-                    print(f"  {len(self.loaded) - len(self.filled)} loaded from the checkpoint, {n} "
-                          f"from {src} (the checkpoint lacks them{'' if verbose else '; -v lists them'})",
-                          file=stream)
+                    print(
+                        f"  {len(self.loaded) - len(self.filled)} loaded from the checkpoint, {n} "
+                        f"from {src} (the checkpoint lacks them{'' if verbose else '; -v lists them'})",
+                        file=stream,
+                    )
                 if verbose:
                     for k, src in self.filled.items():
                         rows.insert(0, ("filled", k, f"from {src}"))
@@ -333,6 +351,8 @@ def match_state(expected: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Ten
 def checkpoint_clip_constants(sd: Mapping[str, torch.Tensor]) -> Optional[Dict[str, List[float]]]:
     """clip_adapter.pixel_mean/std if the checkpoint has them (only used for a consistency check)."""
     if "clip_adapter.pixel_mean" in sd and "clip_adapter.pixel_std" in sd:
-        return {"mean": [float(v) for v in sd["clip_adapter.pixel_mean"].flatten()],
-                "std": [float(v) for v in sd["clip_adapter.pixel_std"].flatten()]}
+        return {
+            "mean": [float(v) for v in sd["clip_adapter.pixel_mean"].flatten()],
+            "std": [float(v) for v in sd["clip_adapter.pixel_std"].flatten()],
+        }
     return None

@@ -23,14 +23,22 @@ from .tokenizer import ClipTokenizer
 # Backends: the three networks + the settings of the manifest
 # --------------------------------------------------------------------------------------------
 
+
 class Backend:
     """proposals(x) -> (class_embeddings [1,Q,E], mask_logits [1,Q,Hp/4,Wp/4]);
     clip_visual(images, masks) -> [N,E] normalised; clip_text(tokens) -> [n,E];
     non_object_embedding [1,E]; manifest-shaped settings."""
 
-    def __init__(self, proposals: Callable, clip_visual: Callable, clip_text: Callable,
-                 non_object_embedding: torch.Tensor, manifest: Dict[str, Any],
-                 tokenizer: ClipTokenizer, device: str = "cpu"):
+    def __init__(
+        self,
+        proposals: Callable,
+        clip_visual: Callable,
+        clip_text: Callable,
+        non_object_embedding: torch.Tensor,
+        manifest: Dict[str, Any],
+        tokenizer: ClipTokenizer,
+        device: str = "cpu",
+    ):
         self.device = torch.device(device)
         self.proposals = proposals
         self.clip_visual = clip_visual
@@ -47,6 +55,7 @@ class Backend:
 
 def load_bundle(bundle_dir: str, verify: bool = True, device: str = "cpu") -> Backend:
     from .export import MODULE_FILES, sha256_file
+
     with open(os.path.join(bundle_dir, "manifest.json"), "r", encoding="utf-8") as f:
         manifest = json.load(f)
     if manifest.get("format") != "ovseg-bundle" or manifest.get("format_version") != 1:
@@ -58,33 +67,64 @@ def load_bundle(bundle_dir: str, verify: bool = True, device: str = "cpu") -> Ba
                 raise ValueError(f"{p}: missing bundle file")
             if sha256_file(p) != info["sha256"]:
                 raise ValueError(f"{p}: checksum mismatch")
-    mods = {name: torch.jit.load(os.path.join(bundle_dir, manifest["modules"][name]), map_location=device)
-            for name in MODULE_FILES}
+    mods = {
+        name: torch.jit.load(os.path.join(bundle_dir, manifest["modules"][name]), map_location=device)
+        for name in MODULE_FILES
+    }
     for m in mods.values():
         m.eval()
     tok = ClipTokenizer(os.path.join(bundle_dir, manifest["text"]["tokenizer"]["file"]))
-    return Backend(mods["proposals"], mods["clip_visual"], mods["clip_text"],
-                   mods["clip_text"].non_object_embedding, manifest, tok, device)
+    return Backend(
+        mods["proposals"],
+        mods["clip_visual"],
+        mods["clip_text"],
+        mods["clip_text"].non_object_embedding,
+        manifest,
+        tok,
+        device,
+    )
 
 
-def eager_backend(checkpoint: str, cfg: Dict[str, Any], bpe_vocab: str,
-                  config_label: str = "config", template_set: str = "vild",
-                  templates_file: Optional[str] = None, device: str = "cpu") -> Backend:
+def eager_backend(
+    checkpoint: str,
+    cfg: Dict[str, Any],
+    bpe_vocab: str,
+    config_label: str = "config",
+    template_set: str = "vild",
+    templates_file: Optional[str] = None,
+    device: str = "cpu",
+) -> Backend:
     """Eager modules loaded from a checkpoint; the settings are what the exporter would write."""
     from .export import build_manifest, load_eager
     from .templates import load_templates
+
     modules, arch, _, _ = load_eager(checkpoint, cfg, quiet=True)
     for m in modules.values():
         m.to(device)
-    manifest = build_manifest(cfg, arch, "eager", {"checkpoint": checkpoint, "config": config_label},
-                              template_set, load_templates(template_set, templates_file), {})
-    return Backend(modules["proposals"], modules["clip_visual"], modules["clip_text"],
-                   modules["clip_text"].non_object_embedding, manifest, ClipTokenizer(bpe_vocab), device)
+    manifest = build_manifest(
+        cfg,
+        arch,
+        "eager",
+        {"checkpoint": checkpoint, "config": config_label},
+        template_set,
+        load_templates(template_set, templates_file),
+        {},
+    )
+    return Backend(
+        modules["proposals"],
+        modules["clip_visual"],
+        modules["clip_text"],
+        modules["clip_text"].non_object_embedding,
+        manifest,
+        ClipTokenizer(bpe_vocab),
+        device,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Pre-processing (docs/reference-behaviour.md §3)
 # --------------------------------------------------------------------------------------------
+
 
 def decode_image(path: str) -> Image.Image:
     """Pillow decode, EXIF orientation applied, converted to RGB (docs/reference-behaviour.md §3.1 step 1)."""
@@ -114,8 +154,7 @@ def resize_image(im: Image.Image, h: int, w: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def normalise_and_pad(img: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                      div: int) -> torch.Tensor:
+def normalise_and_pad(img: torch.Tensor, mean: Sequence[float], std: Sequence[float], div: int) -> torch.Tensor:
     """img [3,h,w] float32 0..255 → [1,3,Hp,Wp] normalised, zero-padded right/bottom."""
     m = torch.tensor(mean, dtype=torch.float32, device=img.device).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=img.device).view(3, 1, 1)
@@ -132,6 +171,7 @@ def normalise_and_pad(img: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 # Text (docs/reference-behaviour.md §5)
 # --------------------------------------------------------------------------------------------
 
+
 def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = False) -> torch.Tensor:
     """T [(K+1), E]: per class mean of per-template normalised features, re-normalised; the
     normalised non-object embedding as the last row. Cached per class name like the reference."""
@@ -139,9 +179,11 @@ def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = 
     if todo:
         per_template = []
         for tmpl in backend.templates:
-            tokens = backend.tokenizer.tokenize([tmpl.format(c) for c in todo],
-                                                backend.manifest["text"]["tokenizer"]["context_length"],
-                                                trim=trim_tokens)
+            tokens = backend.tokenizer.tokenize(
+                [tmpl.format(c) for c in todo],
+                backend.manifest["text"]["tokenizer"]["context_length"],
+                trim=trim_tokens,
+            )
             f = backend.clip_text(tokens.to(backend.device))
             per_template.append(f / f.norm(dim=-1, keepdim=True))
         feats = torch.stack(per_template).mean(dim=0)
@@ -158,18 +200,19 @@ def text_features(backend: Backend, classes: Sequence[str], trim_tokens: bool = 
 # Regions (docs/reference-behaviour.md §4.6, §6)
 # --------------------------------------------------------------------------------------------
 
+
 def upsample_masks(mask_logits: torch.Tensor, h: int, w: int, stride: int = 4) -> torch.Tensor:
     """[Q,Hp/s,Wp/s] logits → sigmoid masks [Q,h,w] (bilinear to the padded size Hp×Wp, crop,
     sigmoid). s, the mask stride, is 4 with ov-seg's backbones and 2 with a Swin of PATCH_SIZE 2
     (the demo model): the reference upsamples to the padded input's size whatever it is."""
     q, hl, wl = mask_logits.shape
-    up = F.interpolate(mask_logits[None], size=(hl * stride, wl * stride), mode="bilinear",
-                       align_corners=False)
+    up = F.interpolate(mask_logits[None], size=(hl * stride, wl * stride), mode="bilinear", align_corners=False)
     return up[0, :, :h, :w].sigmoid()
 
 
-def region_batch(image: torch.Tensor, masks: torch.Tensor, thr: float, pre: Dict[str, Any]
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def region_batch(
+    image: torch.Tensor, masks: torch.Tensor, thr: float, pre: Dict[str, Any]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """valid [Q] bool, images [Nv,3,R,R], region masks [Nv,1,R,R] (docs/reference-behaviour.md §6.1-§6.4)."""
     binary = masks > thr
     valid = binary.flatten(1).any(dim=1)
@@ -201,6 +244,7 @@ def region_batch(image: torch.Tensor, masks: torch.Tensor, thr: float, pre: Dict
 # The whole pipeline
 # --------------------------------------------------------------------------------------------
 
+
 class Timer:
     def __init__(self, device: Optional[torch.device] = None):
         self.stages: Dict[str, float] = {}
@@ -215,9 +259,15 @@ class Timer:
 
 
 @torch.no_grad()
-def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "eval",
-        proposals_override: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-        timer: Optional[Timer] = None, trim_tokens: bool = False) -> Dict[str, Any]:
+def run(
+    backend: Backend,
+    image_path: str,
+    classes: Sequence[str],
+    mode: str = "eval",
+    proposals_override: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    timer: Optional[Timer] = None,
+    trim_tokens: bool = False,
+) -> Dict[str, Any]:
     """Returns sem_seg [K,H0,W0], label (argmax) and the intermediates the fixture stores.
 
     `proposals_override` = (class embeddings [Q,E], mask logits [Q,Hp/4,Wp/4]) replaces the
@@ -237,8 +287,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     w_ens = float(settings["ensemble_weight"])
     clip_branch = bool(settings.get("clip_ensemble", True))
     if not clip_branch and mode != "eval":
-        raise ValueError("the demo path needs the CLIP branch (the official demo_inference uses "
-                         "its valid regions)")
+        raise ValueError("the demo path needs the CLIP branch (the official demo_inference uses " "its valid regions)")
     temperature = float(man["inference"]["temperature"])
 
     t0 = time.perf_counter()
@@ -298,8 +347,10 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     else:
         if w_ens > 0:
             if nv != masks.shape[0]:
-                raise ValueError("demo path with ensemble weight > 0 needs every query to be a "
-                                 "valid region (reference quirk, docs/reference-behaviour.md §7.3)")
+                raise ValueError(
+                    "demo path with ensemble weight > 0 needs every query to be a "
+                    "valid region (reference quirk, docs/reference-behaviour.md §7.3)"
+                )
             c = p_clip
             p = torch.pow(p_mf, 1 - w_ens) * torch.pow(c, w_ens)
         else:
@@ -320,10 +371,19 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
     label = sem_seg.argmax(dim=0).to(torch.int32)
     timer.add("post", t0)
 
-    out = {"sem_seg": sem_seg, "label": label, "classes": classes,
-           "pred_embeddings": emb, "pred_masks_lowres": mask_logits, "text_features": T,
-           "valid_flag": valid, "clip_logits": clip_logits,
-           "original_size_hw": [h0, w0], "resized_size_hw": [h, w], "num_valid_regions": nv}
+    out = {
+        "sem_seg": sem_seg,
+        "label": label,
+        "classes": classes,
+        "pred_embeddings": emb,
+        "pred_masks_lowres": mask_logits,
+        "text_features": T,
+        "valid_flag": valid,
+        "clip_logits": clip_logits,
+        "original_size_hw": [h0, w0],
+        "resized_size_hw": [h, w],
+        "num_valid_regions": nv,
+    }
     if mode == "demo":
         vis = label.clone()
         vis[sem_seg[0] == 0] = 255  # docs/reference-behaviour.md §7.2 step 6: "unlabelled" where channel 0 is exactly 0
@@ -334,6 +394,7 @@ def run(backend: Backend, image_path: str, classes: Sequence[str], mode: str = "
 # --------------------------------------------------------------------------------------------
 # tools/ovseg-reference
 # --------------------------------------------------------------------------------------------
+
 
 def _parse_classes(text: str) -> List[str]:
     if os.path.isfile(text):
@@ -346,20 +407,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="ovseg-reference",
         description="Eager Python reference of the ov-seg pipeline on an exported bundle; prints "
-                    "per-stage times as JSON (the baseline for the C++ benchmarks).")
+        "per-stage times as JSON (the baseline for the C++ benchmarks).",
+    )
     p.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory")
     p.add_argument("--image", required=True, metavar="IMG")
-    p.add_argument("--classes", required=True,
-                   help="comma-separated class names, or a file with one name per line "
-                        "(names containing commas need the file form)")
+    p.add_argument(
+        "--classes",
+        required=True,
+        help="comma-separated class names, or a file with one name per line "
+        "(names containing commas need the file form)",
+    )
     p.add_argument("--mode", choices=("eval", "demo"), default="eval")
     p.add_argument("--save-npy", metavar="DIR", help="write the intermediates as .npy files")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--timings", action="store_true", help="print per-stage seconds as JSON")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run N times; timings of the last run (text is cached after the first, "
-                        "so 'text' is the cold time only in run 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run N times; timings of the last run (text is cached after the first, "
+        "so 'text' is the cold time only in run 1)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -381,17 +450,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         timings.append(timer.stages)
     if args.save_npy:
         os.makedirs(args.save_npy, exist_ok=True)
-        for key in ("sem_seg", "label", "pred_embeddings", "pred_masks_lowres", "text_features",
-                    "valid_flag", "clip_logits"):
+        for key in (
+            "sem_seg",
+            "label",
+            "pred_embeddings",
+            "pred_masks_lowres",
+            "text_features",
+            "valid_flag",
+            "clip_logits",
+        ):
             np.save(os.path.join(args.save_npy, key + ".npy"), out[key].cpu().numpy())
         with open(os.path.join(args.save_npy, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({k: out[k] for k in ("classes", "original_size_hw", "resized_size_hw",
-                                            "num_valid_regions")}, f, indent=1)
+            json.dump(
+                {k: out[k] for k in ("classes", "original_size_hw", "resized_size_hw", "num_valid_regions")},
+                f,
+                indent=1,
+            )
     if args.timings:
-        print(json.dumps({"stages_s": timings[0] if len(timings) == 1 else timings,
-                          "num_valid_regions": out["num_valid_regions"],
-                          "resized_size_hw": out["resized_size_hw"], "threads": args.threads,
-                          "device": str(backend.device)}))
+        print(
+            json.dumps(
+                {
+                    "stages_s": timings[0] if len(timings) == 1 else timings,
+                    "num_valid_regions": out["num_valid_regions"],
+                    "resized_size_hw": out["resized_size_hw"],
+                    "threads": args.threads,
+                    "device": str(backend.device),
+                }
+            )
+        )
     return 0
 
 

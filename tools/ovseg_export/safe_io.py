@@ -19,9 +19,9 @@ import zlib
 from typing import IO, Iterable, List, Optional
 
 # Caps on what is read from each kind of input file.
-MAX_CONFIG_BYTES = 1 << 20            # a YAML config (the official ones are 4 KB)
-MAX_JSON_BYTES = 16 << 20             # --templates-file, --arch / --clip-arch files, manifests
-MAX_GZIP_BYTES = 256 << 20            # decompressed --bpe-vocab (as src/text/clip_tokenizer.cpp)
+MAX_CONFIG_BYTES = 1 << 20  # a YAML config (the official ones are 4 KB)
+MAX_JSON_BYTES = 16 << 20  # --templates-file, --arch / --clip-arch files, manifests
+MAX_GZIP_BYTES = 256 << 20  # decompressed --bpe-vocab (as src/text/clip_tokenizer.cpp)
 
 
 class InputError(ValueError):
@@ -47,10 +47,17 @@ def open_regular(path: str, what: str, mode: str = "rb") -> IO:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
-                    "a FIFO" if stat.S_ISFIFO(st.st_mode) else
-                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
-                    "a socket" if stat.S_ISSOCK(st.st_mode) else "a special file")
+            kind = (
+                "a directory"
+                if stat.S_ISDIR(st.st_mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "a special file"
+            )
             raise InputError(f"{path}: the {what} is {kind}, not a regular file")
         if hasattr(os, "O_NONBLOCK"):
             fl = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -74,8 +81,7 @@ def read_regular(path: str, what: str, max_bytes: int) -> bytes:
     with f:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
-            raise InputError(f"{path}: the {what} is {size} bytes; more than the {_mb(max_bytes)} "
-                             "that are read")
+            raise InputError(f"{path}: the {what} is {size} bytes; more than the {_mb(max_bytes)} " "that are read")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise InputError(f"{path}: the {what} is larger than the {_mb(max_bytes)} that are read")
@@ -94,8 +100,10 @@ def read_gzip(path: str, what: str, max_bytes: int = MAX_GZIP_BYTES) -> bytes:
         except (OSError, EOFError, zlib.error) as e:
             raise InputError(f"{path}: the {what} is not a readable gzip file ({e})") from None
     if len(data) > max_bytes:
-        raise InputError(f"{path}: the {what} decompresses to more than {_mb(max_bytes)} "
-                         "(the limit the C++ tokenizer also applies)")
+        raise InputError(
+            f"{path}: the {what} decompresses to more than {_mb(max_bytes)} "
+            "(the limit the C++ tokenizer also applies)"
+        )
     return data
 
 
@@ -131,8 +139,7 @@ def _is_within(path: str, parent: str) -> bool:
         return False
 
 
-def check_out_dir(out: str, bundle_format: str, inputs: Iterable[Optional[str]] = (),
-                  option: str = "--out") -> str:
+def check_out_dir(out: str, bundle_format: str, inputs: Iterable[Optional[str]] = (), option: str = "--out") -> str:
     """The absolute path the bundle will be written to, after checking that replacing it loses
     nothing ovseg did not write. `bundle_format` is the manifest's "format" of the bundles this
     exporter writes ("ovseg-bundle" / "ovseg-sam-bundle"); `inputs` are the files the export
@@ -140,16 +147,16 @@ def check_out_dir(out: str, bundle_format: str, inputs: Iterable[Optional[str]] 
     if not out or not out.strip():
         raise OutDirError(f"{option}: an empty path")
     if out.startswith("~"):
-        raise OutDirError(f"{option} {out}: starts with '~', which was not expanded to a home "
-                          "directory; write the path out")
+        raise OutDirError(
+            f"{option} {out}: starts with '~', which was not expanded to a home " "directory; write the path out"
+        )
     if "\0" in out:
         raise OutDirError(f"{option}: the path contains a NUL byte")
     absolute = os.path.abspath(out)
     real = os.path.realpath(absolute)
     name = os.path.basename(absolute)
     if name in ("", ".", ".."):
-        raise OutDirError(f"{option} {out}: names a directory by '.' or '..'; name the bundle "
-                          "directory itself")
+        raise OutDirError(f"{option} {out}: names a directory by '.' or '..'; name the bundle " "directory itself")
     cwd = os.path.realpath(os.getcwd())
     home = os.path.realpath(os.path.expanduser("~"))
     if real == os.path.realpath(os.sep) or os.path.dirname(real) == real:
@@ -176,9 +183,11 @@ def check_out_dir(out: str, bundle_format: str, inputs: Iterable[Optional[str]] 
         return absolute
     manifest_path = os.path.join(absolute, "manifest.json")
     if "manifest.json" not in entries:
-        raise OutDirError(f"{option} {out}: a non-empty directory that is not an ovseg bundle "
-                          f"(no manifest.json; it holds {_listing(entries)}); it is not replaced: "
-                          "choose a new directory or an existing bundle")
+        raise OutDirError(
+            f"{option} {out}: a non-empty directory that is not an ovseg bundle "
+            f"(no manifest.json; it holds {_listing(entries)}); it is not replaced: "
+            "choose a new directory or an existing bundle"
+        )
     try:
         manifest = read_json_file(manifest_path, "bundle manifest")
     except InputError as e:
@@ -200,9 +209,11 @@ def check_out_dir(out: str, bundle_format: str, inputs: Iterable[Optional[str]] 
         if e not in own or os.path.islink(p) or not os.path.isfile(p):
             foreign.append(e)
     if foreign:
-        raise OutDirError(f"{option} {out}: an ovseg bundle that also holds {_listing(foreign)}, "
-                          "which the exporter did not write; it is not replaced (move them away "
-                          "or choose another directory)")
+        raise OutDirError(
+            f"{option} {out}: an ovseg bundle that also holds {_listing(foreign)}, "
+            "which the exporter did not write; it is not replaced (move them away "
+            "or choose another directory)"
+        )
     return absolute
 
 

@@ -40,11 +40,11 @@ class ReadError(ValueError):
 
 
 MAX_DIMS = 64
-MAX_LONG_BYTES = 1024          # LONG4 / LONG1 payload (a checkpoint's ints fit in 8 bytes)
-MAX_KEY_DEPTH = 16             # nesting of tuples used as dict keys / set items
-MAX_SCRIPT_DEPTH = 64          # nesting of TorchScript submodules
-MAX_SCRIPT_VISITS = 1 << 20    # attribute visits when flattening a TorchScript object tree
-VIEW_SLACK_BYTES = 64 << 20    # tensor views may cover at most 4x the storage bytes + this
+MAX_LONG_BYTES = 1024  # LONG4 / LONG1 payload (a checkpoint's ints fit in 8 bytes)
+MAX_KEY_DEPTH = 16  # nesting of tuples used as dict keys / set items
+MAX_SCRIPT_DEPTH = 64  # nesting of TorchScript submodules
+MAX_SCRIPT_VISITS = 1 << 20  # attribute visits when flattening a TorchScript object tree
+VIEW_SLACK_BYTES = 64 << 20  # tensor views may cover at most 4x the storage bytes + this
 
 _PROTO_MAX = 5
 
@@ -55,6 +55,7 @@ _PROTO_MAX = 5
 
 class _Global:
     """An allowed global as the pickle names it; REDUCE / NEWOBJ look its handler up."""
+
     __slots__ = ("qualname",)
 
     def __init__(self, qualname: str):
@@ -66,6 +67,7 @@ class _Global:
 
 class ScriptObject:
     """A TorchScript object of an archive's data.pkl: its class name and attributes."""
+
     __slots__ = ("qualname", "state")
 
     def __init__(self, qualname: str):
@@ -78,6 +80,7 @@ class ScriptObject:
 
 class _DType:
     """A numpy dtype of a pickle (numpy.dtype REDUCE + BUILD), only plain numeric kinds."""
+
     __slots__ = ("dtype",)
 
     def __init__(self, dtype: np.dtype):
@@ -87,6 +90,7 @@ class _DType:
 class _PendingArray:
     """numpy's _reconstruct result before its BUILD: nothing is allocated until BUILD brings the
     raw bytes and they are checked against the shape."""
+
     __slots__ = ("value",)
 
     def __init__(self):
@@ -95,6 +99,7 @@ class _PendingArray:
 
 class _Deferred:
     """A tensor of the legacy format's first pass (its storages are read after the pickle)."""
+
     __slots__ = ()
 
 
@@ -102,18 +107,41 @@ _DEFERRED = _Deferred()
 
 
 _STORAGE_TYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "UntypedStorage": torch.uint8,
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "UntypedStorage": torch.uint8,
 }
 
-_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
-                "uint8", "bool", "float", "double", "half", "long", "int")
+_DTYPE_NAMES = (
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "float",
+    "double",
+    "half",
+    "long",
+    "int",
+)
 
 
 class StorageRef:
     """A storage of the file: dtype, element count and how to get its bytes (read once)."""
+
     __slots__ = ("key", "dtype", "numel", "_loader", "_tensor")
 
     def __init__(self, key: str, dtype: torch.dtype, numel: int, loader: Optional[Callable[[], torch.Tensor]]):
@@ -158,8 +186,10 @@ class _Source:
 
     def read(self, n: int) -> bytes:
         if n < 0 or n > self.end - self.pos:
-            raise ReadError(f"the pickle data is truncated (wants {n} bytes at offset {self.pos}, "
-                            f"{max(self.end - self.pos, 0)} left)")
+            raise ReadError(
+                f"the pickle data is truncated (wants {n} bytes at offset {self.pos}, "
+                f"{max(self.end - self.pos, 0)} left)"
+            )
         b = self.f.read(n)
         if len(b) != n:
             raise ReadError("the file is shorter than it was")
@@ -223,8 +253,19 @@ class Unpickler:
             return self._load()
         except ReadError:
             raise
-        except (IndexError, KeyError, TypeError, ValueError, OverflowError, struct.error,
-                UnicodeError, AttributeError, RuntimeError, zipfile.BadZipFile, EOFError) as e:
+        except (
+            IndexError,
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            struct.error,
+            UnicodeError,
+            AttributeError,
+            RuntimeError,
+            zipfile.BadZipFile,
+            EOFError,
+        ) as e:
             msg = " ".join(str(e).split())[:160] or type(e).__name__
             raise ReadError(f"malformed pickle data near offset {self.src.pos} ({msg})") from None
 
@@ -464,8 +505,15 @@ class Unpickler:
             elif op == 0x50:  # PERSID
                 stack.append(reader.persistent_load(readline().decode("ascii")))
             else:
-                name = {0x69: "INST", 0x6F: "OBJ", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4",
-                        0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER"}.get(op)
+                name = {
+                    0x69: "INST",
+                    0x6F: "OBJ",
+                    0x82: "EXT1",
+                    0x83: "EXT2",
+                    0x84: "EXT4",
+                    0x97: "NEXT_BUFFER",
+                    0x98: "READONLY_BUFFER",
+                }.get(op)
                 if name:
                     raise ReadError(f"the pickle uses the {name} opcode, which checkpoints do not")
                 raise ReadError(f"not pickle data (byte 0x{op:02x} at offset {src.pos - 1})")
@@ -488,11 +536,11 @@ def _is(v: Any, *choices: Any) -> bool:
 
 
 def _int_tuple(v: Any, what: str) -> Tuple[int, ...]:
-    if type(v) in (list, tuple) and len(v) <= MAX_DIMS and \
-            all(_is_int(x) and 0 <= x < MAX_EXTENT for x in v):
+    if type(v) in (list, tuple) and len(v) <= MAX_DIMS and all(_is_int(x) and 0 <= x < MAX_EXTENT for x in v):
         return tuple(v)
-    raise ReadError(f"a tensor {what} that is not a tuple of at most {MAX_DIMS} integers in "
-                    f"[0, 2**48) ({_typename(v)})")
+    raise ReadError(
+        f"a tensor {what} that is not a tuple of at most {MAX_DIMS} integers in " f"[0, 2**48) ({_typename(v)})"
+    )
 
 
 def _empty_mapping(v: Any) -> bool:
@@ -506,8 +554,10 @@ def _numpy_dtype(code: Any) -> np.dtype:
         raise ReadError(f"a numpy dtype named by a {_typename(code)}")
     m = re.fullmatch(r"([<>|=]?)([biuf])([1248])", code)
     if m is None:
-        raise ReadError(f"a numpy array of dtype {code!r}; only bool, integer and float arrays are "
-                        "read (no strings, objects or structured dtypes)")
+        raise ReadError(
+            f"a numpy array of dtype {code!r}; only bool, integer and float arrays are "
+            "read (no strings, objects or structured dtypes)"
+        )
     kind, size = m.group(2), int(m.group(3))
     if (kind == "b" and size != 1) or (kind == "f" and size == 1):
         raise ReadError(f"a numpy array of dtype {code!r}")
@@ -517,8 +567,9 @@ def _numpy_dtype(code: Any) -> np.dtype:
 class _Reader:
     """The globals and storages one file may use."""
 
-    def __init__(self, torchscript: bool = False, storages: Optional[Callable[..., StorageRef]] = None,
-                 deferred: bool = False):
+    def __init__(
+        self, torchscript: bool = False, storages: Optional[Callable[..., StorageRef]] = None, deferred: bool = False
+    ):
         self.torchscript = torchscript
         self._storages = storages
         self.deferred = deferred
@@ -526,11 +577,15 @@ class _Reader:
         self.view_bytes = 0
         self._calls: Dict[str, Callable[[tuple], Any]] = {
             "collections.OrderedDict": self._ordered_dict,
-            "builtins.set": self._set, "__builtin__.set": self._set,
-            "builtins.frozenset": self._frozenset, "__builtin__.frozenset": self._frozenset,
-            "builtins.bytearray": self._bytearray, "__builtin__.bytearray": self._bytearray,
+            "builtins.set": self._set,
+            "__builtin__.set": self._set,
+            "builtins.frozenset": self._frozenset,
+            "__builtin__.frozenset": self._frozenset,
+            "builtins.bytearray": self._bytearray,
+            "__builtin__.bytearray": self._bytearray,
             "_codecs.encode": self._codecs_encode,
-            "builtins.bytes": self._bytes, "__builtin__.bytes": self._bytes,
+            "builtins.bytes": self._bytes,
+            "__builtin__.bytes": self._bytes,
             "torch._utils._rebuild_tensor_v2": self._rebuild_tensor_v2,
             "torch._utils._rebuild_tensor": self._rebuild_tensor,
             "torch._utils._rebuild_parameter": self._rebuild_parameter,
@@ -544,8 +599,9 @@ class _Reader:
             "collections.defaultdict": self._defaultdict,
             "torch.device": self._device,
         }
-        self._inert = {f"{m}.{t}" for m in ("builtins", "__builtin__")
-                       for t in ("dict", "list", "int", "float", "set", "tuple")}
+        self._inert = {
+            f"{m}.{t}" for m in ("builtins", "__builtin__") for t in ("dict", "list", "int", "float", "set", "tuple")
+        }
         self._inert |= {f"torch.{t}" for t in _DTYPE_NAMES}
         for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
             self._calls[mod + "._reconstruct"] = self._np_reconstruct
@@ -553,8 +609,7 @@ class _Reader:
         for mod in ("numpy.core.numeric", "numpy._core.numeric"):
             self._calls[mod + "._frombuffer"] = self._np_frombuffer
         if torchscript:
-            for f in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist",
-                      "build_genericlist"):
+            for f in ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_genericlist"):
                 self._calls["torch.jit._pickle." + f] = self._build_list
             self._calls["torch.jit._pickle.restore_type_tag"] = self._restore_type_tag
         self._types = {"torch.Tensor", "torch.nn.parameter.Parameter", "numpy.ndarray"}
@@ -570,8 +625,10 @@ class _Reader:
             return _Global(qualname)
         if self.torchscript and (module == "__torch__" or module.startswith("__torch__.")):
             return _Global(qualname)
-        raise ReadError(f"the pickle calls {qualname}, which is refused: only tensors, numeric "
-                        "arrays, containers, numbers and strings are read (nothing is run)")
+        raise ReadError(
+            f"the pickle calls {qualname}, which is refused: only tensors, numeric "
+            "arrays, containers, numbers and strings are read (nothing is run)"
+        )
 
     def call(self, func: Any, args: tuple) -> Any:
         if not isinstance(func, _Global):
@@ -600,8 +657,7 @@ class _Reader:
             return inst
         if isinstance(inst, _PendingArray):
             if type(state) is not tuple or len(state) not in (4, 5):
-                raise ReadError("a numpy array state that is not (version, shape, dtype, "
-                                "fortran, data)")
+                raise ReadError("a numpy array state that is not (version, shape, dtype, " "fortran, data)")
             if len(state) == 5:
                 if not _is(state[0], 1):
                     raise ReadError(f"numpy array state version {state[0]!r}")
@@ -621,8 +677,9 @@ class _Reader:
 
     def persistent_load(self, pid: Any) -> Any:
         if self._storages is None:
-            raise ReadError("the pickle references external data (a persistent id), which this "
-                            "kind of file does not have")
+            raise ReadError(
+                "the pickle references external data (a persistent id), which this " "kind of file does not have"
+            )
         if type(pid) is not tuple or not pid:
             raise ReadError(f"a persistent id that is a {_typename(pid)}")
         tag = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
@@ -667,8 +724,10 @@ class _Reader:
         if len(args) == 2 and isinstance(args[0], str) and _is(args[1], "latin-1", "latin1"):
             return args[0].encode("latin-1")
         if args and _is_int(args[0]):
-            raise ReadError(f"the pickle calls bytearray({args[0]}), which would allocate "
-                            f"{args[0]} bytes that are not in the file; refused")
+            raise ReadError(
+                f"the pickle calls bytearray({args[0]}), which would allocate "
+                f"{args[0]} bytes that are not in the file; refused"
+            )
         raise ReadError("bytearray called with unexpected arguments")
 
     def _bytes(self, args: tuple) -> bytes:
@@ -706,8 +765,9 @@ class _Reader:
         raise ReadError("collections.Counter called with unexpected arguments")
 
     def _defaultdict(self, args: tuple) -> dict:
-        if len(args) <= 1 and (not args or args[0] is None or
-                               (isinstance(args[0], _Global) and args[0].qualname in self._inert)):
+        if len(args) <= 1 and (
+            not args or args[0] is None or (isinstance(args[0], _Global) and args[0].qualname in self._inert)
+        ):
             return {}  # read as a plain dict: its items follow as SETITEMS
         raise ReadError("collections.defaultdict called with unexpected arguments")
 
@@ -735,13 +795,17 @@ class _Reader:
         numel = math.prod(size)
         extent = 0 if numel == 0 else offset + 1 + sum((s - 1) * st for s, st in zip(size, stride))
         if extent > storage.numel or offset > storage.numel:
-            raise ReadError(f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) "
-                            f"reaches past its storage of {storage.numel} elements")
+            raise ReadError(
+                f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) "
+                f"reaches past its storage of {storage.numel} elements"
+            )
         esize = _elem_size(storage.dtype)
         self.view_bytes += numel * esize
         if self.view_bytes > 4 * self.storage_bytes + VIEW_SLACK_BYTES:
-            raise ReadError("the tensors are views covering far more than the storage bytes in the "
-                            "file (refused: it would allocate more than the file holds)")
+            raise ReadError(
+                "the tensors are views covering far more than the storage bytes in the "
+                "file (refused: it would allocate more than the file holds)"
+            )
         if self.deferred:
             return _DEFERRED
         if numel == 0:
@@ -769,14 +833,21 @@ class _Reader:
         return args[0]
 
     def _rebuild_from_type_v2(self, args: tuple) -> Any:
-        if len(args) != 4 or not isinstance(args[0], _Global) or not isinstance(args[1], _Global) \
-                or type(args[2]) is not tuple:
+        if (
+            len(args) != 4
+            or not isinstance(args[0], _Global)
+            or not isinstance(args[1], _Global)
+            or type(args[2]) is not tuple
+        ):
             raise ReadError("torch._tensor._rebuild_from_type_v2 called with unexpected arguments")
         func, cls, fargs, _state = args
         if cls.qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
             raise ReadError(f"a tensor of the subclass {cls.qualname}, which is refused")
-        if func.qualname not in ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
-                                 "torch._utils._rebuild_parameter"):
+        if func.qualname not in (
+            "torch._utils._rebuild_tensor_v2",
+            "torch._utils._rebuild_tensor",
+            "torch._utils._rebuild_parameter",
+        ):
             raise ReadError(f"a tensor rebuilt by {func.qualname}, which is refused")
         return self.call(func, fargs)
 
@@ -792,8 +863,9 @@ class _Reader:
             raise ReadError("a numpy dtype state of an unknown form")
         endian, subarray, names, fields = state[1:5]
         if subarray is not None or names is not None or fields is not None:
-            raise ReadError("a structured or sub-array numpy dtype, which is refused (only plain "
-                            "numeric arrays are read)")
+            raise ReadError(
+                "a structured or sub-array numpy dtype, which is refused (only plain " "numeric arrays are read)"
+            )
         if len(state) == 9 and not _empty_mapping(state[8]):
             raise ReadError("a numpy dtype with metadata, which is refused")
         if _is(endian, "<", ">"):
@@ -803,15 +875,13 @@ class _Reader:
 
     def _np_reconstruct(self, args: tuple) -> _PendingArray:
         if len(args) != 3 or not isinstance(args[0], _Global) or args[0].qualname != "numpy.ndarray":
-            raise ReadError("numpy's _reconstruct called with unexpected arguments (only "
-                            "numpy.ndarray is rebuilt)")
+            raise ReadError("numpy's _reconstruct called with unexpected arguments (only " "numpy.ndarray is rebuilt)")
         return _PendingArray()
 
     def _make_array(self, raw: Any, dtype: Any, shape: Any, fortran: bool) -> np.ndarray:
         if not isinstance(dtype, _DType):
             raise ReadError(f"a numpy array whose dtype is a {_typename(dtype)}")
-        if type(shape) not in (tuple, list) or len(shape) > MAX_DIMS or \
-                not all(_is_int(d) and d >= 0 for d in shape):
+        if type(shape) not in (tuple, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
             raise ReadError("a numpy array whose shape is not a tuple of non-negative integers")
         if isinstance(raw, str):
             try:
@@ -819,12 +889,13 @@ class _Reader:
             except UnicodeEncodeError:
                 raise ReadError("a numpy array whose data string is not latin-1") from None
         if not isinstance(raw, bytes):
-            raise ReadError(f"a numpy array whose data is a {_typename(raw)} (object arrays are "
-                            "refused)")
+            raise ReadError(f"a numpy array whose data is a {_typename(raw)} (object arrays are " "refused)")
         need = math.prod(shape) * dtype.dtype.itemsize
         if need != len(raw):
-            raise ReadError(f"a numpy array of shape {list(shape)} and dtype {dtype.dtype} needs "
-                            f"{need} bytes; the file has {len(raw)} for it")
+            raise ReadError(
+                f"a numpy array of shape {list(shape)} and dtype {dtype.dtype} needs "
+                f"{need} bytes; the file has {len(raw)} for it"
+            )
         flat = np.frombuffer(raw, dtype=dtype.dtype)
         if dtype.dtype.kind == "b":
             flat = np.frombuffer(raw, dtype=np.uint8) != 0
@@ -878,20 +949,36 @@ class ZipArchive:
         try:
             self.zf = zipfile.ZipFile(f)
             infos = self.zf.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-                struct.error, NotImplementedError, UnicodeDecodeError, RuntimeError) as e:
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            OSError,
+            ValueError,
+            EOFError,
+            struct.error,
+            NotImplementedError,
+            UnicodeDecodeError,
+            RuntimeError,
+        ) as e:
             raise ReadError(f"a damaged or truncated zip archive ({e})") from None
         self.infos = {i.filename: i for i in infos}
         pkls = [n for n in self.infos if re.fullmatch(r"[^/]+/data\.pkl", n)]
         if len(pkls) != 1:
             if any(n.endswith("/model.json") for n in self.infos):
-                raise ReadError("a TorchScript archive of the format before PyTorch 1.4 "
-                                "(model.json), which is not read; save it again with a newer torch")
-            raise ReadError("a zip archive that is not a PyTorch file (no single <name>/data.pkl)"
-                            if not pkls else "a zip archive with several data.pkl records")
-        self.prefix = pkls[0][:-len("data.pkl")]
-        self.torchscript = any(n.startswith(self.prefix + "code/") for n in self.infos) or \
-            (self.prefix + "constants.pkl") in self.infos
+                raise ReadError(
+                    "a TorchScript archive of the format before PyTorch 1.4 "
+                    "(model.json), which is not read; save it again with a newer torch"
+                )
+            raise ReadError(
+                "a zip archive that is not a PyTorch file (no single <name>/data.pkl)"
+                if not pkls
+                else "a zip archive with several data.pkl records"
+            )
+        self.prefix = pkls[0][: -len("data.pkl")]
+        self.torchscript = (
+            any(n.startswith(self.prefix + "code/") for n in self.infos)
+            or (self.prefix + "constants.pkl") in self.infos
+        )
         order = self.infos.get(self.prefix + "byteorder")
         self.big_endian = order is not None and self.read(order.filename, 16).strip() == b"big"
 
@@ -902,14 +989,20 @@ class ZipArchive:
         if info.compress_type != zipfile.ZIP_STORED:
             raise ReadError(f"record {name} is compressed, which torch never writes")
         if info.file_size != info.compress_size or info.header_offset + info.file_size > self.size:
-            raise ReadError(f"record {name} claims {info.file_size} bytes past the end of the "
-                            "archive (truncated?)")
+            raise ReadError(f"record {name} claims {info.file_size} bytes past the end of the " "archive (truncated?)")
         n = info.file_size if max_bytes is None else min(max_bytes, info.file_size)
         try:
             with self.zf.open(info) as fh:
                 data = fh.read(n)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error,
-                NotImplementedError, RuntimeError) as e:  # RuntimeError: an encrypted record
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            ValueError,
+            EOFError,
+            struct.error,
+            NotImplementedError,
+            RuntimeError,
+        ) as e:  # RuntimeError: an encrypted record
             raise ReadError(f"record {name} cannot be read ({e})") from None
         if len(data) != n:
             raise ReadError(f"record {name} is truncated")
@@ -933,12 +1026,12 @@ class ZipArchive:
             raise ReadError(f"the archive has no record {name} for a tensor's storage")
         nbytes = numel * _elem_size(dtype)
         if nbytes > info.file_size:
-            raise ReadError(f"storage {key} claims {numel} {dtype} elements ({nbytes} bytes); its "
-                            f"record has {info.file_size}")
+            raise ReadError(
+                f"storage {key} claims {numel} {dtype} elements ({nbytes} bytes); its " f"record has {info.file_size}"
+            )
         reader.storage_bytes += nbytes
         big = self.big_endian
-        ref = StorageRef(key, dtype, numel,
-                         lambda: tensor_from_bytes(self.read(name, nbytes), dtype, big))
+        ref = StorageRef(key, dtype, numel, lambda: tensor_from_bytes(self.read(name, nbytes), dtype, big))
         cache[key] = ref
         return ref
 
@@ -991,12 +1084,14 @@ def _load_legacy(f, size: int) -> Any:
         if type(view) is not tuple or len(view) != 3:
             raise ReadError("a storage view of an unknown form")
         vkey, voff, vsize = view
-        if not (_is_int(voff) and _is_int(vsize) and voff >= 0 and vsize >= 0
-                and voff + vsize <= ref.numel) or type(vkey) is not str:
+        if (
+            not (_is_int(voff) and _is_int(vsize) and voff >= 0 and vsize >= 0 and voff + vsize <= ref.numel)
+            or type(vkey) is not str
+        ):
             raise ReadError("a storage view outside its storage")
         if reader.deferred:
             return StorageRef(vkey, ref.dtype, vsize, None)
-        return StorageRef(vkey, ref.dtype, vsize, lambda: ref.tensor()[voff:voff + vsize])
+        return StorageRef(vkey, ref.dtype, vsize, lambda: ref.tensor()[voff : voff + vsize])
 
     # pass 1: the object's storages (types and sizes), nothing allocated
     first = _Reader(deferred=True)
@@ -1026,8 +1121,7 @@ def _load_legacy(f, size: int) -> Any:
             raise ReadError(f"storage {key} holds {count} elements; its tensors expect {numel}")
         nbytes = numel * _elem_size(dtype)
         if pos + 8 + nbytes > size:
-            raise ReadError(f"storage {key} claims {nbytes} bytes past the end of the file "
-                            "(truncated?)")
+            raise ReadError(f"storage {key} claims {nbytes} bytes past the end of the file " "(truncated?)")
         offsets[key] = pos + 8
         pos += 8 + nbytes
     missing = sorted(set(specs) - set(offsets))

@@ -16,15 +16,28 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .export import EXPORTER_VERSION, sha256_file
-from .load import (CheckpointReadError, ExportError, IncompatibleCheckpoint, UsageError,
-                   check_out, match_state, read_checkpoint, read_json_option, report_unexpected)
+from .load import (
+    CheckpointReadError,
+    ExportError,
+    IncompatibleCheckpoint,
+    UsageError,
+    check_out,
+    match_state,
+    read_checkpoint,
+    read_json_option,
+    report_unexpected,
+)
 from .modules.sam import SIZES, Sam, arch_for_size, arch_from_state_dict
 
 FORMAT = "ovseg-sam-bundle"
 FORMAT_VERSION = 1
-SAM_MODULE_FILES = collections.OrderedDict([("image_encoder", "sam_image_encoder.pt"),
-                                            ("prompt_encoder", "sam_prompt_encoder.pt"),
-                                            ("mask_decoder", "sam_mask_decoder.pt")])
+SAM_MODULE_FILES = collections.OrderedDict(
+    [
+        ("image_encoder", "sam_image_encoder.pt"),
+        ("prompt_encoder", "sam_prompt_encoder.pt"),
+        ("mask_decoder", "sam_mask_decoder.pt"),
+    ]
+)
 
 _EPILOG = """\
 exit status: 0 bundle written; 2 bad usage or an unreadable checkpoint; 3 the checkpoint lacks
@@ -41,25 +54,41 @@ examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ovseg-export-sam", epilog=_EPILOG,
-                                description="Export an official segment-anything checkpoint as "
-                                            "an ovseg SAM bundle (three TorchScript modules + "
-                                            "manifest.json).",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ovseg-export-sam",
+        epilog=_EPILOG,
+        description="Export an official segment-anything checkpoint as "
+        "an ovseg SAM bundle (three TorchScript modules + "
+        "manifest.json).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"ovseg-export-sam {EXPORTER_VERSION}")
     p.add_argument("--checkpoint", metavar="CKPT", help="official SAM checkpoint (.pth)")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="bundle directory to write; an existing one is replaced atomically if it "
-                        "is empty or an ovseg SAM bundle holding only its own files")
-    p.add_argument("--arch", metavar="JSON", help="a JSON object or file overriding what the "
-                   "tensors do not show (decoder_num_heads, pixel_mean, pixel_std)")
-    p.add_argument("--random-init", action="store_true",
-                   help="seeded random weights of an official size instead of a checkpoint")
-    p.add_argument("--size", choices=sorted(SIZES), default="vit_b",
-                   help="with --random-init: the official size (default vit_b)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="bundle directory to write; an existing one is replaced atomically if it "
+        "is empty or an ovseg SAM bundle holding only its own files",
+    )
+    p.add_argument(
+        "--arch",
+        metavar="JSON",
+        help="a JSON object or file overriding what the "
+        "tensors do not show (decoder_num_heads, pixel_mean, pixel_std)",
+    )
+    p.add_argument(
+        "--random-init", action="store_true", help="seeded random weights of an official size instead of a checkpoint"
+    )
+    p.add_argument(
+        "--size", choices=sorted(SIZES), default="vit_b", help="with --random-init: the official size (default vit_b)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="write the bundle even if tensors are missing or have another shape")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="write the bundle even if tensors are missing or have another shape",
+    )
     p.add_argument("--name", help="bundle name in the manifest")
     verb = p.add_mutually_exclusive_group()
     verb.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -67,15 +96,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-
 # What --arch may set and the range of each value (the official sizes are far inside).
 _ARCH_INTS = {
-    "img_size": (16, 4096), "patch_size": (1, 256), "embed_dim": (1, 8192), "depth": (1, 256),
-    "num_heads": (1, 1024), "window_size": (0, 1024), "out_chans": (1, 8192),
-    "prompt_embed_dim": (2, 8192), "mask_in_chans": (4, 8192), "decoder_depth": (1, 64),
-    "decoder_mlp_dim": (1, 1 << 16), "decoder_num_heads": (1, 1024),
-    "attention_downsample_rate": (1, 1024), "iou_head_depth": (1, 64),
-    "iou_head_hidden_dim": (1, 1 << 16), "num_multimask_outputs": (1, 64),
+    "img_size": (16, 4096),
+    "patch_size": (1, 256),
+    "embed_dim": (1, 8192),
+    "depth": (1, 256),
+    "num_heads": (1, 1024),
+    "window_size": (0, 1024),
+    "out_chans": (1, 8192),
+    "prompt_embed_dim": (2, 8192),
+    "mask_in_chans": (4, 8192),
+    "decoder_depth": (1, 64),
+    "decoder_mlp_dim": (1, 1 << 16),
+    "decoder_num_heads": (1, 1024),
+    "attention_downsample_rate": (1, 1024),
+    "iou_head_depth": (1, 64),
+    "iou_head_hidden_dim": (1, 1 << 16),
+    "num_multimask_outputs": (1, 64),
 }
 ARCH_KEYS = tuple(_ARCH_INTS) + ("mlp_ratio", "global_attn_indexes", "pixel_mean", "pixel_std")
 # With a checkpoint the tensors give everything else; these are the keys --arch sets then.
@@ -103,8 +141,12 @@ def check_overrides(overrides: Dict[str, Any], label: str = "--arch") -> None:
             if not _finite(v) or not 0 < v <= 64:
                 raise UsageError(f"{label}: {k}: {json.dumps(v)} is not a number in (0, 64]")
         elif k == "global_attn_indexes":
-            if not isinstance(v, list) or len(v) > 256 or not all(_is_int(i) and i >= 0 for i in v) \
-                    or len(set(v)) != len(v):
+            if (
+                not isinstance(v, list)
+                or len(v) > 256
+                or not all(_is_int(i) and i >= 0 for i in v)
+                or len(set(v)) != len(v)
+            ):
                 raise UsageError(f"{label}: {k}: not a list of distinct non-negative block indexes")
         else:  # pixel_mean / pixel_std
             lo = -1e4 if k == "pixel_mean" else 1e-6
@@ -144,14 +186,23 @@ def check_arch(a: Dict[str, Any], label: str, error=UsageError) -> None:
         bad(f"prompt_embed_dim {pd} is not a multiple of decoder_num_heads {a['decoder_num_heads']}")
     rate = a["attention_downsample_rate"]
     if pd % rate or (pd // rate) % a["decoder_num_heads"]:
-        bad(f"prompt_embed_dim {pd} / attention_downsample_rate {rate} is not a multiple of "
-            f"decoder_num_heads {a['decoder_num_heads']}")
+        bad(
+            f"prompt_embed_dim {pd} / attention_downsample_rate {rate} is not a multiple of "
+            f"decoder_num_heads {a['decoder_num_heads']}"
+        )
 
 
-def build_eager(sd: Optional[Dict[str, torch.Tensor]], overrides: Dict[str, Any],
-                size: str = "vit_b", seed: int = 0, allow_partial: bool = False,
-                verbose: bool = False, quiet: bool = False, stream=sys.stderr,
-                label: str = "--arch"):
+def build_eager(
+    sd: Optional[Dict[str, torch.Tensor]],
+    overrides: Dict[str, Any],
+    size: str = "vit_b",
+    seed: int = 0,
+    allow_partial: bool = False,
+    verbose: bool = False,
+    quiet: bool = False,
+    stream=sys.stderr,
+    label: str = "--arch",
+):
     """(Sam module in eval mode, arch dict). With sd None: seeded random weights of `size`."""
     check_overrides(overrides, label)
     if sd is None:
@@ -171,8 +222,11 @@ def build_eager(sd: Optional[Dict[str, torch.Tensor]], overrides: Dict[str, Any]
     except ValueError as e:
         raise IncompatibleCheckpoint(f"unsupported segment-anything checkpoint: {e}") from None
     given = [k for k in CHECKPOINT_OVERRIDES if k in overrides]
-    check_arch(arch, f"{label} ({', '.join(given)})" if given else "the checkpoint's architecture",
-               error=UsageError if given else IncompatibleCheckpoint)
+    check_arch(
+        arch,
+        f"{label} ({', '.join(given)})" if given else "the checkpoint's architecture",
+        error=UsageError if given else IncompatibleCheckpoint,
+    )
     model = Sam(arch)
     expected = model.state_dict()
     rep = match_state(expected, sd)
@@ -180,7 +234,8 @@ def build_eager(sd: Optional[Dict[str, torch.Tensor]], overrides: Dict[str, Any]
     if not rep.complete and not allow_partial:
         raise IncompatibleCheckpoint(
             f"{len(rep.missing)} missing and {len(rep.mismatched)} shape-mismatched tensors "
-            "(use --allow-partial to write the bundle anyway)")
+            "(use --allow-partial to write the bundle anyway)"
+        )
     model.load_state_dict({k: sd[k] for k in rep.loaded}, strict=False)
     return model.eval(), arch
 
@@ -196,25 +251,27 @@ def script_sam(model: Sam) -> Dict[str, torch.jit.ScriptModule]:
     return out
 
 
-def build_manifest(arch: Dict[str, Any], name: str, source: Dict[str, Any],
-                   files: Dict[str, Any]) -> Dict[str, Any]:
-    return collections.OrderedDict([
-        ("format", FORMAT),
-        ("format_version", FORMAT_VERSION),
-        ("name", name),
-        ("created_by", f"ovseg-export-sam {EXPORTER_VERSION}"),
-        ("created_at", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
-        ("source", source),
-        ("architecture", collections.OrderedDict(sorted(arch.items()))),
-        ("mask_threshold", 0.0),
-        ("modules", collections.OrderedDict(SAM_MODULE_FILES)),
-        ("files", files),
-    ])
+def build_manifest(arch: Dict[str, Any], name: str, source: Dict[str, Any], files: Dict[str, Any]) -> Dict[str, Any]:
+    return collections.OrderedDict(
+        [
+            ("format", FORMAT),
+            ("format_version", FORMAT_VERSION),
+            ("name", name),
+            ("created_by", f"ovseg-export-sam {EXPORTER_VERSION}"),
+            ("created_at", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
+            ("source", source),
+            ("architecture", collections.OrderedDict(sorted(arch.items()))),
+            ("mask_threshold", 0.0),
+            ("modules", collections.OrderedDict(SAM_MODULE_FILES)),
+            ("files", files),
+        ]
+    )
 
 
 def _write(out_dir: str, scripted, manifest_fn, inputs=()):
     import shutil
     import tempfile
+
     out_dir = check_out(out_dir, FORMAT, inputs)  # again: it may have changed since the start
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -244,32 +301,45 @@ def _write(out_dir: str, scripted, manifest_fn, inputs=()):
     return out_dir, total
 
 
-def export_sam(out_dir: str, checkpoint: Optional[str], overrides: Dict[str, Any],
-               random_init: bool = False, size: str = "vit_b", seed: int = 0,
-               allow_partial: bool = False, name: Optional[str] = None, verbose: bool = False,
-               quiet: bool = False, stream=sys.stderr, arch_label: str = "--arch",
-               inputs=()) -> Dict[str, Any]:
+def export_sam(
+    out_dir: str,
+    checkpoint: Optional[str],
+    overrides: Dict[str, Any],
+    random_init: bool = False,
+    size: str = "vit_b",
+    seed: int = 0,
+    allow_partial: bool = False,
+    name: Optional[str] = None,
+    verbose: bool = False,
+    quiet: bool = False,
+    stream=sys.stderr,
+    arch_label: str = "--arch",
+    inputs=(),
+) -> Dict[str, Any]:
     t0 = time.perf_counter()
     inputs = [p for p in (checkpoint, *inputs) if p]
     check_out(out_dir, FORMAT, inputs)
     if random_init:
         model, arch = build_eager(None, overrides, size=size, seed=seed, label=arch_label)
-        source = collections.OrderedDict([("checkpoint", "random-init"), ("sha256", ""),
-                                          ("size", size), ("seed", seed)])
+        source = collections.OrderedDict(
+            [("checkpoint", "random-init"), ("sha256", ""), ("size", size), ("seed", seed)]
+        )
         default_name = f"sam-{size.replace('_', '-')}-random"
     else:
         if not checkpoint:
             raise UsageError("--checkpoint is required unless --random-init is given")
         sd = read_checkpoint(checkpoint)
-        model, arch = build_eager(sd, overrides, allow_partial=allow_partial, verbose=verbose,
-                                  quiet=quiet, stream=stream, label=arch_label)
-        source = collections.OrderedDict([("checkpoint", os.path.basename(checkpoint)),
-                                          ("sha256", sha256_file(checkpoint))])
+        model, arch = build_eager(
+            sd, overrides, allow_partial=allow_partial, verbose=verbose, quiet=quiet, stream=stream, label=arch_label
+        )
+        source = collections.OrderedDict(
+            [("checkpoint", os.path.basename(checkpoint)), ("sha256", sha256_file(checkpoint))]
+        )
         default_name = os.path.splitext(os.path.basename(checkpoint))[0]
     scripted = script_sam(model)
-    path, total = _write(out_dir, scripted,
-                         lambda files: build_manifest(arch, name or default_name, source, files),
-                         inputs)
+    path, total = _write(
+        out_dir, scripted, lambda files: build_manifest(arch, name or default_name, source, files), inputs
+    )
     return {"path": path, "bytes": total, "seconds": time.perf_counter() - t0, "arch": arch}
 
 
@@ -277,15 +347,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     err = sys.stderr
     try:
-        overrides, label = read_json_option(args.arch, "--arch", labelled=True) if args.arch \
-            else ({}, "--arch")
+        overrides, label = read_json_option(args.arch, "--arch", labelled=True) if args.arch else ({}, "--arch")
         if args.random_init and args.checkpoint:
             raise UsageError("--checkpoint and --random-init exclude each other")
         arch_file = [args.arch] if args.arch and os.path.lexists(args.arch) else []
-        res = export_sam(args.out, args.checkpoint, overrides, random_init=args.random_init,
-                         size=args.size, seed=args.seed, allow_partial=args.allow_partial,
-                         name=args.name, verbose=args.verbose, quiet=args.quiet, stream=err,
-                         arch_label=label, inputs=arch_file)
+        res = export_sam(
+            args.out,
+            args.checkpoint,
+            overrides,
+            random_init=args.random_init,
+            size=args.size,
+            seed=args.seed,
+            allow_partial=args.allow_partial,
+            name=args.name,
+            verbose=args.verbose,
+            quiet=args.quiet,
+            stream=err,
+            arch_label=label,
+            inputs=arch_file,
+        )
     except (CheckpointReadError, ExportError) as e:
         print(f"ovseg-export-sam: error: {e}", file=err)
         return e.exit_code

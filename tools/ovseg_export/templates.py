@@ -30,8 +30,10 @@ def load_templates(template_set: str, templates_file: Optional[str] = None) -> L
     if templates_file is None:
         if template_set == "vild":
             return list(VILD_TEMPLATES)
-        raise ValueError(f"template set {template_set!r} needs --templates-file "
-                         "(a JSON list, or an object with a list under that name)")
+        raise ValueError(
+            f"template set {template_set!r} needs --templates-file "
+            "(a JSON list, or an object with a list under that name)"
+        )
     try:
         data = read_json_file(templates_file, "templates file")
     except InputError as e:
@@ -40,8 +42,8 @@ def load_templates(template_set: str, templates_file: Optional[str] = None) -> L
         if template_set not in data:
             raise ValueError(f"{templates_file}: no template list named {template_set!r}")
         data = data[template_set]
-    if (not isinstance(data, list) or not data
-            or not all(isinstance(t, str) and t.count("{}") == 1 for t in data)):
-        raise ValueError(f"{templates_file}: templates must be a non-empty list of strings "
-                         "with exactly one '{}' each")
+    if not isinstance(data, list) or not data or not all(isinstance(t, str) and t.count("{}") == 1 for t in data):
+        raise ValueError(
+            f"{templates_file}: templates must be a non-empty list of strings " "with exactly one '{}' each"
+        )
     return list(data)

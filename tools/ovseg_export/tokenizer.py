@@ -22,18 +22,24 @@ _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 # Unicode White_Space property (what `\s` means for the reference's regex).
 _WHITESPACE = frozenset(
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 # ftfy folds the Latin presentation-form ligatures (fix_latin_ligatures) before lower-casing.
 _LIGATURES = {
-    "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
-    "\ufb05": "\u017ft", "\ufb06": "st",
+    "\ufb00": "ff",
+    "\ufb01": "fi",
+    "\ufb02": "fl",
+    "\ufb03": "ffi",
+    "\ufb04": "ffl",
+    "\ufb05": "\u017ft",
+    "\ufb06": "st",
 }
 
 
 def bytes_to_unicode() -> Dict[int, str]:
     """Byte → printable character map of docs/reference-behaviour.md §5.3 (printable bytes keep their code point)."""
-    printable = (list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100)))
+    printable = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -83,16 +89,16 @@ def pre_tokenize(text: str) -> List[str]:
     n = len(text)
     while i < n:
         rest = text[i:]
-        low = rest[:len(SOT_TOKEN)].lower()
-        if low == SOT_TOKEN or rest[:len(EOT_TOKEN)].lower() == EOT_TOKEN:
-            tok = rest[:len(SOT_TOKEN)] if low == SOT_TOKEN else rest[:len(EOT_TOKEN)]
+        low = rest[: len(SOT_TOKEN)].lower()
+        if low == SOT_TOKEN or rest[: len(EOT_TOKEN)].lower() == EOT_TOKEN:
+            tok = rest[: len(SOT_TOKEN)] if low == SOT_TOKEN else rest[: len(EOT_TOKEN)]
             tokens.append(tok)
             i += len(tok)
             continue
         matched = False
         for c in _CONTRACTIONS:
-            if rest[:len(c)].lower() == c:
-                tokens.append(rest[:len(c)])
+            if rest[: len(c)].lower() == c:
+                tokens.append(rest[: len(c)])
                 i += len(c)
                 matched = True
                 break
@@ -124,7 +130,7 @@ class ClipTokenizer:
         self.byte_encoder = bytes_to_unicode()
         # a regular file, decompressed to at most 256 MB (as the C++ tokenizer)
         lines = read_gzip(vocab_path, "BPE vocabulary").decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1:NUM_MERGES + 1]]
+        merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
         if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
             raise ValueError(f"{vocab_path}: not a CLIP BPE merges file ({len(merges)} merges)")
         vocab = list(self.byte_encoder.values())
@@ -171,8 +177,7 @@ class ClipTokenizer:
             ids.extend(self.encoder[s] for s in self._bpe(mapped))
         return ids
 
-    def tokenize(self, texts: Sequence[str], context_length: int = CONTEXT_LENGTH,
-                 trim: bool = False) -> torch.Tensor:
+    def tokenize(self, texts: Sequence[str], context_length: int = CONTEXT_LENGTH, trim: bool = False) -> torch.Tensor:
         """[n, context_length] int64, SOT + ids + EOT, zero padded. Raises when a prompt is too
         long (the reference behaviour). With trim=True the width is cut to the longest row."""
         rows = [[self.sot] + self.encode(t) + [self.eot] for t in texts]
@@ -182,7 +187,7 @@ class ClipTokenizer:
         width = max((len(r) for r in rows), default=1) if trim else context_length
         out = torch.zeros(len(rows), width, dtype=torch.long)
         for i, r in enumerate(rows):
-            out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return out
 
 

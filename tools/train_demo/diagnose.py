@@ -28,7 +28,7 @@ def load(ckpt: str):
     cfg = config_mod.load_config(os.path.join(os.path.dirname(ckpt), "config.yaml"))
     sd = torch.load(ckpt, map_location="cpu")["model"]
     pos = sd["clip_adapter.clip_model.visual.positional_embedding"].shape[0] - 1
-    res = int(round(pos ** 0.5)) * train.CLIP_ARCH["vision_patch_size"]
+    res = int(round(pos**0.5)) * train.CLIP_ARCH["vision_patch_size"]
     prop, visual, text, _ = train.build_models(cfg, res)
     prop.load_state_dict({k: v for k, v in sd.items() if not k.startswith("clip_adapter.")})
     train.load_clip_state(sd, visual, text)
@@ -43,8 +43,9 @@ def proposals(ckpt: str, a) -> dict:
     mean = torch.tensor(cfg["MODEL"]["PIXEL_MEAN"]).view(1, 3, 1, 1)
     std = torch.tensor(cfg["MODEL"]["PIXEL_STD"]).view(1, 3, 1, 1)
     div = int(cfg["MODEL"]["MASK_FORMER"]["SIZE_DIVISIBILITY"])
-    pool = train.render_pool(a.count, a.seed, int(cfg["INPUT"]["MIN_SIZE_TEST"]),
-                             int(cfg["INPUT"]["MAX_SIZE_TEST"]), "heldout")
+    pool = train.render_pool(
+        a.count, a.seed, int(cfg["INPUT"]["MIN_SIZE_TEST"]), int(cfg["INPUT"]["MAX_SIZE_TEST"]), "heldout"
+    )
     best_obj, best_bg = [], []
     for img, lab in pool:
         x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
@@ -53,18 +54,20 @@ def proposals(ckpt: str, a) -> dict:
         x = F.pad((x - mean) / std, (0, wp - w, 0, hp - h))
         with torch.no_grad():
             _, logits = prop(x)
-            m = F.interpolate(logits, size=(hp, wp), mode="bilinear",
-                              align_corners=False)[0, :, :h, :w].sigmoid() > 0.5
+            m = F.interpolate(logits, size=(hp, wp), mode="bilinear", align_corners=False)[0, :, :h, :w].sigmoid() > 0.5
         gt = torch.from_numpy(lab.astype(np.int64))
         for c in torch.unique(gt).tolist():
             g = gt == c
             iou = (m & g).flatten(1).sum(1).float() / (m | g).flatten(1).sum(1).clamp(min=1).float()
             (best_bg if c < len(scenes.BACKGROUNDS) else best_obj).append(float(iou.max()))
     o = np.array(best_obj)
-    return {"objects": len(o), "best_iou": round(float(o.mean()), 4),
-            "share_ge_0.5": round(float((o >= 0.5).mean()), 4),
-            "share_ge_0.75": round(float((o >= 0.75).mean()), 4),
-            "backgrounds_best_iou": round(float(np.mean(best_bg)), 4)}
+    return {
+        "objects": len(o),
+        "best_iou": round(float(o.mean()), 4),
+        "share_ge_0.5": round(float((o >= 0.5).mean()), 4),
+        "share_ge_0.75": round(float((o >= 0.75).mean()), 4),
+        "backgrounds_best_iou": round(float(np.mean(best_bg)), 4),
+    }
 
 
 def crops(ckpt: str, a) -> dict:
@@ -72,12 +75,13 @@ def crops(ckpt: str, a) -> dict:
     all 80 is right, for trained names and for held-out compositions, with prompts off and on."""
     cfg, _, visual, text, res = load(ckpt)
     template = str(cfg["MODEL"]["CLIP_ADAPTER"]["PREDEFINED_PROMPT_TEMPLATES"][0])
-    tokens = ClipTokenizer(a.bpe_vocab).tokenize([template.format(n) for n in scenes.CLASSES],
-                                                 train.CLIP_ARCH["context_length"], trim=True)
-    pool = train.render_pool(a.count, a.seed, int(cfg["INPUT"]["MIN_SIZE_TEST"]),
-                             int(cfg["INPUT"]["MAX_SIZE_TEST"]), "heldout")
-    ims, mks, tg = train.build_crops(pool, {i: i for i in range(len(scenes.CLASSES))}, a.seed,
-                                     res=res)
+    tokens = ClipTokenizer(a.bpe_vocab).tokenize(
+        [template.format(n) for n in scenes.CLASSES], train.CLIP_ARCH["context_length"], trim=True
+    )
+    pool = train.render_pool(
+        a.count, a.seed, int(cfg["INPUT"]["MIN_SIZE_TEST"]), int(cfg["INPUT"]["MAX_SIZE_TEST"]), "heldout"
+    )
+    ims, mks, tg = train.build_crops(pool, {i: i for i in range(len(scenes.CLASSES))}, a.seed, res=res)
     held = torch.tensor([scenes.is_heldout(scenes.CLASSES[t]) for t in tg.tolist()])
     out = {"crops_trained_names": int((~held).sum()), "crops_heldout": int(held.sum())}
     with torch.no_grad():
@@ -86,8 +90,10 @@ def crops(ckpt: str, a) -> dict:
             visual.mask_prompt_fwd = prompts
             ok = (visual(ims, mks) @ t.t()).argmax(1) == tg
             key = "prompts_on" if prompts else "prompts_off"
-            out[key] = {"trained_names": round(float(ok[~held].float().mean()), 4),
-                        "heldout": round(float(ok[held].float().mean()), 4)}
+            out[key] = {
+                "trained_names": round(float(ok[~held].float().mean()), 4),
+                "heldout": round(float(ok[held].float().mean()), 4),
+            }
     return out
 
 
@@ -97,8 +103,9 @@ def main(argv=None) -> int:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--count", type=int, default=60, help="scenes (default 60)")
     p.add_argument("--seed", type=int, default=2000, help="render seed (default 2000)")
-    p.add_argument("--bpe-vocab", default=os.path.join(train.HERE, "..", "..", "models", "demo",
-                                                       "bpe_simple_vocab_16e6.txt.gz"))
+    p.add_argument(
+        "--bpe-vocab", default=os.path.join(train.HERE, "..", "..", "models", "demo", "bpe_simple_vocab_16e6.txt.gz")
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     for ckpt in a.checkpoints:

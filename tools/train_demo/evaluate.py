@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     if not names:
         print(f"evaluate: {a.data}/labels: no label maps", file=sys.stderr)
         return 2
-    conf = np.zeros((k, k + 1), np.int64)   # last column: unlabelled prediction
+    conf = np.zeros((k, k + 1), np.int64)  # last column: unlabelled prediction
     same = total = 0
     for n in names:
         gt = read_png(os.path.join(a.data, "labels", n + ".png"))
@@ -74,10 +74,15 @@ def main(argv=None) -> int:
         sel = sel & present
         return float(iou[sel].mean()) if sel.any() else None
 
-    out = {"images": len(names), "classes_present": int(present.sum()),
-           "miou": mean(np.ones(k, bool)), "miou_seen": mean(~held), "miou_heldout": mean(held),
-           "pixel_accuracy": float(tp.sum() / max(1, gt_count.sum())),
-           "per_class_iou": {c: round(float(iou[i]), 4) for i, c in enumerate(classes) if present[i]}}
+    out = {
+        "images": len(names),
+        "classes_present": int(present.sum()),
+        "miou": mean(np.ones(k, bool)),
+        "miou_seen": mean(~held),
+        "miou_heldout": mean(held),
+        "pixel_accuracy": float(tp.sum() / max(1, gt_count.sum())),
+        "per_class_iou": {c: round(float(iou[i]), 4) for i, c in enumerate(classes) if present[i]},
+    }
     if a.agree:
         out["label_agreement"] = same / max(1, total)
     text = json.dumps(out, indent=1)

@@ -20,12 +20,16 @@ from PIL import Image, ImageDraw
 
 BACKGROUNDS = ["sky", "grass", "brick wall", "water", "sand"]
 GROUNDS = ["grass", "water", "sand"]  # what can lie below a sky
-COLOURS = {"red": (215, 35, 35), "green": (35, 170, 55), "blue": (40, 75, 215),
-           "yellow": (240, 215, 35), "purple": (140, 55, 185)}
+COLOURS = {
+    "red": (215, 35, 35),
+    "green": (35, 170, 55),
+    "blue": (40, 75, 215),
+    "yellow": (240, 215, 35),
+    "purple": (140, 55, 185),
+}
 SHAPES = ["circle", "square", "triangle", "star", "ring"]
 PATTERNS = ["", "striped", "dotted"]
-HELDOUT_PAIRS = {("green", "triangle"), ("blue", "star"), ("red", "ring"), ("yellow", "circle"),
-                 ("purple", "square")}
+HELDOUT_PAIRS = {("green", "triangle"), ("blue", "star"), ("red", "ring"), ("yellow", "circle"), ("purple", "square")}
 
 
 def object_name(pattern: str, colour: str, shape: str) -> str:
@@ -51,6 +55,7 @@ def is_heldout(name: str) -> bool:
 # ------------------------------------------------------------------------------------------
 # Textures (float32 HxWx3 in 0..255)
 # ------------------------------------------------------------------------------------------
+
 
 def _noise(rng: np.random.Generator, h: int, w: int, s: int, cells: float) -> np.ndarray:
     """Smooth value noise with about `cells` cells across the shorter side, in [-1, 1]."""
@@ -111,6 +116,7 @@ def texture(kind: str, rng: np.random.Generator, h: int, w: int, s: int) -> np.n
 # Objects
 # ------------------------------------------------------------------------------------------
 
+
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> List[Tuple[float, float]]:
     if shape == "square":
         k, radii = 4, [r * 0.95]
@@ -142,8 +148,9 @@ def shape_mask(shape: str, h: int, w: int, cx: float, cy: float, r: float, angle
     return np.asarray(im) > 127
 
 
-def paint_object(img: np.ndarray, mask: np.ndarray, colour: str, pattern: str,
-                 rng: np.random.Generator, s: int, r: float) -> None:
+def paint_object(
+    img: np.ndarray, mask: np.ndarray, colour: str, pattern: str, rng: np.random.Generator, s: int, r: float
+) -> None:
     h, w = mask.shape
     base = np.array(COLOURS[colour], np.float32) + rng.uniform(-12, 12, 3)
     y, x = _grid(h, w, s)
@@ -171,12 +178,14 @@ def paint_object(img: np.ndarray, mask: np.ndarray, colour: str, pattern: str,
 # Scenes
 # ------------------------------------------------------------------------------------------
 
+
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
 
 
-def render_scene(rng: np.random.Generator, h: int, w: int, split: str = "seen",
-                 min_objects: int = 2, max_objects: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    rng: np.random.Generator, h: int, w: int, split: str = "seen", min_objects: int = 2, max_objects: int = 8
+) -> Tuple[np.ndarray, np.ndarray]:
     """(image uint8 [h,w,3], label uint8 [h,w] with indices into CLASSES)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")

@@ -24,11 +24,15 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads)
         self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, width * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(width * 4, width)),
-        ]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(width, width * 4)),
+                    ("gelu", QuickGELU()),
+                    ("c_proj", nn.Linear(width * 4, width)),
+                ]
+            )
+        )
         self.ln_2 = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -55,9 +59,17 @@ class ClipVisual(nn.Module):
     patch_size: int
     grid: int
 
-    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
-                 output_dim: int, prompt_depth: int = 3, prompt_rows: Optional[int] = None,
-                 mask_prompt_fwd: bool = True):
+    def __init__(
+        self,
+        input_resolution: int,
+        patch_size: int,
+        width: int,
+        layers: int,
+        output_dim: int,
+        prompt_depth: int = 3,
+        prompt_rows: Optional[int] = None,
+        mask_prompt_fwd: bool = True,
+    ):
         super().__init__()
         heads = width // 64
         self.input_resolution = input_resolution
@@ -65,15 +77,15 @@ class ClipVisual(nn.Module):
         self.grid = input_resolution // patch_size
         self.mask_prompt_fwd = mask_prompt_fwd
         self.prompt_depth = prompt_depth
-        scale = width ** -0.5
+        scale = width**-0.5
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid ** 2 + 1, width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid**2 + 1, width))
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = Transformer(width, layers, heads)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
-        rows = self.grid ** 2 if prompt_rows is None else prompt_rows
+        rows = self.grid**2 if prompt_rows is None else prompt_rows
         self.mask_embedding = nn.Parameter(0.02 * torch.randn(prompt_depth, rows, width))
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -114,8 +126,7 @@ class ClipText(nn.Module):
 
     context_length: int
 
-    def __init__(self, embed_dim: int, context_length: int, vocab_size: int, width: int,
-                 layers: int):
+    def __init__(self, embed_dim: int, context_length: int, vocab_size: int, width: int, layers: int):
         super().__init__()
         heads = width // 64
         self.context_length = context_length
@@ -127,8 +138,8 @@ class ClipText(nn.Module):
         self.register_buffer("non_object_embedding", torch.empty(1, embed_dim))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
-        nn.init.normal_(self.non_object_embedding, std=embed_dim ** -0.5)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+        nn.init.normal_(self.non_object_embedding, std=embed_dim**-0.5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]
@@ -150,8 +161,10 @@ class ClipText(nn.Module):
 # Architecture read off a CLIP state dict (docs/reference-behaviour.md §2.2)
 # --------------------------------------------------------------------------------------------
 
+
 def clip_arch_from_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, int]:
     """`sd` holds CLIP keys under `prefix` (e.g. "clip_adapter.clip_model.")."""
+
     def get(name: str) -> torch.Tensor:
         key = prefix + name
         if key not in sd:
@@ -161,11 +174,21 @@ def clip_arch_from_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "") -> 
     conv = get("visual.conv1.weight")
     pos = get("visual.positional_embedding")
     vis_blocks = prefix + "visual.transformer.resblocks."
-    vision_layers = len({k[len(vis_blocks):].split(".")[0] for k in sd
-                         if k.startswith(vis_blocks) and k.endswith(".attn.in_proj_weight")})
+    vision_layers = len(
+        {
+            k[len(vis_blocks) :].split(".")[0]
+            for k in sd
+            if k.startswith(vis_blocks) and k.endswith(".attn.in_proj_weight")
+        }
+    )
     grid = int(round(math.sqrt(pos.shape[0] - 1)))
-    text_layers = len({k[len(prefix + "transformer.resblocks."):].split(".")[0] for k in sd
-                       if k.startswith(prefix + "transformer.resblocks.")})
+    text_layers = len(
+        {
+            k[len(prefix + "transformer.resblocks.") :].split(".")[0]
+            for k in sd
+            if k.startswith(prefix + "transformer.resblocks.")
+        }
+    )
     prompt = sd.get(prefix + "visual.mask_embedding")
     arch = {
         "embed_dim": int(get("text_projection").shape[1]),
@@ -186,31 +209,58 @@ def clip_arch_from_state_dict(sd: Dict[str, torch.Tensor], prefix: str = "") -> 
 
 # Released OpenAI CLIP architectures (docs/reference-behaviour.md §2.2), for --random-init.
 RELEASED_CLIP: Dict[str, Dict[str, int]] = {
-    "ViT-L/14": {"embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024,
-                 "vision_patch_size": 14, "context_length": 77, "vocab_size": 49408,
-                 "transformer_width": 768, "transformer_heads": 12, "transformer_layers": 12},
-    "ViT-B/16": {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
-                 "vision_patch_size": 16, "context_length": 77, "vocab_size": 49408,
-                 "transformer_width": 512, "transformer_heads": 8, "transformer_layers": 12},
+    "ViT-L/14": {
+        "embed_dim": 768,
+        "image_resolution": 224,
+        "vision_layers": 24,
+        "vision_width": 1024,
+        "vision_patch_size": 14,
+        "context_length": 77,
+        "vocab_size": 49408,
+        "transformer_width": 768,
+        "transformer_heads": 12,
+        "transformer_layers": 12,
+    },
+    "ViT-B/16": {
+        "embed_dim": 512,
+        "image_resolution": 224,
+        "vision_layers": 12,
+        "vision_width": 768,
+        "vision_patch_size": 16,
+        "context_length": 77,
+        "vocab_size": 49408,
+        "transformer_width": 512,
+        "transformer_heads": 8,
+        "transformer_layers": 12,
+    },
 }
 
 
 def build_clip_visual(arch: Dict[str, int], mask_prompt_fwd: bool = True) -> ClipVisual:
     grid = arch["image_resolution"] // arch["vision_patch_size"]
-    return ClipVisual(arch["image_resolution"], arch["vision_patch_size"], arch["vision_width"],
-                      arch["vision_layers"], arch["embed_dim"],
-                      prompt_depth=arch.get("prompt_depth", 3),
-                      prompt_rows=arch.get("prompt_rows", grid * grid),
-                      mask_prompt_fwd=mask_prompt_fwd)
+    return ClipVisual(
+        arch["image_resolution"],
+        arch["vision_patch_size"],
+        arch["vision_width"],
+        arch["vision_layers"],
+        arch["embed_dim"],
+        prompt_depth=arch.get("prompt_depth", 3),
+        prompt_rows=arch.get("prompt_rows", grid * grid),
+        mask_prompt_fwd=mask_prompt_fwd,
+    )
 
 
 def build_clip_text(arch: Dict[str, int]) -> ClipText:
-    return ClipText(arch["embed_dim"], arch["context_length"], arch["vocab_size"],
-                    arch["transformer_width"], arch["transformer_layers"])
+    return ClipText(
+        arch["embed_dim"],
+        arch["context_length"],
+        arch["vocab_size"],
+        arch["transformer_width"],
+        arch["transformer_layers"],
+    )
 
 
-def clip_state_keys(visual: ClipVisual, text: ClipText,
-                    prefix: str = "clip_adapter.") -> Dict[str, List[str]]:
+def clip_state_keys(visual: ClipVisual, text: ClipText, prefix: str = "clip_adapter.") -> Dict[str, List[str]]:
     """Checkpoint key → (module name, local key) as a dict of two lists, for the loader."""
     out: Dict[str, List[str]] = {}
     for k in visual.state_dict().keys():

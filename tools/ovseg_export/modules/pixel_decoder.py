@@ -31,8 +31,7 @@ def _conv(in_ch: int, out_ch: int, k: int, norm: str) -> Conv2dNorm:
 class BasePixelDecoder(nn.Module):
     """forward(res2, res3, res4, res5) -> mask_features [B, mask_dim, H/4, W/4]."""
 
-    def __init__(self, in_channels: List[int], conv_dim: int = 256, mask_dim: int = 256,
-                 norm: str = "GN"):
+    def __init__(self, in_channels: List[int], conv_dim: int = 256, mask_dim: int = 256, norm: str = "GN"):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"pixel decoder: expected 4 input features, got {len(in_channels)}")

@@ -83,8 +83,9 @@ class TransformerDecoderLayer(nn.Module):
 class TransformerDecoder(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, num_layers: int):
         super().__init__()
-        self.layers = nn.ModuleList([TransformerDecoderLayer(d_model, nhead, dim_feedforward)
-                                     for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [TransformerDecoderLayer(d_model, nhead, dim_feedforward) for _ in range(num_layers)]
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
@@ -109,10 +110,20 @@ class Transformer(nn.Module):
 class OpenVocabTransformerPredictor(nn.Module):
     """forward(res5, mask_features) -> (class_embeddings [B,Q,E], mask_logits [B,Q,H/4,W/4])."""
 
-    def __init__(self, in_channels: int, hidden_dim: int = 256, num_queries: int = 100,
-                 nheads: int = 8, dim_feedforward: int = 2048, dec_layers: int = 6,
-                 mask_dim: int = 256, embedding_dim: int = 768, embed_hidden_dim: int = 1024,
-                 embed_layers: int = 2, enforce_input_proj: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_dim: int = 256,
+        num_queries: int = 100,
+        nheads: int = 8,
+        dim_feedforward: int = 2048,
+        dec_layers: int = 6,
+        mask_dim: int = 256,
+        embedding_dim: int = 768,
+        embed_hidden_dim: int = 1024,
+        embed_layers: int = 2,
+        enforce_input_proj: bool = False,
+    ):
         super().__init__()
         if hidden_dim % 2 != 0:
             raise ValueError(f"predictor: HIDDEN_DIM must be even, got {hidden_dim}")

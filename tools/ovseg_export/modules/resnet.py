@@ -26,18 +26,34 @@ class FrozenBatchNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # detectron2 uses the fused inference batch_norm when no gradient is needed.
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            False, 0.0, self.eps)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
 class Conv2dNorm(nn.Conv2d):
     """Conv2d followed by an optional norm stored as the child "norm" (detectron2 layout)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = False,
-                 norm: Optional[nn.Module] = None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, groups=groups, bias=bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        norm: Optional[nn.Module] = None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        )
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
@@ -47,27 +63,51 @@ class Conv2dNorm(nn.Conv2d):
         return x
 
 
-def _conv_bn(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0,
-             dilation: int = 1, groups: int = 1) -> Conv2dNorm:
-    conv = Conv2dNorm(in_ch, out_ch, k, stride=stride, padding=padding, dilation=dilation,
-                      groups=groups, bias=False, norm=FrozenBatchNorm2d(out_ch))
+def _conv_bn(
+    in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1
+) -> Conv2dNorm:
+    conv = Conv2dNorm(
+        in_ch,
+        out_ch,
+        k,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+        norm=FrozenBatchNorm2d(out_ch),
+    )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return conv
 
 
 class BottleneckBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int,
-                 stride: int, num_groups: int, stride_in_1x1: bool, dilation: int):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bottleneck_channels: int,
+        stride: int,
+        num_groups: int,
+        stride_in_1x1: bool,
+        dilation: int,
+    ):
         super().__init__()
         if in_channels != out_channels:
-            self.shortcut: Optional[nn.Module] = _conv_bn(in_channels, out_channels, 1,
-                                                          stride=stride)
+            self.shortcut: Optional[nn.Module] = _conv_bn(in_channels, out_channels, 1, stride=stride)
         else:
             self.shortcut = None
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = _conv_bn(in_channels, bottleneck_channels, 1, stride=s1)
-        self.conv2 = _conv_bn(bottleneck_channels, bottleneck_channels, 3, stride=s3,
-                              padding=dilation, dilation=dilation, groups=num_groups)
+        self.conv2 = _conv_bn(
+            bottleneck_channels,
+            bottleneck_channels,
+            3,
+            stride=s3,
+            padding=dilation,
+            dilation=dilation,
+            groups=num_groups,
+        )
         self.conv3 = _conv_bn(bottleneck_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,14 +130,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         # Registration order = checkpoint order: shortcut, conv1, conv2.
         if in_channels != out_channels:
-            self.shortcut: Optional[nn.Module] = _conv_bn(in_channels, out_channels, 1,
-                                                          stride=stride)
+            self.shortcut: Optional[nn.Module] = _conv_bn(in_channels, out_channels, 1, stride=stride)
         else:
             self.shortcut = None
-        self.conv1 = _conv_bn(in_channels, out_channels, 3, stride=stride, padding=dilation,
-                              dilation=dilation)
-        self.conv2 = _conv_bn(out_channels, out_channels, 3, stride=1, padding=dilation,
-                              dilation=dilation)
+        self.conv1 = _conv_bn(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation)
+        self.conv2 = _conv_bn(out_channels, out_channels, 3, stride=1, padding=dilation, dilation=dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu_(self.conv1(x))
@@ -137,15 +174,15 @@ class BasicStem(nn.Module):
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-_BLOCKS_PER_DEPTH = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
-                     152: [3, 8, 36, 3]}
+_BLOCKS_PER_DEPTH = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 BASIC_BLOCK_DEPTHS = (18, 34)
 
 
 def blocks_per_stage(depth: int) -> List[int]:
     if depth not in _BLOCKS_PER_DEPTH:
-        raise ValueError(f"ResNet backbone: DEPTH {depth} is not supported "
-                         f"({', '.join(str(d) for d in _BLOCKS_PER_DEPTH)})")
+        raise ValueError(
+            f"ResNet backbone: DEPTH {depth} is not supported " f"({', '.join(str(d) for d in _BLOCKS_PER_DEPTH)})"
+        )
     return list(_BLOCKS_PER_DEPTH[depth])
 
 
@@ -159,10 +196,20 @@ class DeepLabResNet(nn.Module):
     ones (config.py rewrites it so). DEPTH 18/34 use BasicBlock, 50/101/152 BottleneckBlock with
     NUM_GROUPS * WIDTH_PER_GROUP channels in res2 (doubling per stage)."""
 
-    def __init__(self, depth: int = 101, stem_type: str = "deeplab", stem_out_channels: int = 128,
-                 res2_out_channels: int = 256, num_groups: int = 1, width_per_group: int = 64,
-                 stride_in_1x1: bool = False, res4_dilation: int = 1, res5_dilation: int = 1,
-                 res5_multi_grid: Optional[List[int]] = None, in_channels: int = 3):
+    def __init__(
+        self,
+        depth: int = 101,
+        stem_type: str = "deeplab",
+        stem_out_channels: int = 128,
+        res2_out_channels: int = 256,
+        num_groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = False,
+        res4_dilation: int = 1,
+        res5_dilation: int = 1,
+        res5_multi_grid: Optional[List[int]] = None,
+        in_channels: int = 3,
+    ):
         super().__init__()
         num_blocks = blocks_per_stage(depth)
         if res4_dilation not in (1, 2):
@@ -171,24 +218,27 @@ class DeepLabResNet(nn.Module):
             raise ValueError(f"ResNet backbone: RES5_DILATION {res5_dilation} must be 1, 2 or 4")
         multi_grid = [1, 2, 4] if res5_multi_grid is None else [int(g) for g in res5_multi_grid]
         if len(multi_grid) != num_blocks[3]:
-            raise ValueError(f"ResNet backbone: RES5_MULTI_GRID {multi_grid} needs "
-                             f"{num_blocks[3]} entries for DEPTH {depth}")
+            raise ValueError(
+                f"ResNet backbone: RES5_MULTI_GRID {multi_grid} needs " f"{num_blocks[3]} entries for DEPTH {depth}"
+            )
         if any(g < 1 for g in multi_grid):
             raise ValueError(f"ResNet backbone: RES5_MULTI_GRID {multi_grid} must be positive")
         basic = depth in BASIC_BLOCK_DEPTHS
         if basic and num_groups != 1:
-            raise ValueError(f"ResNet backbone: NUM_GROUPS {num_groups} needs a bottleneck "
-                             f"ResNet (DEPTH 50/101/152), not DEPTH {depth}")
+            raise ValueError(
+                f"ResNet backbone: NUM_GROUPS {num_groups} needs a bottleneck "
+                f"ResNet (DEPTH 50/101/152), not DEPTH {depth}"
+            )
         if stem_type == "deeplab":
             if stem_out_channels % 2:
-                raise ValueError(f"ResNet backbone: STEM_OUT_CHANNELS {stem_out_channels} must be "
-                                 "even for the DeepLab stem")
+                raise ValueError(
+                    f"ResNet backbone: STEM_OUT_CHANNELS {stem_out_channels} must be " "even for the DeepLab stem"
+                )
             self.stem: nn.Module = DeepLabStem(in_channels, stem_out_channels)
         elif stem_type == "basic":
             self.stem = BasicStem(in_channels, stem_out_channels)
         else:
-            raise ValueError(f"ResNet backbone: STEM_TYPE {stem_type!r} is not supported "
-                             "(basic or deeplab)")
+            raise ValueError(f"ResNet backbone: STEM_TYPE {stem_type!r} is not supported " "(basic or deeplab)")
         bottleneck = num_groups * width_per_group
 
         in_ch = stem_out_channels
@@ -211,8 +261,7 @@ class DeepLabResNet(nn.Module):
                 if basic:
                     blocks.append(BasicBlock(cin, out_ch, s, dilations[i]))
                 else:
-                    blocks.append(BottleneckBlock(cin, out_ch, bottleneck, s, num_groups,
-                                                  stride_in_1x1, dilations[i]))
+                    blocks.append(BottleneckBlock(cin, out_ch, bottleneck, s, num_groups, stride_in_1x1, dilations[i]))
             stages.append(nn.Sequential(*blocks))
             stride *= first_stride
             out_channels.append(out_ch)

@@ -67,8 +67,7 @@ def _rel_pos_table(size: int, rel_pos: Tensor) -> Tensor:
     length = 2 * size - 1
     table = rel_pos
     if rel_pos.shape[0] != length:
-        table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
-                              size=length, mode="linear")
+        table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=length, mode="linear")
         table = table.reshape(-1, length).permute(1, 0)
     q = torch.arange(size, device=rel_pos.device)[:, None]
     k = torch.arange(size, device=rel_pos.device)[None, :]
@@ -80,7 +79,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = heads
         head_dim = dim // heads
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
@@ -98,8 +97,7 @@ class Attention(nn.Module):
         rq = q.reshape(bh, h, w, c)
         rel_h = torch.einsum("bhwc,hkc->bhwk", rq, rh)
         rel_w = torch.einsum("bhwc,wkc->bhwk", rq, rw)
-        attn = (attn.view(bh, h, w, h, w) + rel_h[:, :, :, :, None]
-                + rel_w[:, :, :, None, :]).view(bh, h * w, h * w)
+        attn = (attn.view(bh, h, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).view(bh, h * w, h * w)
         attn = attn.softmax(dim=-1)
         out = (attn @ v).view(b, self.heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
@@ -149,12 +147,19 @@ class SamImageEncoder(nn.Module):
         self.patch_embed = PatchEmbed(a["patch_size"], 3, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim))
         glob = set(a["global_attn_indexes"])
-        self.blocks = nn.ModuleList([
-            Block(dim, a["num_heads"], int(dim * a["mlp_ratio"]),
-                  0 if i in glob else a["window_size"], grid) for i in range(a["depth"])])
+        self.blocks = nn.ModuleList(
+            [
+                Block(dim, a["num_heads"], int(dim * a["mlp_ratio"]), 0 if i in glob else a["window_size"], grid)
+                for i in range(a["depth"])
+            ]
+        )
         out = a["out_chans"]
-        self.neck = nn.Sequential(nn.Conv2d(dim, out, 1, bias=False), LayerNorm2d(out),
-                                  nn.Conv2d(out, out, 3, padding=1, bias=False), LayerNorm2d(out))
+        self.neck = nn.Sequential(
+            nn.Conv2d(dim, out, 1, bias=False),
+            LayerNorm2d(out),
+            nn.Conv2d(out, out, 3, padding=1, bias=False),
+            LayerNorm2d(out),
+        )
         self.register_buffer("pixel_mean", torch.tensor(a["pixel_mean"]).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(a["pixel_std"]).view(-1, 1, 1), False)
 
@@ -184,8 +189,7 @@ class PositionEmbeddingRandom(nn.Module):
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
     def grid(self, h: int, w: int) -> Tensor:
-        ones = torch.ones((h, w), device=self.positional_encoding_gaussian_matrix.device,
-                          dtype=torch.float32)
+        ones = torch.ones((h, w), device=self.positional_encoding_gaussian_matrix.device, dtype=torch.float32)
         y = (ones.cumsum(dim=0) - 0.5) / h
         x = (ones.cumsum(dim=1) - 0.5) / w
         return self.encode(torch.stack([x, y], dim=-1)).permute(2, 0, 1)
@@ -208,9 +212,14 @@ class SamPromptEncoder(nn.Module):
         # Mask prompts are not used by the automatic generator; the weights are kept so that the
         # key report is exact and the bundle holds the whole network.
         self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mc // 4, 2, stride=2), LayerNorm2d(mc // 4), nn.GELU(),
-            nn.Conv2d(mc // 4, mc, 2, stride=2), LayerNorm2d(mc), nn.GELU(),
-            nn.Conv2d(mc, dim, 1))
+            nn.Conv2d(1, mc // 4, 2, stride=2),
+            LayerNorm2d(mc // 4),
+            nn.GELU(),
+            nn.Conv2d(mc // 4, mc, 2, stride=2),
+            LayerNorm2d(mc),
+            nn.GELU(),
+            nn.Conv2d(mc, dim, 1),
+        )
         self.no_mask_embed = nn.Embedding(1, dim)
 
     @torch.jit.export
@@ -221,8 +230,7 @@ class SamPromptEncoder(nn.Module):
         b = coords.shape[0]
         pts = coords + 0.5
         pts = torch.cat([pts, torch.zeros((b, 1, 2), dtype=pts.dtype, device=pts.device)], dim=1)
-        labels = torch.cat([labels, -torch.ones((b, 1), dtype=labels.dtype,
-                                                device=labels.device)], dim=1)
+        labels = torch.cat([labels, -torch.ones((b, 1), dtype=labels.dtype, device=labels.device)], dim=1)
         pts = pts.clone()
         pts[:, :, 0] = pts[:, :, 0] / self.input_size
         pts[:, :, 1] = pts[:, :, 1] / self.input_size
@@ -231,8 +239,7 @@ class SamPromptEncoder(nn.Module):
         emb[labels == -1] += self.not_a_point_embed.weight
         emb[labels == 0] += self.point_embeddings[0].weight
         emb[labels == 1] += self.point_embeddings[1].weight
-        dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            b, -1, self.grid_size, self.grid_size)
+        dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, self.grid_size, self.grid_size)
         return emb, dense
 
 
@@ -279,8 +286,7 @@ class TwoWayBlock(nn.Module):
         self.cross_attn_image_to_token = TokenAttention(dim, heads, downsample)
         self.skip_pe = skip_pe
 
-    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor,
-                key_pe: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor) -> Tuple[Tensor, Tensor]:
         if self.skip_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -303,8 +309,7 @@ class TwoWayBlock(nn.Module):
 class TwoWayTransformer(nn.Module):
     def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int, downsample: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([TwoWayBlock(dim, heads, mlp_dim, downsample, i == 0)
-                                     for i in range(depth)])
+        self.layers = nn.ModuleList([TwoWayBlock(dim, heads, mlp_dim, downsample, i == 0) for i in range(depth)])
         self.final_attn_token_to_image = TokenAttention(dim, heads, downsample)
         self.norm_final_attn = nn.LayerNorm(dim)
 
@@ -344,21 +349,27 @@ class SamMaskDecoder(nn.Module):
     def __init__(self, a: Dict) -> None:
         super().__init__()
         dim = a["prompt_embed_dim"]
-        self.transformer = TwoWayTransformer(a["decoder_depth"], dim, a["decoder_num_heads"],
-                                             a["decoder_mlp_dim"], a["attention_downsample_rate"])
+        self.transformer = TwoWayTransformer(
+            a["decoder_depth"], dim, a["decoder_num_heads"], a["decoder_mlp_dim"], a["attention_downsample_rate"]
+        )
         self.num_mask_tokens = a["num_multimask_outputs"] + 1
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
         self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim // 4, 2, stride=2), LayerNorm2d(dim // 4), nn.GELU(),
-            nn.ConvTranspose2d(dim // 4, dim // 8, 2, stride=2), nn.GELU())
+            nn.ConvTranspose2d(dim, dim // 4, 2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, 2, stride=2),
+            nn.GELU(),
+        )
         self.output_hypernetworks_mlps = nn.ModuleList(
-            [MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)])
-        self.iou_prediction_head = MLP(dim, a["iou_head_hidden_dim"], self.num_mask_tokens,
-                                       a["iou_head_depth"])
+            [MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)]
+        )
+        self.iou_prediction_head = MLP(dim, a["iou_head_hidden_dim"], self.num_mask_tokens, a["iou_head_depth"])
 
-    def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor,
-                multimask: bool) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor, multimask: bool
+    ) -> Tuple[Tensor, Tensor]:
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         out_tokens = out_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((out_tokens, sparse), dim=1)
@@ -368,7 +379,7 @@ class SamMaskDecoder(nn.Module):
         b, c, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens)
         iou_out = hs[:, 0, :]
-        mask_out = hs[:, 1:(1 + self.num_mask_tokens), :]
+        mask_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
         up = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
         hyper: List[Tensor] = []
         for i, mlp in enumerate(self.output_hypernetworks_mlps):
@@ -399,11 +410,22 @@ SIZES = {
     "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
 }
 DEFAULT_ARCH = {
-    "img_size": 1024, "patch_size": 16, "mlp_ratio": 4.0, "window_size": 14, "out_chans": 256,
-    "prompt_embed_dim": 256, "mask_in_chans": 16, "decoder_depth": 2, "decoder_mlp_dim": 2048,
-    "decoder_num_heads": 8, "attention_downsample_rate": 2, "iou_head_depth": 3,
-    "iou_head_hidden_dim": 256, "num_multimask_outputs": 3,
-    "pixel_mean": [123.675, 116.28, 103.53], "pixel_std": [58.395, 57.12, 57.375],
+    "img_size": 1024,
+    "patch_size": 16,
+    "mlp_ratio": 4.0,
+    "window_size": 14,
+    "out_chans": 256,
+    "prompt_embed_dim": 256,
+    "mask_in_chans": 16,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 2048,
+    "decoder_num_heads": 8,
+    "attention_downsample_rate": 2,
+    "iou_head_depth": 3,
+    "iou_head_hidden_dim": 256,
+    "num_multimask_outputs": 3,
+    "pixel_mean": [123.675, 116.28, 103.53],
+    "pixel_std": [58.395, 57.12, 57.375],
 }
 
 

@@ -35,16 +35,15 @@ def _window_reverse(windows: Tensor, ws: int, b: int, hq: int, wq: int) -> Tenso
     return x.reshape(b, hq, wq, c)
 
 
-def shift_attention_mask(hq: int, wq: int, window_size: int, shift_size: int,
-                         like: Tensor) -> Tensor:
+def shift_attention_mask(hq: int, wq: int, window_size: int, shift_size: int, like: Tensor) -> Tensor:
     """[nW, ws*ws, ws*ws] mask: -100 between tokens of different shift regions, else 0."""
     # Region ids are small integers, exact in any float dtype.
     rows = torch.zeros(hq, dtype=torch.float32, device=like.device)
     cols = torch.zeros(wq, dtype=torch.float32, device=like.device)
-    rows[hq - window_size:hq - shift_size] = 1.0
-    rows[hq - shift_size:] = 2.0
-    cols[wq - window_size:wq - shift_size] = 1.0
-    cols[wq - shift_size:] = 2.0
+    rows[hq - window_size : hq - shift_size] = 1.0
+    rows[hq - shift_size :] = 2.0
+    cols[wq - window_size : wq - shift_size] = 1.0
+    cols[wq - shift_size :] = 2.0
     ids = (rows.view(hq, 1) * 3.0 + cols.view(1, wq)).view(1, hq, wq, 1)
     win = _window_partition(ids, window_size).squeeze(-1)  # [nW, N]
     diff = win.unsqueeze(1) - win.unsqueeze(2)
@@ -53,8 +52,9 @@ def shift_attention_mask(hq: int, wq: int, window_size: int, shift_size: int,
 
 
 class WindowAttention(nn.Module):
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None):
+    def __init__(
+        self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, qk_scale: Optional[float] = None
+    ):
         super().__init__()
         self.dim = dim
         self.window_size = window_size
@@ -63,9 +63,9 @@ class WindowAttention(nn.Module):
         # The reference multiplies q by this factor (it does not divide by sqrt(d)).
         self.scale = float(qk_scale) if qk_scale is not None else float(head_dim) ** -0.5
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) * (2 * window_size - 1), num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size),
-                             persistent=True)
+            torch.zeros((2 * window_size - 1) * (2 * window_size - 1), num_heads)
+        )
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=True)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -102,8 +102,16 @@ class Mlp(nn.Module):
 
 
 class SwinTransformerBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int,
-                 mlp_ratio: float, qkv_bias: bool, qk_scale: Optional[float]):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: Optional[float],
+    ):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
@@ -151,8 +159,7 @@ class PatchMerging(nn.Module):
         if h % 2 == 1 or w % 2 == 1:
             y = F.pad(y, [0, 0, 0, w % 2, 0, h % 2])
         # Order (row, col): (even, even), (odd, even), (even, odd), (odd, odd).
-        y = torch.cat([y[:, 0::2, 0::2, :], y[:, 1::2, 0::2, :],
-                       y[:, 0::2, 1::2, :], y[:, 1::2, 1::2, :]], dim=-1)
+        y = torch.cat([y[:, 0::2, 0::2, :], y[:, 1::2, 0::2, :], y[:, 0::2, 1::2, :], y[:, 1::2, 1::2, :]], dim=-1)
         y = y.view(b, -1, 4 * c)
         return self.reduction(self.norm(y))
 
@@ -160,16 +167,28 @@ class PatchMerging(nn.Module):
 class BasicLayer(nn.Module):
     """One Swin stage: blocks (alternating shift 0 / ws//2) and an optional patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, qk_scale: Optional[float], downsample: bool):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: Optional[float],
+        downsample: bool,
+    ):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size,
-                                 0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio, qkv_bias, qk_scale)
-            for i in range(depth)])
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(
+                    dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio, qkv_bias, qk_scale
+                )
+                for i in range(depth)
+            ]
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: Tensor, h: int, w: int) -> Tuple[Tensor, Tensor, int, int]:
@@ -216,22 +235,41 @@ def _to_map(x: Tensor, h: int, w: int) -> Tensor:
 class SwinBackbone(nn.Module):
     """forward(x [B,3,H,W]) -> (res2, res3, res4, res5) at strides 4, 8, 16, 32."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 128,
-                 depths: Optional[List[int]] = None, num_heads: Optional[List[int]] = None,
-                 window_size: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, patch_norm: bool = True):
+    def __init__(
+        self,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 128,
+        depths: Optional[List[int]] = None,
+        num_heads: Optional[List[int]] = None,
+        window_size: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        patch_norm: bool = True,
+    ):
         super().__init__()
         depths = [2, 2, 18, 2] if depths is None else list(depths)
         num_heads = [4, 8, 16, 32] if num_heads is None else list(num_heads)
         if len(depths) != 4 or len(num_heads) != 4:
-            raise ValueError("Swin backbone: DEPTHS and NUM_HEADS must have 4 entries "
-                             f"(got {depths}, {num_heads})")
+            raise ValueError("Swin backbone: DEPTHS and NUM_HEADS must have 4 entries " f"(got {depths}, {num_heads})")
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
-        self.layers = nn.ModuleList([
-            BasicLayer(embed_dim * 2 ** i, depths[i], num_heads[i], window_size, mlp_ratio,
-                       qkv_bias, qk_scale, downsample=i < 3)
-            for i in range(4)])
-        self.num_features = [embed_dim * 2 ** i for i in range(4)]
+        self.layers = nn.ModuleList(
+            [
+                BasicLayer(
+                    embed_dim * 2**i,
+                    depths[i],
+                    num_heads[i],
+                    window_size,
+                    mlp_ratio,
+                    qkv_bias,
+                    qk_scale,
+                    downsample=i < 3,
+                )
+                for i in range(4)
+            ]
+        )
+        self.num_features = [embed_dim * 2**i for i in range(4)]
         self.norm0 = nn.LayerNorm(self.num_features[0])
         self.norm1 = nn.LayerNorm(self.num_features[1])
         self.norm2 = nn.LayerNorm(self.num_features[2])
