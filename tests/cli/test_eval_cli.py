@@ -10,7 +10,6 @@ export_fixture_bundles), OVSEG_SHARED_DIR (../shared/ovseg). Skips when any is m
 """
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess

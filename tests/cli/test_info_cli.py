@@ -50,7 +50,7 @@ class InfoTest(unittest.TestCase):
         self.assertIn(m["text"]["tokenizer"]["file"], out)
         # Every file with its checksum — and the checksums are the files' real ones.
         for name, entry in m["files"].items():
-            line = next((l for l in out.splitlines() if l.strip().startswith(name)), None)
+            line = next((ln for ln in out.splitlines() if ln.strip().startswith(name)), None)
             self.assertIsNotNone(line, name)
             with open(os.path.join(BUNDLE, name), "rb") as f:
                 self.assertEqual(hashlib.sha256(f.read()).hexdigest(), entry["sha256"])

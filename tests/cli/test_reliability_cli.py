@@ -7,7 +7,6 @@ Environment as in test_segment_cli.py (OVSEG_BIN, OVSEG_TEST_BUNDLE_DIR, OVSEG_S
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile

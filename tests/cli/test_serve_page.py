@@ -124,7 +124,8 @@ class ServePage(unittest.TestCase):
         href = d.find_element(By.ID, "dl-labels").get_attribute("href")
         page_png = d.execute_async_script(
             "const done = arguments[1]; fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => {"
-            " let s = ''; const u = new Uint8Array(b); for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]);"
+            " let s = ''; const u = new Uint8Array(b);"
+            " for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]);"
             " done(btoa(s)); });",
             href,
         )

@@ -17,9 +17,9 @@ from fixture_util import fixture_classes  # noqa: E402
 from ovseg_export import pipeline  # noqa: E402
 from ovseg_export.export import CLIP_PREFIX  # noqa: E402
 from ovseg_export.load import read_checkpoint  # noqa: E402
-from ovseg_export.modules.clip import (
+from ovseg_export.modules.clip import (  # noqa: E402
     build_clip_text,
-    build_clip_visual,  # noqa: E402
+    build_clip_visual,
     clip_arch_from_state_dict,
     clip_state_keys,
 )

@@ -240,7 +240,7 @@ class _Case(unittest.TestCase):
     def assert_one_line_error(self, r, prog, code, *needles):
         self.assertEqual(r.returncode, code, r.stderr)
         self.assertNotIn("Traceback", r.stderr)
-        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         self.assertEqual(len(lines), 1, r.stderr)
         self.assertTrue(lines[0].startswith(f"{prog}: error: "), lines[0])
         for n in needles:
@@ -701,7 +701,7 @@ class InputFileTest(_Case):
         self.assertIsNotNone(code, "opening a FIFO blocked")
         self.assertEqual(code, 0, err)
         for what, p in (("base", base), ("config", base), ("vocab", vocab), ("templates", tmpl), ("arch", tmpl)):
-            line = [l for l in out.splitlines() if l.startswith(what + " ")]
+            line = [ln for ln in out.splitlines() if ln.startswith(what + " ")]
             self.assertEqual(len(line), 1, out)
             self.assertIn("REFUSED", line[0])
             self.assertIn(p, line[0])

@@ -123,11 +123,13 @@ def main():
         f"{'no overlay' if a.no_overlay else '--overlay'} --json; {cpu}"
     )
     print(
-        f"{'frames':>7} {'segmented':>9} {'wall s':>8} {'frames/s':>9} {'in-video f/s':>12} {'ms/segment':>10} {'peak RSS MiB':>12}"
+        f"{'frames':>7} {'segmented':>9} {'wall s':>8} {'frames/s':>9} {'in-video f/s':>12} "
+        f"{'ms/segment':>10} {'peak RSS MiB':>12}"
     )
     for r in rows:
         print(
-            f"{r['frames']:>7} {r['segmented']:>9} {r['wall_s']:>8} {r['frames_per_s']:>9} {r['video_frames_per_s']:>12} "
+            f"{r['frames']:>7} {r['segmented']:>9} {r['wall_s']:>8} {r['frames_per_s']:>9} "
+            f"{r['video_frames_per_s']:>12} "
             f"{r['segment_ms_per_frame']:>10} {r['peak_rss_mib']:>12}"
         )
     print(json.dumps(rows))

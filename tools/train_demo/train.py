@@ -436,9 +436,9 @@ def batch_scenes(pool, idx, gen, crop: int) -> Tuple[torch.Tensor, torch.Tensor]
         h, w = lab.shape
         crop = min(crop, h, w)
         t = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
-        l = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-        im = torch.from_numpy(img[t : t + crop, l : l + crop]).permute(2, 0, 1).float()
-        lb = torch.from_numpy(lab[t : t + crop, l : l + crop].astype(np.int64))
+        x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+        im = torch.from_numpy(img[t : t + crop, x0 : x0 + crop]).permute(2, 0, 1).float()
+        lb = torch.from_numpy(lab[t : t + crop, x0 : x0 + crop].astype(np.int64))
         if torch.rand((), generator=gen) < 0.5:
             im, lb = im.flip(-1), lb.flip(-1)
         imgs.append(im)
