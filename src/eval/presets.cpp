@@ -61,7 +61,14 @@ std::string strip(const std::string& s) {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"ade150", "ade847", "pc59", "pc459", "voc20", "coco171"}; }
+// The benchmarks' lists (eval::dataset_names, whose specs name their preset), then the lists of
+// no benchmark layout (COCO-Stuff's 171, ov-seg's training vocabulary).
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  for (const auto& d : eval::dataset_names()) names.push_back(eval::dataset_spec(d).preset);
+  names.push_back("coco171");
+  return names;
+}
 
 std::string find_presets_file(const std::string& presets_file) {
   if (!presets_file.empty()) {

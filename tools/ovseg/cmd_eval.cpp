@@ -344,6 +344,35 @@ int run_eval(const EvalArgs& a, const CLI::App& root) {
   return code;
 }
 
+// "a, b, c"
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// The help's layout lines, from the library's dataset table (eval::dataset_spec): one owner.
+std::string dataset_layouts() {
+  std::string out;
+  for (const std::string& name : eval::dataset_names()) {
+    const eval::DatasetSpec& d = eval::dataset_spec(name);
+    auto split = [](std::string dir) {
+      const auto at = dir.find("{split}");
+      if (at != std::string::npos) dir.replace(at, 7, "SPLIT");
+      return dir;
+    };
+    std::string notes = (d.label_bit_depth == 16 ? "16-bit, " : "") + std::to_string(d.ignore_label) + " ignore";
+    if (d.ensemble_weight) {
+      char w[32];
+      std::snprintf(w, sizeof w, "; -w %g", static_cast<double>(*d.ensemble_weight));
+      notes += w;
+    }
+    out += "  " + name + ":" + std::string(name.size() < 7 ? 7 - name.size() : 1, ' ') + "ROOT/" + split(d.image_dir) +
+           "/*" + d.image_ext + " + ROOT/" + split(d.label_dir) + "/*" + d.label_ext + " (" + notes + ")\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 Command add_eval_command(CLI::App& parent) {
@@ -356,14 +385,8 @@ Command add_eval_command(CLI::App& parent) {
   c.app = app;
   app->footer(
       "Layouts (as ov-seg's preparation scripts leave them; images and labels paired by file stem, images\n"
-      "without annotation left out and counted, as detectron2's load_sem_seg does):\n"
-      "  ade150: ROOT/ADEChallengeData2016/images/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.png (255 ignore)\n"
-      "  ade847: ROOT/ADE20K_2021_17_01/images_detectron2/SPLIT/*.jpg + annotations_detectron2/SPLIT/*.tif "
-      "(65535 ignore)\n"
-      "  pc59:   ROOT/VOCdevkit/VOC2010/JPEGImages/*.jpg + annotations_detectron2/pc59_val/*.png (255 ignore; -w 0.6)\n"
-      "  pc459:  ROOT/VOCdevkit/VOC2010/JPEGImages/*.jpg + annotations_detectron2/pc459_val/*.tif "
-      "(16-bit, 65535 ignore; -w 0.6)\n"
-      "  voc20:  ROOT/VOCdevkit/VOC2012/JPEGImages/*.jpg + annotations_detectron2/val/*.png (255 ignore; -w 0.45)\n"
+      "without annotation left out and counted, as detectron2's load_sem_seg does):\n" +
+      dataset_layouts() +
       "  custom: --images DIR --labels DIR --classes-file F [--ignore-label N --image-ext jpg --label-ext png]\n"
       "Outputs in --output: metrics.json, per_class.csv, metrics.md, checkpoint.json (and predictions/,\n"
       "sem_seg_predictions.json with its per-image parts in sem_seg_json/).\n"
@@ -376,7 +399,7 @@ Command add_eval_command(CLI::App& parent) {
       "after writing the checkpoint (run again with --resume).");
   app->add_option("-m,--model", a.model, "Model bundle directory (written by ovseg-export)")->required();
   app->add_option("--dataset", a.dataset,
-                  "ade150, ade847, pc59, pc459, voc20 or custom; several separated by commas (ade150,ade847 or "
+                  join(eval::dataset_names()) + " or custom; several separated by commas (ade150,ade847 or "
                   "pc59,pc459: each image analyzed once, each dataset's outputs in OUTPUT/DATASET)")
       ->required();
   app->add_option("--root", a.root, "Datasets directory (detectron2's DETECTRON2_DATASETS)");

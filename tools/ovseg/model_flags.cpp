@@ -75,7 +75,11 @@ void add_class_flags(CLI::App& app, ClassFlags& flags) {
                      "- reads it from stdin");
   flags.dataset_classes_opt =
       app.add_option("-p,--dataset-classes", flags.dataset_classes,
-                     "Class list of a dataset: ade150, ade847, pc59, pc459, voc20, coco171");
+                     "Class list of a dataset: " + [] {
+                       std::string names;
+                       for (const auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+                       return names;
+                     }());
   // The old spelling, hidden: "preset" also names the exporter's model presets (swinB_vitL14).
   flags.preset_opt = app.add_option("--preset", flags.dataset_classes, "Deprecated: --dataset-classes")->group("");
   flags.classes_opt->excludes(flags.classes_file_opt)->excludes(flags.dataset_classes_opt)->excludes(flags.preset_opt);
