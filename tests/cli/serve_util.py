@@ -136,3 +136,12 @@ def segment(server, image_path=None, image_bytes=None, headers=None, timeout=120
 
 def json_of(body):
     return json.loads(body.decode("utf-8"))
+
+
+def metric(server, name):
+    """The value of one Prometheus line of /metrics (name with its labels), 0 when absent."""
+    _, _, body = request(server.url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0

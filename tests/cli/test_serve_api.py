@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from demo_env import BIN, DEMO, require_binary
-from serve_util import Server, json_of, multipart, request, segment
+from serve_util import Server, json_of, metric, multipart, request, segment
 
 IMAGES = os.path.join(DEMO, "examples", "images")
 EXAMPLE = os.path.join(IMAGES, "heldout_2026_00001.png")
@@ -437,13 +437,13 @@ class ServeLoad(unittest.TestCase):
                 ).encode()
                 + body2
             )
-            _wait_until(lambda: _metric(s, "ovseg_queue_depth") == 1)
+            _wait_until(lambda: metric(s, "ovseg_queue_depth") == 1)
             sock.close()
-            _wait_until(lambda: _metric(s, "ovseg_requests_cancelled_total") == 1)
-            self.assertEqual(_metric(s, "ovseg_queue_depth"), 0)
+            _wait_until(lambda: metric(s, "ovseg_requests_cancelled_total") == 1)
+            self.assertEqual(metric(s, "ovseg_queue_depth"), 0)
             t.join()
             self.assertEqual(first["a"][0], 200)
-            self.assertEqual(_metric(s, "ovseg_cache_misses_total"), 1)  # the dropped one never ran
+            self.assertEqual(metric(s, "ovseg_cache_misses_total"), 1)  # the dropped one never ran
 
     def test_slow_clients_time_out_without_holding_the_worker(self):
         with Server("--request-timeout", "2", env=env()) as s:
@@ -471,8 +471,8 @@ class ServeLoad(unittest.TestCase):
                         break
                 sock.close()
             self.assertLess(time.time() - t0, 15)
-            self.assertGreaterEqual(_metric(s, "ovseg_connections_timed_out_total"), 1)
-            self.assertEqual(_metric(s, "ovseg_cache_misses_total"), 1)  # only the complete request ran
+            self.assertGreaterEqual(metric(s, "ovseg_connections_timed_out_total"), 1)
+            self.assertEqual(metric(s, "ovseg_cache_misses_total"), 1)  # only the complete request ran
 
     def test_sigterm_finishes_the_request_in_flight(self):
         s = Server(env=env())
@@ -514,19 +514,11 @@ class ServeLoad(unittest.TestCase):
             after_warmup = s.rss_kb()
             burst(200, 100)
             after = s.rss_kb()
-            cache = _metric(s, "ovseg_cache_bytes")
+            cache = metric(s, "ovseg_cache_bytes")
             self.assertLessEqual(cache, 16 << 20)
-            self.assertGreater(_metric(s, "ovseg_cache_hits_total"), 0)
+            self.assertGreater(metric(s, "ovseg_cache_hits_total"), 0)
             # Growth after the warm-up stays small (allocator noise), not proportional to requests.
             self.assertLess(after - after_warmup, 60 * 1024, (after_warmup, after))
-
-
-def _metric(server, name):
-    status, _, body = request(server.url + "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("no metric " + name)
 
 
 def _wait_until(cond, timeout=60):

@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cli"))
 import sam_fixtures as sf  # noqa: E402
-from serve_util import Server, json_of, multipart, request, segment  # noqa: E402
+from serve_util import Server, json_of, metric, multipart, request, segment  # noqa: E402
 
 BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
 SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
@@ -139,14 +139,6 @@ class ServeSam(unittest.TestCase):
         status, _, body = segment(s, big, classes=classes, proposals="sam")
         self.assertEqual(status, 200, body)
         self.assertTrue(json_of(body)["cached"])
-
-
-def metric(server, name):
-    _, _, body = request(server.url + "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 if __name__ == "__main__":

@@ -363,17 +363,28 @@ bool overlay_truetype_available() {
 #endif
 }
 
-std::vector<int> legend_classes(const Result& result) {
-  const int num_classes = static_cast<int>(result.classes.size());
-  std::vector<long long> pixels(num_classes, 0);
+namespace {
+
+// Pixels per class of the caller's list, counted from the label map.
+std::vector<long long> class_pixel_counts(const Result& result) {
+  std::vector<long long> pixels(result.classes.size(), 0);
   for (const std::uint16_t l : result.labels)
-    if (l < num_classes) ++pixels[l];
+    if (l < pixels.size()) ++pixels[l];
+  return pixels;
+}
+
+// The classes with pixels, most first (ties in class order).
+std::vector<int> legend_order(const std::vector<long long>& pixels) {
   std::vector<int> present;
-  for (int c = 0; c < num_classes; ++c)
+  for (int c = 0; c < static_cast<int>(pixels.size()); ++c)
     if (pixels[c] > 0) present.push_back(c);
   std::stable_sort(present.begin(), present.end(), [&](int a, int b) { return pixels[a] > pixels[b]; });
   return present;
 }
+
+}  // namespace
+
+std::vector<int> legend_classes(const Result& result) { return legend_order(class_pixel_counts(result)); }
 
 Image render_overlay(const Image& image, const Result& result, const OverlayFonts& fonts, Palette* palette) {
   const int w = image.width, h = image.height;
@@ -385,13 +396,8 @@ Image render_overlay(const Image& image, const Result& result, const OverlayFont
   cv::Mat labels(h, w, CV_16UC1, const_cast<std::uint16_t*>(result.labels.data()));
 
   // The classes present, largest share first: the largest region gets the batch's next colour first.
-  std::vector<long long> pixels(num_classes, 0);
-  for (const std::uint16_t l : result.labels)
-    if (l < num_classes) ++pixels[l];
-  std::vector<int> present;
-  for (int c = 0; c < num_classes; ++c)
-    if (pixels[c] > 0) present.push_back(c);
-  std::stable_sort(present.begin(), present.end(), [&](int a, int b) { return pixels[a] > pixels[b]; });
+  const std::vector<long long> pixels = class_pixel_counts(result);
+  const std::vector<int> present = legend_order(pixels);
   Palette own;
   Palette& colours = palette ? *palette : own;
   colours.assign(present);
