@@ -499,6 +499,22 @@ class ServeLoad(unittest.TestCase):
         finally:
             s.kill()
 
+    def test_a_model_that_does_not_load_is_exit_2_and_a_bad_option_too(self):
+        bad = os.path.join(TMP, "not-a-bundle")
+        os.makedirs(bad, exist_ok=True)
+        with open(os.path.join(bad, "manifest.json"), "w") as f:
+            f.write("{ not json")
+        p = subprocess.run([BIN, "serve", "-m", bad, "--port", "0"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("manifest.json", p.stderr)
+        self.assertIn("listening on http://127.0.0.1:", p.stdout)  # it listened, then stopped
+        p = subprocess.run([BIN, "serve", "-m", DEMO, "--queue", "0"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        p = subprocess.run([BIN, "serve", "-m", os.path.join(TMP, "missing")], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("bundle directory not found", p.stderr)
+
     def test_resident_memory_stays_bounded(self):
         with Server("--cache-mb", "16", env=env()) as s:
             lists = ["sky, grass", "red star, brick wall", "sky, dotted blue star, grass", "brick wall"]
