@@ -510,8 +510,9 @@ class ServeLoad(unittest.TestCase):
         self.assertIn("listening on http://127.0.0.1:", p.stdout)  # it listened, then stopped
         p = subprocess.run([BIN, "serve", "-m", DEMO, "--queue", "0"], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 2)
-        p = subprocess.run([BIN, "serve", "-m", os.path.join(TMP, "missing")], capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(
+            [BIN, "serve", "-m", os.path.join(TMP, "missing")], capture_output=True, text=True, timeout=60
+        )
         self.assertEqual(p.returncode, 2)
         self.assertIn("bundle directory not found", p.stderr)
 
