@@ -68,7 +68,8 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
   write_file_atomic(path, text.data(), text.size());
 }
 // Removes the temporaries that write_file_atomic() left in `dir` (not recursive) when a process
-// died mid-write: those whose process is no longer running. Returns how many were removed.
+// died mid-write: those whose process is no longer running. Also "NAME.tmpPID-N.EXT", the form
+// for files whose writer needs the extension (ovseg's video overlays). Returns how many were removed.
 OVSEG_API std::size_t sweep_stale_temporaries(const std::string& dir);
 
 // Reads a whole regular file of at most `max_bytes`; special files (FIFOs, devices, sockets),

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -157,8 +159,16 @@ void write_file_atomic(const std::string& path, const void* bytes, std::size_t s
   }
 }
 
-bool parse_temporary_name(const std::string& name, long* pid) {
-  // NAME.tmpPID-N: PID and N decimal, NAME not empty.
+bool parse_temporary_name(const std::string& full, long* pid) {
+  // NAME.tmpPID-N, or NAME.tmpPID-N.EXT for writers that need the extension last (a video's
+  // container is chosen by it): PID and N decimal, NAME not empty, EXT 1-8 letters or digits.
+  std::string name = full;
+  if (const std::size_t dot = name.rfind('.'); dot != std::string::npos && dot + 1 < name.size() &&
+                                               name.size() - dot - 1 <= 8 && name.compare(dot, 4, ".tmp") != 0) {
+    const bool alnum = std::all_of(name.begin() + static_cast<std::ptrdiff_t>(dot) + 1, name.end(),
+                                   [](unsigned char c) { return std::isalnum(c) != 0; });
+    if (alnum) name.resize(dot);
+  }
   const std::size_t at = name.rfind(".tmp");
   if (at == std::string::npos || at == 0) return false;
   std::size_t i = at + 4;

@@ -40,7 +40,7 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
 }
 
 // Removes the temporaries that write_file_atomic() left in `dir` (not recursive) when a process
-// died mid-write (kill -9, power loss): "NAME.tmpPID-N" whose PID is no longer running. Files of
+// died mid-write (kill -9, power loss): "NAME.tmpPID-N" (or "NAME.tmpPID-N.EXT") whose PID is no longer running. Files of
 // a live process, and anything not named like that, are left alone. Returns how many were removed.
 std::size_t sweep_stale_temporaries(const std::string& dir);
 // True if `name` looks like one of write_file_atomic's temporaries; *pid receives its process id.

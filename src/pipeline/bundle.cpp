@@ -333,12 +333,12 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
     return std::find(manifest.unverified.begin(), manifest.unverified.end(), path) != manifest.unverified.end();
   };
   auto verify_async = [&](const std::string& path) {
-    return std::async(std::launch::async, [&manifest, path, check = unverified(path) && !lazy] {
+    return std::async(std::launch::async, [&manifest, path, check = unverified(path)] {
       if (check) verify_file(manifest, path);
     });
   };
-  std::future<void> next = verify_async(lazy ? manifest.clip_text_path : manifest.proposals_path);
   if (!lazy) {
+    std::future<void> next = verify_async(manifest.proposals_path);
     next.get();
     next = verify_async(manifest.clip_visual_path);
     impl->proposals = load_module(manifest.proposals_path, device);
@@ -346,9 +346,10 @@ std::unique_ptr<Modules> Modules::load(const Manifest& manifest, c10::Device dev
     next = verify_async(manifest.clip_text_path);
     impl->clip_visual = load_module(manifest.clip_visual_path, device);
     impl->proposals_loaded = impl->visual_loaded = true;
+    next.get();
+  } else if (unverified(manifest.clip_text_path)) {  // the other two are verified on first use
+    verify_file(manifest, manifest.clip_text_path);
   }
-  next.get();
-  if (lazy && unverified(manifest.clip_text_path)) verify_file(manifest, manifest.clip_text_path);
   impl->clip_text = load_module(manifest.clip_text_path, device);
 
   const std::string& buffer = manifest.non_object_buffer;

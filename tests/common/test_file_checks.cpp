@@ -75,6 +75,13 @@ TEST(TemporaryNames, OnlyWriteFileAtomicsPattern) {
   EXPECT_FALSE(parse_temporary_name("a.tmp12-", &pid));
   EXPECT_FALSE(parse_temporary_name("a.tmp-3", &pid));
   EXPECT_FALSE(parse_temporary_name("a.tmp12-3x", &pid));
+  // The form with the extension last (a video overlay being written).
+  EXPECT_TRUE(parse_temporary_name("clip.overlay.tmp77-5.mp4", &pid));
+  EXPECT_EQ(pid, 77);
+  EXPECT_FALSE(parse_temporary_name("clip.overlay.mp4", &pid));
+  EXPECT_FALSE(parse_temporary_name("a.tmp12-3.", &pid));
+  EXPECT_FALSE(parse_temporary_name("a.tmp12-3.toolongext", &pid));
+  EXPECT_FALSE(parse_temporary_name(".tmp1-2.mp4", &pid));
 }
 
 TEST(TemporaryNames, SweepRemovesOnlyThoseOfDeadProcesses) {

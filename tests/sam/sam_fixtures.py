@@ -73,3 +73,35 @@ def segmentations(d: str, meta: Dict[str, Any]) -> np.ndarray:
     packed = load_array(d, meta, "segmentations_packbits")
     h, w = meta["amg_input_size_hw"]
     return np.unpackbits(packed, axis=-1, count=w).astype(bool).reshape(-1, h, w)
+
+
+# Where the SAM checks find the binary and the bundles the ctest fixtures export.
+BIN = os.environ.get("OVSEG_BIN", os.path.join(REPO, "build", "ovseg"))
+SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(REPO, "build", "test-bundles-sam"))
+OV_BUNDLES = os.environ.get("OVSEG_TEST_BUNDLE_DIR", os.path.join(REPO, "build", "test-bundles"))
+
+
+def classify_fixtures() -> List[Tuple[str, Dict[str, Any]]]:
+    """The SAM fixtures that also hold the online demo's classification (meta.json "classify")."""
+    return [(d, m) for d, m in sam_fixtures() if isinstance(m.get("classify"), dict)]
+
+
+def ov_bundle(meta: Dict[str, Any]) -> str:
+    """The ov-seg bundle exported from the fixture whose checkpoint a classification used."""
+    ck = meta["classify"]["checkpoint"]  # shared/ovseg/fixtures/<name>/checkpoint.pth
+    return os.path.join(OV_BUNDLES, os.path.basename(os.path.dirname(ck)))
+
+
+def main_or_skip(fixtures, what: str) -> None:
+    """A check's __main__: exit 77 (ctest: skipped) without fixtures or bundles, else unittest."""
+    import sys
+    import unittest
+
+    if not fixtures:
+        print("SKIP: no SAM fixture", what, "under", SHARED)
+        sys.exit(77)
+    for p in (SAM_BUNDLES, OV_BUNDLES):
+        if not os.path.isdir(p):
+            print("SKIP: no test bundles in", p)
+            sys.exit(77)
+    unittest.main(module="__main__")

@@ -20,21 +20,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import sam_fixtures as sf  # noqa: E402
 
-BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
-SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
-OV_BUNDLES = os.environ.get("OVSEG_TEST_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles"))
-FIXTURES = [(d, m) for d, m in sf.sam_fixtures() if isinstance(m.get("classify"), dict)]
+BIN, SAM_BUNDLES, ov_bundle = sf.BIN, sf.SAM_BUNDLES, sf.ov_bundle
+FIXTURES = sf.classify_fixtures()
 
 
 def setUpModule():
     # However the module is started (ctest, unittest, pytest): no fixture, every test skips.
     if not FIXTURES:
         raise unittest.SkipTest(f"no SAM fixture with a classification under {sf.SHARED}")
-
-
-def ov_bundle(meta):
-    ck = meta["classify"]["checkpoint"]  # shared/ovseg/fixtures/<name>/checkpoint.pth
-    return os.path.join(OV_BUNDLES, os.path.basename(os.path.dirname(ck)))
 
 
 def segment(d, meta, out, classes, granularity, extra=()):
@@ -157,11 +150,4 @@ class SegmentSamCli(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if not FIXTURES:
-        print("SKIP: no SAM fixture with a classification under", sf.SHARED)
-        sys.exit(77)
-    for p in (SAM_BUNDLES, OV_BUNDLES):
-        if not os.path.isdir(p):
-            print("SKIP: no test bundles in", p)
-            sys.exit(77)
-    unittest.main()
+    sf.main_or_skip(FIXTURES, "with a classification")

@@ -19,19 +19,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cli"))
 import sam_fixtures as sf  # noqa: E402
 from serve_util import Server, json_of, metric, multipart, request, segment  # noqa: E402
 
-BIN = os.environ.get("OVSEG_BIN", os.path.join(sf.REPO, "build", "ovseg"))
-SAM_BUNDLES = os.environ.get("OVSEG_SAM_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles-sam"))
-OV_BUNDLES = os.environ.get("OVSEG_TEST_BUNDLE_DIR", os.path.join(sf.REPO, "build", "test-bundles"))
-FIXTURES = [(d, m) for d, m in sf.sam_fixtures() if isinstance(m.get("classify"), dict)]
+BIN, SAM_BUNDLES, ov_bundle = sf.BIN, sf.SAM_BUNDLES, sf.ov_bundle
+FIXTURES = sf.classify_fixtures()
 
 
 def setUpModule():
     if not FIXTURES:
         raise unittest.SkipTest(f"no SAM fixture with a classification under {sf.SHARED}")
-
-
-def ov_bundle(meta):
-    return os.path.join(OV_BUNDLES, os.path.basename(os.path.dirname(meta["classify"]["checkpoint"])))
 
 
 class ServeSam(unittest.TestCase):
@@ -142,11 +136,4 @@ class ServeSam(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if not FIXTURES:
-        print("SKIP: no SAM fixture with a classification under", sf.SHARED)
-        sys.exit(77)
-    for p in (SAM_BUNDLES, OV_BUNDLES):
-        if not os.path.isdir(p):
-            print("SKIP: no test bundles in", p)
-            sys.exit(77)
-    unittest.main()
+    sf.main_or_skip(FIXTURES, "with a classification")

@@ -2,6 +2,7 @@
 // report (segment_report.cpp) and writing them all (segment_output.cpp).
 #pragma once
 
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +16,9 @@
 #include "ovseg/sam.hpp"
 
 namespace ovseg::cli {
+
+// A value rounded to a multiple of `step`, as the JSON reports write times, shares and settings.
+inline double round_to(double v, double step) { return std::round(v / step) * step; }
 
 // --proposals sam: what the report says about the SAM run.
 struct SamReport {

@@ -6,11 +6,6 @@
 #include <cmath>
 
 namespace ovseg::cli {
-namespace {
-
-double round_to(double v, double step) { return std::round(v / step) * step; }
-
-}  // namespace
 
 nlohmann::json make_segment_report(const ModelInfo& info, const OutputRequest& request, const InputImage& in,
                                    const OutputSet& outputs, const Result& r, int bit_depth, double decode_ms,

@@ -43,7 +43,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-double round_to(double v, double step) { return std::round(v / step) * step; }
 
 bool starts_with(const unsigned char* b, std::size_t n, std::size_t at, const char* sig, std::size_t len) {
   return n >= at + len && std::memcmp(b + at, sig, len) == 0;
@@ -75,25 +74,6 @@ bool video_signature(const unsigned char* b, std::size_t n) {
   if (starts_with(b, n, 0, "DKIF", 4)) return true;                               // IVF (VP8/VP9/AV1)
   if (starts_with(b, n, 0, "YUV4MPEG2", 9)) return true;                          // Y4M
   return false;
-}
-
-// NAME.tmpPID-N.mp4 (the overlay's temporary: FFmpeg picks the container by the extension).
-bool parse_video_temporary(const std::string& name, long* pid) {
-  const std::string ext = ".mp4";
-  if (name.size() <= ext.size() || name.compare(name.size() - ext.size(), ext.size(), ext) != 0) return false;
-  const std::string base = name.substr(0, name.size() - ext.size());
-  const std::size_t at = base.rfind(".tmp");
-  if (at == std::string::npos || at == 0) return false;
-  std::size_t i = at + 4;
-  const std::size_t pid_start = i;
-  while (i < base.size() && base[i] >= '0' && base[i] <= '9') ++i;
-  if (i == pid_start || i - pid_start > 9 || i >= base.size() || base[i] != '-') return false;
-  const std::size_t dash = i++;
-  const std::size_t n_start = i;
-  while (i < base.size() && base[i] >= '0' && base[i] <= '9') ++i;
-  if (i == n_start || i != base.size()) return false;
-  *pid = std::stol(base.substr(pid_start, dash - pid_start));
-  return true;
 }
 
 std::string temporary_suffix() {
@@ -271,24 +251,6 @@ VideoProbe probe_video(const std::string& path) {
   return p;
 }
 
-std::size_t sweep_stale_video_temporaries(const std::string& dir) {
-  std::error_code ec;
-  fs::directory_iterator it(dir.empty() ? fs::path(".") : fs::path(dir), ec), end;
-  if (ec) return 0;
-  std::size_t removed = 0;
-  for (; it != end; it.increment(ec)) {
-    if (ec) break;
-    long pid = 0;
-    if (!parse_video_temporary(it->path().filename().string(), &pid) || pid <= 0) continue;
-    std::error_code te;
-    if (!it->is_regular_file(te)) continue;
-    if (pid == static_cast<long>(::getpid())) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // that process still runs
-    if (fs::remove(it->path(), te)) ++removed;
-  }
-  return removed;
-}
-
 VideoOutcome segment_video(const ModelInfo& info, const OutputRequest& request, const InputImage& in,
                            const VideoOptions& opt, const FrameSegmenter& segment) {
   const auto& log = cli_log();
@@ -366,7 +328,7 @@ VideoOutcome segment_video(const ModelInfo& info, const OutputRequest& request, 
       out.error = label_dir.string() + ": cannot create the label-map directory (" + ec.message() + ")";
       return out;
     }
-    const std::size_t swept = sweep_stale_video_temporaries(stem.parent_path().string());
+    const std::size_t swept = sweep_stale_temporaries(stem.parent_path().string());
     if (swept > 0) log.info("segment: removed {} stale temporary video(s) of an interrupted run", swept);
   }
 
